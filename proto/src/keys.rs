@@ -1,0 +1,83 @@
+//! The object key layout of DESIGN.md, as functions. No key string is assembled anywhere else.
+//! Keys are relative to a store root (a dataset URI or an output URI).
+
+use crate::ids::{CellId, RunId};
+
+// Dataset layout.
+pub fn dataset_image(cell: &CellId) -> String {
+    format!("image/{cell}.tif")
+}
+pub fn dataset_mask(cell: &CellId) -> String {
+    format!("mask/{cell}.tif")
+}
+pub fn dataset_obj(cell: &CellId) -> String {
+    format!("obj/{cell}.tif")
+}
+pub const DATASET_LABELS: &str = "labels.csv";
+pub const DATASET_IMAGE_DIR: &str = "image/";
+pub const DATASET_MASK_DIR: &str = "mask/";
+pub const DATASET_OBJ_DIR: &str = "obj/";
+
+// Run layout, under the output root.
+pub fn run_prefix(run: &RunId) -> String {
+    format!("runs/{run}/")
+}
+pub fn manifest(run: &RunId) -> String {
+    format!("runs/{run}/manifest.json")
+}
+pub fn volume(run: &RunId, cell: &CellId, k: u32) -> String {
+    format!("runs/{run}/volumes/{cell}/{k}.tif")
+}
+pub fn features_prefix(run: &RunId) -> String {
+    format!("runs/{run}/features/")
+}
+pub fn features(run: &RunId, cell: &CellId) -> String {
+    format!("runs/{run}/features/{cell}.json")
+}
+pub fn failures_prefix(run: &RunId) -> String {
+    format!("runs/{run}/failures/")
+}
+pub fn failure(run: &RunId, cell: &CellId) -> String {
+    format!("runs/{run}/failures/{cell}.json")
+}
+pub fn report_prefix(run: &RunId) -> String {
+    format!("runs/{run}/report/")
+}
+/// A file of the report; `name` is one of the report's own fixed names, never user input.
+pub fn report_file(run: &RunId, name: &str) -> String {
+    debug_assert!(!name.contains(".."), "report file names are fixed by the program");
+    format!("runs/{run}/report/{name}")
+}
+
+/// The cell a `features/<cell>.json` or `failures/<cell>.json` key belongs to.
+pub fn cell_of_record_key(key: &str) -> Option<CellId> {
+    let name = key.rsplit('/').next()?;
+    CellId::new(name.strip_suffix(".json")?).ok()
+}
+
+/// The cell of a dataset file key such as `image/<cell>.tif`.
+pub fn cell_of_dataset_key(key: &str) -> Option<CellId> {
+    let name = key.rsplit('/').next()?;
+    let stem = name.strip_suffix(".tif").or_else(|| name.strip_suffix(".tiff"))?;
+    CellId::new(stem).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_design() {
+        let r = RunId::new("r7").unwrap();
+        let c = CellId::new("B_keratocytes000673").unwrap();
+        assert_eq!(manifest(&r), "runs/r7/manifest.json");
+        assert_eq!(volume(&r, &c, 3), "runs/r7/volumes/B_keratocytes000673/3.tif");
+        assert_eq!(features(&r, &c), "runs/r7/features/B_keratocytes000673.json");
+        assert_eq!(failure(&r, &c), "runs/r7/failures/B_keratocytes000673.json");
+        assert_eq!(report_file(&r, "report.html"), "runs/r7/report/report.html");
+        assert_eq!(dataset_image(&c), "image/B_keratocytes000673.tif");
+        assert_eq!(cell_of_record_key(&features(&r, &c)), Some(c.clone()));
+        assert_eq!(cell_of_dataset_key("mask/B_keratocytes000673.tif"), Some(c));
+        assert_eq!(cell_of_dataset_key("mask/notes.txt"), None);
+    }
+}

@@ -1,0 +1,244 @@
+//! Messages on RabbitMQ: jobs on `dispr.jobs`, results and progress on `dispr.results`.
+
+use crate::ids::{CellId, RunId};
+use crate::version::{self, ProtoError, SCHEMA_VERSION};
+use serde::{Deserialize, Serialize};
+
+/// Queue and exchange names of DESIGN.md ("The distributed run"). Tests prefix them to run in
+/// parallel; production uses these.
+pub mod queues {
+    pub const JOBS: &str = "dispr.jobs";
+    pub const RESULTS: &str = "dispr.results";
+    pub const DEAD_LETTER_EXCHANGE: &str = "dispr.dlx";
+    pub const DEAD: &str = "dispr.jobs.dead";
+    /// Deliveries of one job before RabbitMQ dead-letters it (a poison job stops cycling).
+    pub const DEFAULT_DELIVERY_LIMIT: u32 = 3;
+}
+
+/// How volumes are sampled from the trained model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SamplerSpec {
+    /// Ancestral DDPM over `steps` of the 1000-step schedule (1000 = as published).
+    Ddpm { steps: u32 },
+    /// DDIM on a respaced schedule; `eta` = 0 is deterministic given the initial noise.
+    Ddim { steps: u32, eta: f64 },
+    /// DPM-Solver++ (2M) on a respaced schedule.
+    DpmSolver2m { steps: u32 },
+    /// No model: a deterministic shape at once, for orchestration tests and benchmarks.
+    Null,
+}
+
+impl SamplerSpec {
+    /// Model evaluations per sample (0 for the null sampler).
+    pub fn steps(&self) -> u32 {
+        match self {
+            SamplerSpec::Ddpm { steps }
+            | SamplerSpec::Ddim { steps, .. }
+            | SamplerSpec::DpmSolver2m { steps } => *steps,
+            SamplerSpec::Null => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for SamplerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SamplerSpec::Ddpm { steps } => write!(f, "ddpm-{steps}"),
+            SamplerSpec::Ddim { steps, eta } if *eta == 0.0 => write!(f, "ddim-{steps}"),
+            SamplerSpec::Ddim { steps, eta } => write!(f, "ddim-{steps}-eta{eta}"),
+            SamplerSpec::DpmSolver2m { steps } => write!(f, "dpmpp2m-{steps}"),
+            SamplerSpec::Null => f.write_str("null"),
+        }
+    }
+}
+
+impl std::str::FromStr for SamplerSpec {
+    type Err = String;
+    /// Parses the names [`Display`](std::fmt::Display) writes: `ddpm-1000`, `ddim-50`,
+    /// `ddim-50-eta0.5`, `dpmpp2m-25`, `null`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || {
+            format!(
+                "unknown sampler {s:?}; use one of ddpm-<steps>, ddim-<steps>[-eta<e>], dpmpp2m-<steps>, null"
+            )
+        };
+        if s == "null" {
+            return Ok(SamplerSpec::Null);
+        }
+        let (name, rest) = s.split_once('-').ok_or_else(usage)?;
+        let (steps, eta) = match rest.split_once("-eta") {
+            Some((steps, eta)) => (steps, Some(eta.parse::<f64>().map_err(|_| usage())?)),
+            None => (rest, None),
+        };
+        let steps: u32 = steps.parse().map_err(|_| usage())?;
+        if steps == 0 || steps > 1000 {
+            return Err(format!("sampler {s:?}: steps must be between 1 and 1000 (the schedule has 1000)"));
+        }
+        match (name, eta) {
+            ("ddpm", None) => Ok(SamplerSpec::Ddpm { steps }),
+            ("ddim", eta) => Ok(SamplerSpec::Ddim { steps, eta: eta.unwrap_or(0.0) }),
+            ("dpmpp2m", None) => Ok(SamplerSpec::DpmSolver2m { steps }),
+            _ => Err(usage()),
+        }
+    }
+}
+
+/// The model checkpoint a job uses: where it is, and the sha256 of its record, which the worker
+/// checks before using it (and caches the loaded model under).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// URI of the checkpoint record (`s3://...` or a path); its JSON sidecar sits beside it.
+    pub uri: String,
+    /// Hex sha256 of the record file.
+    pub sha256: String,
+}
+
+/// One sampling job: a few cells of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub schema_version: u32,
+    pub run_id: RunId,
+    /// Unique within the run, e.g. `j00000042`.
+    pub job_id: String,
+    pub cells: Vec<CellId>,
+    /// Where the inputs are (dataset layout of DESIGN.md).
+    pub dataset_uri: String,
+    /// The output prefix; the run writes under `<output_uri>/runs/<run_id>/`.
+    pub output_uri: String,
+    /// `None` only with the null sampler.
+    pub model: Option<ModelRef>,
+    pub sampler: SamplerSpec,
+    pub samples_per_cell: u32,
+    pub seed: u64,
+}
+
+impl Job {
+    pub fn encode(&self) -> Vec<u8> {
+        version::encode(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        version::decode("job message", bytes)
+    }
+}
+
+/// A message on `dispr.results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub schema_version: u32,
+    pub run_id: RunId,
+    pub job_id: String,
+    /// The worker's name (pod or host name and a process id).
+    pub worker: String,
+    /// Milliseconds since the Unix epoch when the worker sent it.
+    pub at_ms: u64,
+    pub body: ResultBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResultBody {
+    /// The worker took the job (sent once per delivery).
+    Started { cells: u32 },
+    /// Sampling progress of the job in hand, at most every few seconds.
+    Progress { step: u32, steps: u32 },
+    /// A cell's outputs are durable (its features file exists).
+    CellDone { cell: CellId, seconds: f64 },
+    /// A cell failed for good; `failures/<cell>.json` holds the details.
+    CellFailed { cell: CellId, reason: String },
+    /// The job is finished (every cell done or failed) and about to be acked.
+    JobDone { started_ms: u64, compute_seconds: f64 },
+}
+
+impl JobResult {
+    pub fn new(
+        run_id: RunId,
+        job_id: impl Into<String>,
+        worker: impl Into<String>,
+        body: ResultBody,
+    ) -> Self {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self {
+            schema_version: SCHEMA_VERSION,
+            run_id,
+            job_id: job_id.into(),
+            worker: worker.into(),
+            at_ms,
+            body,
+        }
+    }
+    pub fn encode(&self) -> Vec<u8> {
+        version::encode(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        version::decode("result message", bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            schema_version: SCHEMA_VERSION,
+            run_id: RunId::new("r1").unwrap(),
+            job_id: "j00000001".into(),
+            cells: vec![CellId::new("A_cell_clusters000604").unwrap()],
+            dataset_uri: "s3://data/rbc".into(),
+            output_uri: "s3://out/prefix".into(),
+            model: Some(ModelRef { uri: "s3://models/small.mpk".into(), sha256: "ab".repeat(32) }),
+            sampler: SamplerSpec::DpmSolver2m { steps: 25 },
+            samples_per_cell: 5,
+            seed: 42,
+        }
+    }
+
+    #[test]
+    fn job_round_trips() {
+        let j = job();
+        assert_eq!(Job::decode(&j.encode()).unwrap(), j);
+    }
+
+    #[test]
+    fn result_round_trips() {
+        let r = JobResult::new(
+            RunId::new("r1").unwrap(),
+            "j1",
+            "w-1",
+            ResultBody::CellFailed { cell: CellId::new("c1").unwrap(), reason: "empty mask".into() },
+        );
+        assert_eq!(JobResult::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn unknown_version_is_named() {
+        let mut v: serde_json::Value = serde_json::from_slice(&job().encode()).unwrap();
+        v["schema_version"] = 7.into();
+        let err = Job::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(matches!(err, ProtoError::UnknownVersion { found: 7, .. }));
+        assert!(err.to_string().contains("schema version 7"), "{err}");
+    }
+
+    #[test]
+    fn not_json_and_bad_ids_are_refused() {
+        assert!(matches!(Job::decode(b"hello"), Err(ProtoError::NotJson { .. })));
+        assert!(matches!(Job::decode(b"{}"), Err(ProtoError::NoVersion { .. })));
+        let mut v: serde_json::Value = serde_json::from_slice(&job().encode()).unwrap();
+        v["cells"] = serde_json::json!(["../../etc/passwd"]);
+        assert!(matches!(Job::decode(&serde_json::to_vec(&v).unwrap()), Err(ProtoError::Malformed { .. })));
+    }
+
+    #[test]
+    fn sampler_names_round_trip() {
+        for s in ["ddpm-1000", "ddim-50", "ddim-25-eta0.5", "dpmpp2m-10", "null"] {
+            let spec: SamplerSpec = s.parse().unwrap();
+            assert_eq!(spec.to_string(), s);
+        }
+        assert!("ddim-0".parse::<SamplerSpec>().is_err());
+        assert!("euler-10".parse::<SamplerSpec>().unwrap_err().contains("dpmpp2m"));
+    }
+}

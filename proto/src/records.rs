@@ -1,0 +1,160 @@
+//! Records in the object store: the run manifest, per-cell features (the done-marker) and
+//! per-cell failures.
+
+use crate::ids::{CellId, RunId};
+use crate::messages::{ModelRef, SamplerSpec};
+use crate::version::{self, ProtoError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Named feature values. Values are finite: a feature that cannot be defined for a shape is
+/// documented with the value it takes instead (never NaN).
+pub type FeatureMap = BTreeMap<String, f64>;
+
+/// `runs/<run>/manifest.json`: everything that determines the run's outputs. Two submissions
+/// with the same run id must have equal manifests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub run_id: RunId,
+    pub dataset_uri: String,
+    pub output_uri: String,
+    /// `None` only with the null sampler.
+    pub model: Option<ModelRef>,
+    pub sampler: SamplerSpec,
+    pub samples_per_cell: u32,
+    pub seed: u64,
+    /// The release that made the run (`CARGO_PKG_VERSION` of the coordinator).
+    pub code_version: String,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        version::encode_pretty(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        version::decode("run manifest", bytes)
+    }
+}
+
+/// Features of one sample of a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleFeatures {
+    pub k: u32,
+    pub seed: u64,
+    /// 3D features of the binarised sample.
+    pub features: FeatureMap,
+    /// Reconstruction metrics against the ground truth, when the dataset has `obj/<cell>.tif`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<FeatureMap>,
+}
+
+/// `runs/<run>/features/<cell>.json`, written last: its existence means the cell is done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellFeatures {
+    pub schema_version: u32,
+    pub run_id: RunId,
+    pub cell: CellId,
+    /// Class and sub-class from the dataset (labels.csv or the file-name prefix).
+    #[serde(default)]
+    pub class: Option<String>,
+    #[serde(default)]
+    pub subclass: Option<String>,
+    /// 2D features of the input image and mask.
+    pub features_2d: FeatureMap,
+    pub samples: Vec<SampleFeatures>,
+    /// Mean and (population) standard deviation of each 3D feature over the samples.
+    pub mean_3d: FeatureMap,
+    pub std_3d: FeatureMap,
+    /// Mean reconstruction metrics over the samples, when ground truth exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_metrics: Option<FeatureMap>,
+}
+
+impl CellFeatures {
+    pub fn encode(&self) -> Vec<u8> {
+        version::encode_pretty(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        version::decode("cell features", bytes)
+    }
+}
+
+/// `runs/<run>/failures/<cell>.json`: why a cell failed for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellFailure {
+    pub schema_version: u32,
+    pub run_id: RunId,
+    pub cell: CellId,
+    pub job_id: String,
+    pub worker: String,
+    /// One line for people: what was wrong and what to do.
+    pub reason: String,
+    /// The error and its causes, outermost first.
+    pub error_chain: Vec<String>,
+    pub at_ms: u64,
+}
+
+impl CellFailure {
+    pub fn encode(&self) -> Vec<u8> {
+        version::encode_pretty(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        version::decode("cell failure", bytes)
+    }
+}
+
+/// Mean and population standard deviation of each feature over samples; features missing from
+/// some samples are averaged over the samples that have them.
+pub fn aggregate(samples: &[FeatureMap]) -> (FeatureMap, FeatureMap) {
+    let mut sums: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
+    for s in samples {
+        for (k, v) in s {
+            let e = sums.entry(k.as_str()).or_insert((0.0, 0.0, 0));
+            e.0 += v;
+            e.1 += v * v;
+            e.2 += 1;
+        }
+    }
+    let mut mean = FeatureMap::new();
+    let mut std = FeatureMap::new();
+    for (k, (s, s2, n)) in sums {
+        let m = s / n as f64;
+        mean.insert(k.to_string(), m);
+        std.insert(k.to_string(), (s2 / n as f64 - m * m).max(0.0).sqrt());
+    }
+    (mean, std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SCHEMA_VERSION;
+
+    #[test]
+    fn manifest_round_trips_and_is_pretty() {
+        let m = Manifest {
+            schema_version: SCHEMA_VERSION,
+            run_id: RunId::new("demo").unwrap(),
+            dataset_uri: "./data".into(),
+            output_uri: "./out".into(),
+            model: None,
+            sampler: SamplerSpec::Null,
+            samples_per_cell: 5,
+            seed: 1,
+            code_version: "0.1.0".into(),
+        };
+        let bytes = m.encode();
+        assert!(bytes.ends_with(b"}\n"));
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn aggregate_gives_mean_and_population_std() {
+        let a = FeatureMap::from([("volume".to_string(), 1.0)]);
+        let b = FeatureMap::from([("volume".to_string(), 3.0)]);
+        let (mean, std) = aggregate(&[a, b]);
+        assert_eq!(mean["volume"], 2.0);
+        assert_eq!(std["volume"], 1.0);
+    }
+}

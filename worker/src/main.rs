@@ -1,0 +1,32 @@
+//! `dispr-worker`: thin command-line front over the worker library.
+
+use clap::{Parser, Subcommand};
+use dispr_worker::cmd;
+
+/// Samples 3D cell shapes with DISPR: serves sampling jobs from RabbitMQ, or trains a model.
+#[derive(Parser)]
+#[command(name = "dispr-worker", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a DISPR model on a dataset folder or S3 prefix.
+    Train(cmd::train::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => cmd::train::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
