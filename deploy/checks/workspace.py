@@ -1,0 +1,47 @@
+"""What the Cargo workspace builds: packages, their [[bin]] targets and features, and the queue
+names of the wire contract (proto), read from the sources so the deploy files cannot drift."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Package:
+    name: str
+    bins: list[str]
+    features: set[str]
+
+
+@dataclass
+class Workspace:
+    root: Path
+    packages: dict[str, Package] = field(default_factory=dict)
+
+    @property
+    def bins(self) -> dict[str, str]:
+        """Binary name -> package name."""
+        return {b: p.name for p in self.packages.values() for b in p.bins}
+
+
+def load(root: Path) -> Workspace:
+    manifest = tomllib.loads((root / "Cargo.toml").read_text())
+    ws = Workspace(root)
+    for member in manifest["workspace"]["members"]:
+        crate = tomllib.loads((root / member / "Cargo.toml").read_text())
+        name = crate["package"]["name"]
+        bins = [b["name"] for b in crate.get("bin", [])]
+        # Cargo's implicit binary: src/main.rs named after the package.
+        if not bins and (root / member / "src" / "main.rs").exists():
+            bins = [name]
+        ws.packages[name] = Package(name, bins, set(crate.get("features", {})))
+    return ws
+
+
+def proto_queue_names(root: Path) -> dict[str, str]:
+    """The queue constants of proto/src/messages.rs (`pub const JOBS: &str = "dispr.jobs";`)."""
+    text = (root / "proto" / "src" / "messages.rs").read_text()
+    return dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', text))
