@@ -11,6 +11,7 @@ from pathlib import Path
 import cli
 import compose
 import dockerfiles
+import docs
 import k8s
 import selftest
 import workspace
@@ -26,6 +27,7 @@ def main() -> int:
     dockerfiles.run(report, root, ws)
     compose.run(report, root, invocations)
     k8s.run(report, root, queues, invocations)
+    docs.run(report, root, invocations)
     cli.run(report, root, invocations)
     selftest.run(report, root)
     print(report.summary())

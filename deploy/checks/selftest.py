@@ -14,6 +14,7 @@ from pathlib import Path
 import cli
 import compose
 import dockerfiles
+import docs
 import k8s
 import workspace
 from report import CheckFailed, Report
@@ -25,7 +26,7 @@ class Mutation:
     file: str      # path relative to the repository root
     old: str       # text that must occur exactly once
     new: str
-    module: str    # dockerfiles | compose | k8s | cli
+    module: str    # dockerfiles | compose | k8s | cli | docs
     expect: str    # substring of the name of the check that must fail
     only: tuple[str, ...] = ("base",)  # k8s targets to render
 
@@ -81,6 +82,10 @@ MUTATIONS = [
     Mutation("a subcommand the coordinator does not have", "deploy/compose.yaml",
              "      - dispr-coordinator\n      - synth\n", "      - dispr-coordinator\n      - synthesize\n",
              "cli", "CLI contract"),
+    Mutation("the guide shows a flag that does not exist", "deploy/README.md", "dead-letters --requeue  #",
+             "dead-letters --retry  #", "docs", "every dispr command"),
+    Mutation("the guide names a file that does not exist", "deploy/README.md", "deploy/k8s/overlays/gpu          #",
+             "deploy/k8s/overlays/gpus          #", "docs", "path exists"),
 ]
 
 
@@ -99,6 +104,8 @@ def failed_checks(root: Path, m: Mutation) -> list[str]:
             dockerfiles.run(report, root, workspace.load(root))
         elif m.module == "compose":
             compose.run(report, root, [])
+        elif m.module == "docs":
+            docs.run(report, root, [])
         elif m.module == "k8s":
             k8s.run(report, root, workspace.proto_queue_names(root), [], only=set(m.only))
         else:
