@@ -1,1 +1,5 @@
 //! placeholder
+
+pub mod features;
+pub mod metrics;
+pub mod otsu;
