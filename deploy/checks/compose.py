@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 import cli
+import workspace
 from interpolate import MissingVariable, interpolate, literal_parts, parse_env_file, variables
 from report import Report, require
 
@@ -154,6 +155,11 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
             require(m is not None, f"{conf.relative_to(root)} sets no consumer_timeout")
             require(int(m.group(1)) >= 3_600_000,
                     f"consumer_timeout {m.group(1)} ms is under an hour: long jobs would be requeued mid-run")
+            planned = env_of(services["submit"]).get("DISPR_CONSUMER_TIMEOUT_SECS")
+            require(planned is not None and int(planned) * 1000 == int(m.group(1)),
+                    f"submit plans for a consumer_timeout of {planned} s, the broker has {m.group(1)} ms")
+        require(env_of(services["worker"]).get("DISPR_DEVICE") == "cpu" and env_of(services["submit"]).get("DISPR_DEVICE") == "cpu",
+                "compose runs CPU workers: set DISPR_DEVICE=cpu so submit plans with CPU step times")
 
     def storage() -> None:
         bucket_cmd = argv_of(services["minio-init"])
@@ -189,12 +195,13 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
                 require(":" in image and not image.endswith(":latest"), f"{name}: image {image} is not pinned")
 
     def env_names() -> None:
+        read = workspace.env_read(root)
         for name, svc in services.items():
             if not cli.parse_argv(name, argv_of(svc)):
                 continue
             for key in env_of(svc):
                 if key.startswith("DISPR_"):
-                    require(key in cli.CONTRACT_ENV, f"{name}: {key} is not a variable the binaries read")
+                    require(key in read, f"{name}: {key} is not a variable the binaries read")
 
     for label, fn in [("services", expected_services), ("health checks", healthchecks),
                       ("depends_on conditions", depends_on), ("no literal credentials", credentials),

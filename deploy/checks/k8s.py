@@ -16,6 +16,7 @@ import yaml
 
 import cli
 import keda
+import workspace
 from report import Report, require
 
 # Kubernetes versions the rendered objects must be valid for: the oldest still widely run
@@ -228,6 +229,11 @@ def check_overlay(report: Report, root: Path, path: Path, secrets: dict[str, dic
                 require(pod.get("restartPolicy") == "Never", f"{where}: restartPolicy Never (RabbitMQ redelivers, not the Job)")
 
     def accelerators() -> None:
+        device = configs.get("dispr-config", {}).get("DISPR_DEVICE")
+        require(device == ("gpu" if gpu else "cpu"),
+                f"ConfigMap/dispr-config: DISPR_DEVICE is {device!r}; submit plans jobs with the step time of the workers' device")
+        timeout = int(configs.get("dispr-config", {}).get("DISPR_CONSUMER_TIMEOUT_SECS", "0"))
+        require(timeout >= 1800, "ConfigMap/dispr-config: set DISPR_CONSUMER_TIMEOUT_SECS to the broker's consumer_timeout")
         for o in workers:
             (where, _, pod), = pod_specs(o)
             c = next(c for c in pod["containers"] if c["name"] == "worker")
@@ -251,12 +257,13 @@ def check_overlay(report: Report, root: Path, path: Path, secrets: dict[str, dic
         require(steps == ["submit", "watch", "report"], f"Job/dispr-run runs {steps}, expected submit, watch, report in order")
 
     def env_names() -> None:
+        read = workspace.env_read(root)
         used_as_args = {v for _, _, pod in (p for o in objs for p in pod_specs(o)) for c in containers(pod)
                         for a in (c.get("args") or []) for v in _VAR_REF.findall(str(a))}
         for name, data in configs.items():
             for key in data:
                 if key.startswith("DISPR_"):
-                    require(key in cli.CONTRACT_ENV or key in used_as_args,
+                    require(key in read or key in used_as_args,
                             f"ConfigMap/{name}: {key} is neither read by the binaries nor used in any arguments")
                 elif key.startswith("AWS_"):
                     require(key in cli.AWS_ENV, f"ConfigMap/{name}: {key} is not an AWS SDK setting this project uses")

@@ -57,6 +57,10 @@ MUTATIONS = [
              "      replica: ${DISPR_WORKERS:-2}", "compose", "Compose Specification"),
     Mutation("consumer_timeout too short for long jobs", "deploy/rabbitmq/rabbitmq.conf",
              "consumer_timeout = 7200000", "consumer_timeout = 600000", "compose", "consumer_timeout"),
+    Mutation("submit planning for another consumer_timeout than the broker's", "deploy/compose.yaml",
+             'DISPR_CONSUMER_TIMEOUT_SECS: "7200"', 'DISPR_CONSUMER_TIMEOUT_SECS: "1800"', "compose", "consumer_timeout"),
+    Mutation("CPU overlay planning with GPU step times", "deploy/k8s/overlays/cpu/kustomization.yaml",
+             "        value: cpu\n", "        value: gpu\n", "k8s", "CPU/GPU", ("cpu",)),
     Mutation("pod grace period shorter than the drain timeout", "deploy/k8s/base/worker-deployment.yaml",
              "terminationGracePeriodSeconds: 660", "terminationGracePeriodSeconds: 60", "k8s", "grace",
              ("cpu",)),
@@ -128,7 +132,7 @@ def run(report: Report, root: Path) -> None:
 
             def caught(m: Mutation = m, target: Path = target, original: str = original) -> None:
                 if original.count(m.old) != 1:
-                    raise AssertionError(f"mutation text not found exactly once in {m.file}: {m.old!r}")
+                    raise CheckFailed(f"mutation text not found exactly once in {m.file}: {m.old!r}")
                 key = (m.module, m.only)
                 if key not in baseline:
                     baseline[key] = failed_checks(copy, m)
