@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 import cli
+import dockerfiles
 import workspace
 from interpolate import MissingVariable, interpolate, literal_parts, parse_env_file, variables
 from report import Report, require
@@ -194,6 +195,11 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
             if name not in dispr:
                 require(":" in image and not image.endswith(":latest"), f"{name}: image {image} is not pinned")
 
+    def model() -> None:
+        argv = argv_of(services["submit"])
+        require("--model" in argv, "submit passes no --model")
+        dockerfiles.check_model_uri(root, argv[argv.index("--model") + 1], "compose.yaml submit --model")
+
     def env_names() -> None:
         read = workspace.env_read(root)
         for name, svc in services.items():
@@ -207,7 +213,8 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
                       ("depends_on conditions", depends_on), ("no literal credentials", credentials),
                       ("RabbitMQ management + consumer_timeout", broker), ("one bucket, MinIO endpoint", storage),
                       ("workers: replicas and grace period", workers), ("images built or pinned", images),
-                      ("DISPR_* variables are ones the binaries read", env_names)]:
+                      ("DISPR_* variables are ones the binaries read", env_names),
+                      ("the model is a checkpoint the image holds", model)]:
         report.check(f"deploy/compose.yaml: {label}", fn)
 
     for name, svc in services.items():

@@ -225,6 +225,32 @@ def check_dockerfile(report: Report, root: Path, ws: Workspace, path: Path, gpu:
         report.check(f"{rel}: {name}", fn)
 
 
+def repo_path_in_image(root: Path, uri: str) -> Path | None:
+    """The repository file that a `file:///...` URI inside the CPU image comes from (through a
+    COPY from the build context), or None when no COPY puts anything there."""
+    if not uri.startswith("file:///"):
+        return None
+    image_path = uri[len("file://"):]
+    final = stages_of(root / "deploy" / "docker" / "Dockerfile.cpu")[-1]
+    for value in final.all("COPY"):
+        opts, sources, dest = copy_args(value)
+        if "from" in opts or len(sources) != 1:
+            continue
+        dest = dest.rstrip("/") + "/"
+        if image_path.startswith(dest):
+            return root / sources[0].rstrip("/") / image_path[len(dest):]
+    return None
+
+
+def check_model_uri(root: Path, uri: str, where: str) -> None:
+    """A model URI inside the image must name a checkpoint the image really holds."""
+    if not uri.startswith("file://"):
+        return
+    source = repo_path_in_image(root, uri)
+    require(source is not None, f"{where}: {uri} is not a path the image's COPY lines fill")
+    require(source.is_file(), f"{where}: {uri} would be {source.relative_to(root)}, which does not exist")
+
+
 def cargo_build_commands_all(stages: list[Stage]) -> list[list[str]]:
     return [w for s in stages for w in cargo_build_commands(s)]
 

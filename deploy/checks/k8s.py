@@ -15,6 +15,7 @@ import kubernetes_validate
 import yaml
 
 import cli
+import dockerfiles
 import keda
 import workspace
 from report import Report, require
@@ -268,7 +269,12 @@ def check_overlay(report: Report, root: Path, path: Path, secrets: dict[str, dic
                 elif key.startswith("AWS_"):
                     require(key in cli.AWS_ENV, f"ConfigMap/{name}: {key} is not an AWS SDK setting this project uses")
 
-    checks = [("schemas (built-in kinds)", schemas), ("KEDA objects: documented fields", keda_fields),
+    def model() -> None:
+        uri = configs.get("dispr-config", {}).get("DISPR_MODEL", "")
+        require(bool(uri), "ConfigMap/dispr-config sets no DISPR_MODEL")
+        dockerfiles.check_model_uri(root, uri, "ConfigMap/dispr-config DISPR_MODEL")
+
+    checks = [("schemas (built-in kinds)", schemas), ("the model is a checkpoint the image holds", model), ("KEDA objects: documented fields", keda_fields),
               ("references resolve", references), ("DISPR_* settings are used", env_names)]
     if path.name != "base":
         checks += [("namespace", namespaced), ("no literal secrets", secrets_by_reference),
