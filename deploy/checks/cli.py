@@ -21,15 +21,28 @@ from report import Report, require
 CONTRACT: dict[str, dict[str, set[str]]] = {
     "dispr-worker": {
         "serve": {
-            "--amqp-url", "--prefetch", "--drain-timeout-secs", "--http-addr", "--queue-prefix",
-            "--log-format", "--model-cache-dir",
+            "--amqp-url",
+            "--prefetch",
+            "--drain-timeout-secs",
+            "--http-addr",
+            "--queue-prefix",
+            "--log-format",
+            "--model-cache-dir",
         },
         "train": {"--dataset", "--out", "--config"},
     },
     "dispr-coordinator": {
         "submit": {
-            "--dataset", "--output", "--model", "--sampler", "--samples", "--cells-per-job", "--seed",
-            "--run-id", "--amqp-url", "--queue-prefix",
+            "--dataset",
+            "--output",
+            "--model",
+            "--sampler",
+            "--samples",
+            "--cells-per-job",
+            "--seed",
+            "--run-id",
+            "--amqp-url",
+            "--queue-prefix",
         },
         "watch": {"--output", "--run-id", "--amqp-url", "--http-addr"},
         "status": {"--output", "--run-id", "--json"},
@@ -73,17 +86,23 @@ def check_against_contract(inv: Invocation) -> list[str]:
     """Problems of one invocation against CONTRACT (+ REQUESTED); empty when it is fine."""
     subs = CONTRACT[inv.binary]
     if inv.subcommand not in subs:
-        return [f"{inv.where}: `{inv.binary} {inv.subcommand}` is not a subcommand "
-                f"(known: {', '.join(sorted(subs))})"]
+        return [
+            f"{inv.where}: `{inv.binary} {inv.subcommand}` is not a subcommand "
+            f"(known: {', '.join(sorted(subs))})"
+        ]
     allowed = subs[inv.subcommand] | REQUESTED.get(inv.binary, {}).get(inv.subcommand, set())
-    return [f"{inv.where}: `{inv.binary} {inv.subcommand}` has no flag {f}"
-            for f in inv.flags if f not in allowed]
+    return [
+        f"{inv.where}: `{inv.binary} {inv.subcommand}` has no flag {f}" for f in inv.flags if f not in allowed
+    ]
 
 
 def find_binaries(root: Path) -> tuple[Path | None, str]:
     """The folder holding fresh builds of both binaries, or None and why not."""
-    candidates = [Path(os.environ["DISPR_BIN_DIR"])] if os.environ.get("DISPR_BIN_DIR") else [
-        root / "target" / "debug", root / "target" / "release"]
+    candidates = (
+        [Path(os.environ["DISPR_BIN_DIR"])]
+        if os.environ.get("DISPR_BIN_DIR")
+        else [root / "target" / "debug", root / "target" / "release"]
+    )
     sources = [p for crate in ("worker", "coordinator") for p in (root / crate / "src").rglob("*.rs")]
     newest_source = max((p.stat().st_mtime for p in sources), default=0.0)
     reasons = []
@@ -104,8 +123,9 @@ _FLAG = re.compile(r"(--[a-z0-9][a-z0-9-]*)")
 
 def help_text(bin_dir: Path, binary: str, subcommand: str) -> str | None:
     """`<binary> <subcommand> --help`, or None when the subcommand does not exist."""
-    out = subprocess.run([str(bin_dir / binary), subcommand, "--help"], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [str(bin_dir / binary), subcommand, "--help"], capture_output=True, text=True, timeout=60
+    )
     return out.stdout if out.returncode == 0 else None
 
 
@@ -136,7 +156,9 @@ def run(report: Report, root: Path, invocations: list[Invocation]) -> None:
     """Every command the deploy files run, against the agreed contract and the built binaries."""
 
     def contract() -> None:
-        require(len(invocations) >= 5, f"found only {len(invocations)} dispr commands in compose.yaml and k8s")
+        require(
+            len(invocations) >= 5, f"found only {len(invocations)} dispr commands in compose.yaml and k8s"
+        )
         problems = [p for inv in invocations for p in check_against_contract(inv)]
         require(not problems, "\n     ".join(problems))
 
@@ -153,4 +175,6 @@ def run(report: Report, root: Path, invocations: list[Invocation]) -> None:
 
     report.check(f"commands match the binaries in {bin_dir}", binaries)
     for gap in missing_requested:
-        report.note(f"WARNING requested flag missing in the built binary: {gap} (the ScaledJob variant needs it)")
+        report.note(
+            f"WARNING requested flag missing in the built binary: {gap} (the ScaledJob variant needs it)"
+        )

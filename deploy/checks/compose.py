@@ -35,10 +35,15 @@ def schema_valid(doc: dict, label: str) -> None:
     """Validates against the Compose Specification schema (vendored by check-jsonschema)."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
         yaml.safe_dump(doc, tmp)
-    out = subprocess.run(["check-jsonschema", "--builtin-schema", "vendor.compose-spec", tmp.name],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["check-jsonschema", "--builtin-schema", "vendor.compose-spec", tmp.name],
+        capture_output=True,
+        text=True,
+    )
     Path(tmp.name).unlink()
-    require(out.returncode == 0, f"{label} does not follow the Compose Specification:\n{out.stdout}{out.stderr}")
+    require(
+        out.returncode == 0, f"{label} does not follow the Compose Specification:\n{out.stdout}{out.stderr}"
+    )
 
 
 def argv_of(service: dict) -> list[str]:
@@ -91,7 +96,9 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
         require(False, "compose.yaml resolves with no .env at all: credentials must use ${VAR:?message}")
 
     report.check("deploy/compose.yaml: every variable is defined in .env.example", variables_defined)
-    report.check("deploy/compose.yaml: follows the Compose Specification (raw and resolved)", interpolated_schema)
+    report.check(
+        "deploy/compose.yaml: follows the Compose Specification (raw and resolved)", interpolated_schema
+    )
     report.check("deploy/compose.yaml: refuses to start without credentials", required_fail_without_env)
     if "resolved" not in state:
         return
@@ -107,8 +114,10 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
             if name in one_shot:
                 continue
             hc = svc.get("healthcheck")
-            require(bool(hc) and not hc.get("disable") and hc.get("test"),
-                    f"long-running service {name} has no health check")
+            require(
+                bool(hc) and not hc.get("disable") and hc.get("test"),
+                f"long-running service {name} has no health check",
+            )
         worker_hc = " ".join(map(str, services["worker"]["healthcheck"]["test"]))
         require("/healthz" in worker_hc, f"the worker's health check does not probe /healthz: {worker_hc}")
 
@@ -120,13 +129,20 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
                 require(dep in services, f"{name} depends on unknown service {dep}")
                 cond = (spec or {}).get("condition")
                 if dep in one_shot:
-                    require(cond == "service_completed_successfully",
-                            f"{name} -> {dep}: a one-shot service needs condition service_completed_successfully, not {cond}")
+                    require(
+                        cond == "service_completed_successfully",
+                        f"{name} -> {dep}: a one-shot service needs condition service_completed_successfully, not {cond}",
+                    )
                 else:
-                    require(cond == "service_healthy", f"{name} -> {dep}: use condition service_healthy, not {cond}")
+                    require(
+                        cond == "service_healthy",
+                        f"{name} -> {dep}: use condition service_healthy, not {cond}",
+                    )
         for name in one_shot - {"report"}:
-            require(any(name in s.get("depends_on", {}) for s in services.values()),
-                    f"one-shot service {name} gates nothing (no depends_on refers to it)")
+            require(
+                any(name in s.get("depends_on", {}) for s in services.values()),
+                f"one-shot service {name} gates nothing (no depends_on refers to it)",
+            )
 
     def credentials() -> None:
         for name, svc in raw["services"].items():
@@ -134,19 +150,28 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
             for key, value in env_of(svc).items():
                 value = str(value)
                 if _SECRET_KEY.search(key):
-                    require(literal_parts(value).strip() == "",
-                            f"{name}: {key} holds a literal value; take it from deploy/.env as ${{VAR:?...}}")
+                    require(
+                        literal_parts(value).strip() == "",
+                        f"{name}: {key} holds a literal value; take it from deploy/.env as ${{VAR:?...}}",
+                    )
                 m = _USERINFO_URL.match(value)
                 if m:
-                    require(literal_parts(m.group("userinfo")) in ("", ":"),
-                            f"{name}: {key} has literal credentials in its URL")
+                    require(
+                        literal_parts(m.group("userinfo")) in ("", ":"),
+                        f"{name}: {key} has literal credentials in its URL",
+                    )
         for key, value in env.items():
             if re.search(r"PASS|SECRET", key, re.I):
-                require("change-me" in value, f".env.example: {key} must be a placeholder (change-me...), not a real password")
+                require(
+                    "change-me" in value,
+                    f".env.example: {key} must be a placeholder (change-me...), not a real password",
+                )
 
     def broker() -> None:
         rabbit = services["rabbitmq"]
-        require("management" in rabbit["image"], f"rabbitmq image {rabbit['image']} lacks the management plugin")
+        require(
+            "management" in rabbit["image"], f"rabbitmq image {rabbit['image']} lacks the management plugin"
+        )
         confs = [v.split(":")[0] for v in rabbit.get("volumes", []) if "rabbitmq" in v.split(":")[1]]
         conf_files = [deploy / c for c in confs if c.endswith(".conf")]
         require(bool(conf_files), "no rabbitmq.conf mounted into the rabbitmq service")
@@ -154,13 +179,20 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
             require(conf.is_file(), f"mounted {conf} does not exist")
             m = re.search(r"^\s*consumer_timeout\s*=\s*(\d+)\s*$", conf.read_text(), re.M)
             require(m is not None, f"{conf.relative_to(root)} sets no consumer_timeout")
-            require(int(m.group(1)) >= 3_600_000,
-                    f"consumer_timeout {m.group(1)} ms is under an hour: long jobs would be requeued mid-run")
+            require(
+                int(m.group(1)) >= 3_600_000,
+                f"consumer_timeout {m.group(1)} ms is under an hour: long jobs would be requeued mid-run",
+            )
             planned = env_of(services["submit"]).get("DISPR_CONSUMER_TIMEOUT_SECS")
-            require(planned is not None and int(planned) * 1000 == int(m.group(1)),
-                    f"submit plans for a consumer_timeout of {planned} s, the broker has {m.group(1)} ms")
-        require(env_of(services["worker"]).get("DISPR_DEVICE") == "cpu" and env_of(services["submit"]).get("DISPR_DEVICE") == "cpu",
-                "compose runs CPU workers: set DISPR_DEVICE=cpu so submit plans with CPU step times")
+            require(
+                planned is not None and int(planned) * 1000 == int(m.group(1)),
+                f"submit plans for a consumer_timeout of {planned} s, the broker has {m.group(1)} ms",
+            )
+        require(
+            env_of(services["worker"]).get("DISPR_DEVICE") == "cpu"
+            and env_of(services["submit"]).get("DISPR_DEVICE") == "cpu",
+            "compose runs CPU workers: set DISPR_DEVICE=cpu so submit plans with CPU step times",
+        )
 
     def storage() -> None:
         bucket_cmd = argv_of(services["minio-init"])
@@ -171,8 +203,10 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
                 require(uri == bucket, f"{name} uses bucket {uri}, but minio-init creates {bucket}")
         for name in ("dataset", "submit", "watch", "report", "worker"):
             e = env_of(services[name])
-            require(e.get("AWS_ENDPOINT_URL", "").startswith("http://minio:"),
-                    f"{name}: AWS_ENDPOINT_URL must point at the minio service")
+            require(
+                e.get("AWS_ENDPOINT_URL", "").startswith("http://minio:"),
+                f"{name}: AWS_ENDPOINT_URL must point at the minio service",
+            )
 
     def workers() -> None:
         worker = services["worker"]
@@ -180,20 +214,29 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
         require(replicas is not None and int(replicas) >= 1, "worker: set deploy.replicas (N workers)")
         drain = float(env_of(worker).get("DISPR_DRAIN_TIMEOUT_SECS", "300"))
         grace = seconds(worker.get("stop_grace_period", "10s"))
-        require(grace > drain, f"worker: stop_grace_period {grace:.0f}s must exceed DISPR_DRAIN_TIMEOUT_SECS {drain:.0f}s")
+        require(
+            grace > drain,
+            f"worker: stop_grace_period {grace:.0f}s must exceed DISPR_DRAIN_TIMEOUT_SECS {drain:.0f}s",
+        )
 
     def images() -> None:
         dispr = [n for n, s in services.items() if cli.parse_argv(n, argv_of(s))]
         require(set(dispr) >= {"dataset", "submit", "watch", "report", "worker"}, f"dispr services: {dispr}")
         for name in dispr:
             build = services[name].get("build", {})
-            dockerfile = (deploy / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).resolve()
-            require(dockerfile == (deploy / "docker" / "Dockerfile.cpu").resolve(),
-                    f"{name}: builds {dockerfile}, expected deploy/docker/Dockerfile.cpu")
+            dockerfile = (
+                deploy / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+            ).resolve()
+            require(
+                dockerfile == (deploy / "docker" / "Dockerfile.cpu").resolve(),
+                f"{name}: builds {dockerfile}, expected deploy/docker/Dockerfile.cpu",
+            )
         for name, svc in services.items():
             image = svc.get("image", "")
             if name not in dispr:
-                require(":" in image and not image.endswith(":latest"), f"{name}: image {image} is not pinned")
+                require(
+                    ":" in image and not image.endswith(":latest"), f"{name}: image {image} is not pinned"
+                )
 
     def model() -> None:
         argv = argv_of(services["submit"])
@@ -209,12 +252,18 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
                 if key.startswith("DISPR_"):
                     require(key in read, f"{name}: {key} is not a variable the binaries read")
 
-    for label, fn in [("services", expected_services), ("health checks", healthchecks),
-                      ("depends_on conditions", depends_on), ("no literal credentials", credentials),
-                      ("RabbitMQ management + consumer_timeout", broker), ("one bucket, MinIO endpoint", storage),
-                      ("workers: replicas and grace period", workers), ("images built or pinned", images),
-                      ("DISPR_* variables are ones the binaries read", env_names),
-                      ("the model is a checkpoint the image holds", model)]:
+    for label, fn in [
+        ("services", expected_services),
+        ("health checks", healthchecks),
+        ("depends_on conditions", depends_on),
+        ("no literal credentials", credentials),
+        ("RabbitMQ management + consumer_timeout", broker),
+        ("one bucket, MinIO endpoint", storage),
+        ("workers: replicas and grace period", workers),
+        ("images built or pinned", images),
+        ("DISPR_* variables are ones the binaries read", env_names),
+        ("the model is a checkpoint the image holds", model),
+    ]:
         report.check(f"deploy/compose.yaml: {label}", fn)
 
     for name, svc in services.items():

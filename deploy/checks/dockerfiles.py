@@ -112,18 +112,28 @@ def check_dockerfile(report: Report, root: Path, ws: Workspace, path: Path, gpu:
     names = {s.name for s in stages if s.name}
 
     def structure() -> None:
-        require(len(stages) >= 2, f"{rel}: expected a multi-stage build (builder -> runtime), got {len(stages)} stage(s)")
-        require(any(cargo_build_commands(s) for s in stages[:-1]),
-                f"{rel}: no stage before the last runs `cargo build`")
-        require(not cargo_build_commands(final), f"{rel}: the runtime stage must not build (it would ship the toolchain)")
+        require(
+            len(stages) >= 2,
+            f"{rel}: expected a multi-stage build (builder -> runtime), got {len(stages)} stage(s)",
+        )
+        require(
+            any(cargo_build_commands(s) for s in stages[:-1]),
+            f"{rel}: no stage before the last runs `cargo build`",
+        )
+        require(
+            not cargo_build_commands(final),
+            f"{rel}: the runtime stage must not build (it would ship the toolchain)",
+        )
 
     def pinned() -> None:
         for s in stages:
             if s.base in names:
                 continue
             require("$" not in s.base, f"{rel}: FROM {s.base}: an ARG without a default")
-            require(bool(_PINNED.match(s.base)) and (":" in s.base.split("/")[-1] or "@" in s.base),
-                    f"{rel}: FROM {s.base} is not pinned to a tag or digest")
+            require(
+                bool(_PINNED.match(s.base)) and (":" in s.base.split("/")[-1] or "@" in s.base),
+                f"{rel}: FROM {s.base} is not pinned to a tag or digest",
+            )
             require(not s.base.endswith(":latest"), f"{rel}: FROM {s.base}: `latest` is not a pin")
 
     def non_root() -> None:
@@ -131,13 +141,18 @@ def check_dockerfile(report: Report, root: Path, ws: Workspace, path: Path, gpu:
         require(user is not None, f"{rel}: the runtime stage sets no USER (it would run as root)")
         name = user.split(":")[0]
         require(name not in ("root", "0"), f"{rel}: USER {user} is root")
-        require(name.isdigit(), f"{rel}: USER {user}: use a numeric uid so Kubernetes can verify runAsNonRoot")
+        require(
+            name.isdigit(), f"{rel}: USER {user}: use a numeric uid so Kubernetes can verify runAsNonRoot"
+        )
 
     def entrypoint() -> None:
         ep, cmd = final.last("ENTRYPOINT"), final.last("CMD")
         require(ep is not None and cmd is not None, f"{rel}: the runtime stage needs ENTRYPOINT and CMD")
         for what, value in (("ENTRYPOINT", ep), ("CMD", cmd)):
-            require(value.lstrip().startswith("["), f"{rel}: {what} {value}: use the exec (JSON) form so signals reach the process")
+            require(
+                value.lstrip().startswith("["),
+                f"{rel}: {what} {value}: use the exec (JSON) form so signals reach the process",
+            )
         argv = json.loads(cmd)
         inv = cli.parse_argv(f"{rel} CMD", argv)
         require(inv is not None, f"{rel}: CMD {argv} does not run dispr-worker or dispr-coordinator")
@@ -151,8 +166,10 @@ def check_dockerfile(report: Report, root: Path, ws: Workspace, path: Path, gpu:
         tool = re.search(r"CMD\s+\[?\"?([\w./-]+)", hc)
         require(tool is not None, f"{rel}: HEALTHCHECK has no command")
         installs = " ".join(final.all("RUN"))
-        require(tool.group(1) in installs or tool.group(1).startswith("dispr-"),
-                f"{rel}: HEALTHCHECK runs {tool.group(1)}, which the runtime stage does not install")
+        require(
+            tool.group(1) in installs or tool.group(1).startswith("dispr-"),
+            f"{rel}: HEALTHCHECK runs {tool.group(1)}, which the runtime stage does not install",
+        )
 
     def binaries() -> None:
         builds = [w for s in stages for w in cargo_build_commands(s)]
@@ -168,26 +185,42 @@ def check_dockerfile(report: Report, root: Path, ws: Workspace, path: Path, gpu:
                 copied += [Path(s).name for s in sources]
         require(bool(copied), f"{rel}: the runtime stage copies no binary from a build stage")
         for b in copied:
-            require(b in ws.bins, f"{rel}: copies `{b}`, which is not a [[bin]] of the workspace ({', '.join(sorted(ws.bins))})")
+            require(
+                b in ws.bins,
+                f"{rel}: copies `{b}`, which is not a [[bin]] of the workspace ({', '.join(sorted(ws.bins))})",
+            )
             require(b in built_bins, f"{rel}: copies `{b}` but no cargo build in the Dockerfile builds it")
         for needed in cli.CONTRACT:
             require(needed in copied, f"{rel}: the image lacks {needed}")
 
     def features() -> None:
-        feats = [f for w in cargo_build_commands_all(stages) for v in option_values(w, "--features", "-F")
-                 for f in v.split(",")]
+        feats = [
+            f
+            for w in cargo_build_commands_all(stages)
+            for v in option_values(w, "--features", "-F")
+            for f in v.split(",")
+        ]
         cuda = [f for f in feats if f.split("/")[-1] == "cuda"]
         if gpu:
             for b in cli.CONTRACT:
                 pkg = ws.bins[b]
-                require(f"{pkg}/cuda" in cuda, f"{rel}: the CUDA image must build {pkg} with --features {pkg}/cuda")
-                require("cuda" in ws.packages[pkg].features, f"{rel}: {pkg} has no `cuda` feature in its Cargo.toml")
+                require(
+                    f"{pkg}/cuda" in cuda,
+                    f"{rel}: the CUDA image must build {pkg} with --features {pkg}/cuda",
+                )
+                require(
+                    "cuda" in ws.packages[pkg].features,
+                    f"{rel}: {pkg} has no `cuda` feature in its Cargo.toml",
+                )
         else:
             require(not cuda, f"{rel}: the CPU image must not enable cuda features ({cuda})")
 
     def context_paths() -> None:
         patterns = dockerignore_patterns(root)
-        require(not any(p.startswith("!") for p in patterns), ".dockerignore: negated patterns are not supported by this check")
+        require(
+            not any(p.startswith("!") for p in patterns),
+            ".dockerignore: negated patterns are not supported by this check",
+        )
         for s in stages:
             for value in s.all("COPY") + s.all("ADD"):
                 opts, sources, _ = copy_args(value)
@@ -196,7 +229,10 @@ def check_dockerfile(report: Report, root: Path, ws: Workspace, path: Path, gpu:
                 for src in sources:
                     if src in (".", "./"):
                         continue
-                    require((root / src).exists(), f"{rel}: COPY {src}: no such path in the build context (repository root)")
+                    require(
+                        (root / src).exists(),
+                        f"{rel}: COPY {src}: no such path in the build context (repository root)",
+                    )
                     pat = ignored(src.rstrip("/"), patterns)
                     require(pat is None, f"{rel}: COPY {src} is excluded by .dockerignore pattern `{pat}`")
         for must in ("target", ".git", "**/.env"):
@@ -207,19 +243,30 @@ def check_dockerfile(report: Report, root: Path, ws: Workspace, path: Path, gpu:
             for what in ("ENV", "ARG"):
                 for value in s.all(what):
                     for name in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", value) or [value.split("=")[0]]:
-                        require(not _SECRETISH.search(name), f"{rel}: {what} {name}: credentials must come from the environment at run time, not the image")
+                        require(
+                            not _SECRETISH.search(name),
+                            f"{rel}: {what} {name}: credentials must come from the environment at run time, not the image",
+                        )
 
     def hadolint() -> None:
         config = path.parent / ".hadolint.yaml"
-        out = subprocess.run(["hadolint", "--no-color", "--config", str(config), str(path)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["hadolint", "--no-color", "--config", str(config), str(path)], capture_output=True, text=True
+        )
         require(out.returncode == 0, f"{rel}: hadolint:\n{out.stdout}{out.stderr}")
 
-    for name, fn in [("multi-stage build", structure), ("base images pinned", pinned),
-                     ("runs as a non-root numeric user", non_root), ("ENTRYPOINT/CMD exec form, known command", entrypoint),
-                     ("HEALTHCHECK on /healthz", healthcheck), ("copies only binaries the workspace builds", binaries),
-                     ("cargo features", features), ("COPY sources exist and are not dockerignored", context_paths),
-                     ("no credentials in ENV/ARG", no_secrets), ("hadolint clean", hadolint)]:
+    for name, fn in [
+        ("multi-stage build", structure),
+        ("base images pinned", pinned),
+        ("runs as a non-root numeric user", non_root),
+        ("ENTRYPOINT/CMD exec form, known command", entrypoint),
+        ("HEALTHCHECK on /healthz", healthcheck),
+        ("copies only binaries the workspace builds", binaries),
+        ("cargo features", features),
+        ("COPY sources exist and are not dockerignored", context_paths),
+        ("no credentials in ENV/ARG", no_secrets),
+        ("hadolint clean", hadolint),
+    ]:
         if final is None and name != "multi-stage build":
             continue
         report.check(f"{rel}: {name}", fn)
@@ -230,7 +277,7 @@ def repo_path_in_image(root: Path, uri: str) -> Path | None:
     COPY from the build context), or None when no COPY puts anything there."""
     if not uri.startswith("file:///"):
         return None
-    image_path = uri[len("file://"):]
+    image_path = uri[len("file://") :]
     final = stages_of(root / "deploy" / "docker" / "Dockerfile.cpu")[-1]
     for value in final.all("COPY"):
         opts, sources, dest = copy_args(value)
@@ -238,7 +285,7 @@ def repo_path_in_image(root: Path, uri: str) -> Path | None:
             continue
         dest = dest.rstrip("/") + "/"
         if image_path.startswith(dest):
-            return root / sources[0].rstrip("/") / image_path[len(dest):]
+            return root / sources[0].rstrip("/") / image_path[len(dest) :]
     return None
 
 
@@ -260,6 +307,8 @@ def run(report: Report, root: Path, ws: Workspace) -> None:
     files = {"Dockerfile.cpu": False, "Dockerfile.cuda": True}
     for name, gpu in files.items():
         path = docker / name
-        if not report.check(f"deploy/docker/{name}: exists", lambda p=path: require(p.is_file(), f"{p} is missing")):
+        if not report.check(
+            f"deploy/docker/{name}: exists", lambda p=path: require(p.is_file(), f"{p} is missing")
+        ):
             continue
         check_dockerfile(report, root, ws, path, gpu)

@@ -26,8 +26,11 @@ def code_chunks(text: str) -> list[str]:
         if info.strip() in _SHELL_FENCES:
             chunks += [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
     prose = _FENCE.sub("", text)
-    chunks += [span for span in _INLINE.findall(prose)
-               if re.search(r"(^|\s)(dispr-worker|dispr-coordinator) [a-z]", span)]
+    chunks += [
+        span
+        for span in _INLINE.findall(prose)
+        if re.search(r"(^|\s)(dispr-worker|dispr-coordinator) [a-z]", span)
+    ]
     return chunks
 
 
@@ -57,11 +60,18 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
     found = [argv for chunk in code_chunks(text) for argv in commands(chunk)]
 
     def readme_commands() -> None:
-        require(len(found) >= 8, f"deploy/README.md shows only {len(found)} dispr commands; is it the operator guide?")
+        require(
+            len(found) >= 8,
+            f"deploy/README.md shows only {len(found)} dispr commands; is it the operator guide?",
+        )
         subs = {(a[0], a[1]) for a in found if len(a) > 1}
-        for needed in [("dispr-coordinator", s) for s in ("submit", "status", "dead-letters", "report", "synth")]:
-            require(needed in subs or any(n == needed[1] for _, n in subs),
-                    f"deploy/README.md never shows `{' '.join(needed)}`")
+        for needed in [
+            ("dispr-coordinator", s) for s in ("submit", "status", "dead-letters", "report", "synth")
+        ]:
+            require(
+                needed in subs or any(n == needed[1] for _, n in subs),
+                f"deploy/README.md never shows `{' '.join(needed)}`",
+            )
         problems = []
         for argv in found:
             inv = cli.parse_argv(f"deploy/README.md `{' '.join(argv)}`", argv)

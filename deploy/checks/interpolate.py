@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_VAR = re.compile(r"\$(?:\$|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+_VAR = re.compile(
+    r"\$(?:\$|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
 class MissingVariable(Exception):
@@ -29,8 +31,7 @@ def parse_env_file(text: str) -> dict[str, str]:
 def variables(value: Any) -> set[str]:
     """Every variable name a (nested) value refers to."""
     if isinstance(value, str):
-        return {m.group("braced") or m.group("plain") for m in _VAR.finditer(value)
-                if m.group(0) != "$$"}
+        return {m.group("braced") or m.group("plain") for m in _VAR.finditer(value) if m.group(0) != "$$"}
     if isinstance(value, dict):
         return set().union(*(variables(k) | variables(v) for k, v in value.items())) if value else set()
     if isinstance(value, list):

@@ -19,8 +19,16 @@ _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 SCALED_OBJECT_SPEC = {
-    "scaleTargetRef", "pollingInterval", "initialCooldownPeriod", "cooldownPeriod", "idleReplicaCount",
-    "minReplicaCount", "maxReplicaCount", "advanced", "triggers", "fallback",
+    "scaleTargetRef",
+    "pollingInterval",
+    "initialCooldownPeriod",
+    "cooldownPeriod",
+    "idleReplicaCount",
+    "minReplicaCount",
+    "maxReplicaCount",
+    "advanced",
+    "triggers",
+    "fallback",
 }
 SCALE_TARGET_REF = {"name", "apiVersion", "kind", "envSourceContainerName"}
 ADVANCED = {"horizontalPodAutoscalerConfig", "restoreToOriginalReplicaCount", "scalingModifiers"}
@@ -28,9 +36,17 @@ HPA_CONFIG = {"behavior", "name"}
 FALLBACK = {"failureThreshold", "replicas", "behavior"}
 
 SCALED_JOB_SPEC = {
-    "jobTargetRef", "pollingInterval", "successfulJobsHistoryLimit", "failedJobsHistoryLimit",
-    "rolloutStrategy", "rollout", "envSourceContainerName", "minReplicaCount", "maxReplicaCount",
-    "scalingStrategy", "triggers",
+    "jobTargetRef",
+    "pollingInterval",
+    "successfulJobsHistoryLimit",
+    "failedJobsHistoryLimit",
+    "rolloutStrategy",
+    "rollout",
+    "envSourceContainerName",
+    "minReplicaCount",
+    "maxReplicaCount",
+    "scalingStrategy",
+    "triggers",
 }
 SCALING_STRATEGY = {
     "strategy": {"default", "custom", "accurate", "eager"},
@@ -47,37 +63,81 @@ AUTH_REF_KINDS = {"TriggerAuthentication", "ClusterTriggerAuthentication"}
 
 # The RabbitMQ Queue scaler.
 RABBITMQ_METADATA = {
-    "host", "protocol", "mode", "value", "activationValue", "queueName", "vhostName", "hostFromEnv",
-    "usernameFromEnv", "passwordFromEnv", "unsafeSsl", "timeout", "useRegex", "pageSize", "operation",
+    "host",
+    "protocol",
+    "mode",
+    "value",
+    "activationValue",
+    "queueName",
+    "vhostName",
+    "hostFromEnv",
+    "usernameFromEnv",
+    "passwordFromEnv",
+    "unsafeSsl",
+    "timeout",
+    "useRegex",
+    "pageSize",
+    "operation",
     "excludeUnacknowledged",
 }
 RABBITMQ_DEPRECATED = {"queueLength", "publishRate", "metricName"}
 RABBITMQ_PROTOCOLS = {"auto", "amqp", "http"}
-RABBITMQ_MODES = {"QueueLength", "MessageRate", "DeliverGetRate", "PublishedToDeliveredRatio",
-                  "ExpectedQueueConsumptionTime"}
-RABBITMQ_AUTH_PARAMETERS = {"host", "username", "password", "vhostName", "tls", "ca", "cert", "key",
-                            "workloadIdentityResource"}
+RABBITMQ_MODES = {
+    "QueueLength",
+    "MessageRate",
+    "DeliverGetRate",
+    "PublishedToDeliveredRatio",
+    "ExpectedQueueConsumptionTime",
+}
+RABBITMQ_AUTH_PARAMETERS = {
+    "host",
+    "username",
+    "password",
+    "vhostName",
+    "tls",
+    "ca",
+    "cert",
+    "key",
+    "workloadIdentityResource",
+}
 
-TRIGGER_AUTH_SPEC = {"podIdentity", "secretTargetRef", "configMapTargetRef", "env", "hashiCorpVault",
-                     "azureKeyVault", "gcpSecretManager", "awsSecretManager"}
+TRIGGER_AUTH_SPEC = {
+    "podIdentity",
+    "secretTargetRef",
+    "configMapTargetRef",
+    "env",
+    "hashiCorpVault",
+    "azureKeyVault",
+    "gcpSecretManager",
+    "awsSecretManager",
+}
 TARGET_REF = {"parameter", "name", "key"}
 
 
 def unknown(where: str, obj: Any, allowed: set[str] | dict) -> list[str]:
     if not isinstance(obj, dict):
         return [f"{where}: expected a mapping, got {type(obj).__name__}"]
-    return [f"{where}.{k}: not a field KEDA documents (allowed: {', '.join(sorted(allowed))})"
-            for k in obj if k not in allowed]
+    return [
+        f"{where}.{k}: not a field KEDA documents (allowed: {', '.join(sorted(allowed))})"
+        for k in obj
+        if k not in allowed
+    ]
 
 
 def non_negative_ints(where: str, obj: dict, *fields: str) -> list[str]:
-    return [f"{where}.{f}: must be a non-negative integer, got {obj[f]!r}" for f in fields
-            if f in obj and (not isinstance(obj[f], int) or isinstance(obj[f], bool) or obj[f] < 0)]
+    return [
+        f"{where}.{f}: must be a non-negative integer, got {obj[f]!r}"
+        for f in fields
+        if f in obj and (not isinstance(obj[f], int) or isinstance(obj[f], bool) or obj[f] < 0)
+    ]
 
 
 def enum(where: str, obj: dict, allowed: dict[str, set[str] | None]) -> list[str]:
-    return [f"{where}.{k}: {obj[k]!r} is not one of {sorted(v)}" for k, v in allowed.items()
-            if v is not None and k in obj and obj[k] not in v]
+    return [
+        f"{where}.{k}: {obj[k]!r} is not one of {sorted(v)}"
+        for k, v in allowed.items()
+        if v is not None and k in obj and obj[k] not in v
+    ]
 
 
 def metadata_problems(obj: dict) -> list[str]:
@@ -88,9 +148,18 @@ def metadata_problems(obj: dict) -> list[str]:
 
 
 def replica_bounds(where: str, spec: dict) -> list[str]:
-    problems = non_negative_ints(where, spec, "pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
-                                 "idleReplicaCount", "minReplicaCount", "maxReplicaCount",
-                                 "successfulJobsHistoryLimit", "failedJobsHistoryLimit")
+    problems = non_negative_ints(
+        where,
+        spec,
+        "pollingInterval",
+        "cooldownPeriod",
+        "initialCooldownPeriod",
+        "idleReplicaCount",
+        "minReplicaCount",
+        "maxReplicaCount",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    )
     lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
     if not problems and lo > hi:
         problems.append(f"{where}: minReplicaCount {lo} exceeds maxReplicaCount {hi}")
@@ -108,8 +177,11 @@ def trigger_problems(where: str, trig: Any) -> list[str]:
     meta = trig.get("metadata")
     if not isinstance(meta, dict):
         return problems + [f"{where}.metadata is required (a map of strings)"]
-    problems += [f"{where}.metadata.{k}: values must be strings (quote it), got {v!r}"
-                 for k, v in meta.items() if not isinstance(v, str)]
+    problems += [
+        f"{where}.metadata.{k}: values must be strings (quote it), got {v!r}"
+        for k, v in meta.items()
+        if not isinstance(v, str)
+    ]
     if "metricType" in trig and trig["metricType"] not in METRIC_TYPES:
         problems.append(f"{where}.metricType {trig['metricType']!r} is not one of {sorted(METRIC_TYPES)}")
     if "authenticationRef" in trig:
@@ -126,17 +198,25 @@ def trigger_problems(where: str, trig: Any) -> list[str]:
 
 
 def rabbitmq_problems(where: str, meta: dict, has_auth: bool) -> list[str]:
-    problems = [f"{where}.{k}: deprecated by KEDA; use mode + value" for k in meta if k in RABBITMQ_DEPRECATED]
-    problems += [f"{where}.{k}: not a parameter of the rabbitmq scaler" for k in meta
-                 if k not in RABBITMQ_METADATA | RABBITMQ_DEPRECATED]
+    problems = [
+        f"{where}.{k}: deprecated by KEDA; use mode + value" for k in meta if k in RABBITMQ_DEPRECATED
+    ]
+    problems += [
+        f"{where}.{k}: not a parameter of the rabbitmq scaler"
+        for k in meta
+        if k not in RABBITMQ_METADATA | RABBITMQ_DEPRECATED
+    ]
     if not meta.get("queueName"):
         problems.append(f"{where}.queueName is required")
     if not (meta.get("host") or meta.get("hostFromEnv") or has_auth):
         problems.append(f"{where}: the broker address needs host, hostFromEnv or a TriggerAuthentication")
     if meta.get("host") and "@" in meta["host"]:
         problems.append(f"{where}.host holds credentials; use a TriggerAuthentication")
-    problems += enum(where, meta, {"protocol": RABBITMQ_PROTOCOLS, "mode": RABBITMQ_MODES,
-                                   "operation": {"sum", "max", "avg"}})
+    problems += enum(
+        where,
+        meta,
+        {"protocol": RABBITMQ_PROTOCOLS, "mode": RABBITMQ_MODES, "operation": {"sum", "max", "avg"}},
+    )
     if "mode" in meta and "value" not in meta:
         problems.append(f"{where}: mode needs a value")
     for k in ("value", "activationValue"):
@@ -180,13 +260,17 @@ def scaled_object(obj: dict, validate_k8s: Callable[[dict], list[str]]) -> list[
         if hpa is not None:
             problems += unknown("spec.advanced.horizontalPodAutoscalerConfig", hpa, HPA_CONFIG)
             if isinstance(hpa, dict) and "behavior" in hpa:
-                problems += [f"spec.advanced.horizontalPodAutoscalerConfig.behavior: {p}"
-                             for p in validate_k8s(hpa_with_behavior(hpa["behavior"]))]
+                problems += [
+                    f"spec.advanced.horizontalPodAutoscalerConfig.behavior: {p}"
+                    for p in validate_k8s(hpa_with_behavior(hpa["behavior"]))
+                ]
     if "fallback" in spec:
         fb = spec["fallback"]
         problems += unknown("spec.fallback", fb, FALLBACK)
         if isinstance(fb, dict):
-            problems += [f"spec.fallback.{f} is required" for f in ("failureThreshold", "replicas") if f not in fb]
+            problems += [
+                f"spec.fallback.{f} is required" for f in ("failureThreshold", "replicas") if f not in fb
+            ]
     return problems + triggers_problems("spec", spec)
 
 
@@ -205,7 +289,9 @@ def scaled_job(obj: dict, validate_k8s: Callable[[dict], list[str]]) -> list[str
         problems += unknown("spec.scalingStrategy", spec["scalingStrategy"], SCALING_STRATEGY)
         problems += enum("spec.scalingStrategy", spec["scalingStrategy"], SCALING_STRATEGY)
     if "rollout" in spec:
-        problems += unknown("spec.rollout", spec["rollout"], ROLLOUT) + enum("spec.rollout", spec["rollout"], ROLLOUT)
+        problems += unknown("spec.rollout", spec["rollout"], ROLLOUT) + enum(
+            "spec.rollout", spec["rollout"], ROLLOUT
+        )
     if "rolloutStrategy" in spec:
         problems.append("spec.rolloutStrategy is deprecated by KEDA; use spec.rollout.strategy")
     return problems + triggers_problems("spec", spec)
@@ -226,13 +312,25 @@ def trigger_authentication(obj: dict) -> list[str]:
 
 
 def hpa_with_behavior(behavior: Any) -> dict:
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "keda-check"},
-            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 1, "behavior": behavior}}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "keda-check"},
+        "spec": {
+            "scaleTargetRef": {"kind": "Deployment", "name": "x"},
+            "maxReplicas": 1,
+            "behavior": behavior,
+        },
+    }
 
 
 def job_with_spec(owner: dict, job_spec: dict) -> dict:
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": owner["metadata"]["name"]},
-            "spec": job_spec}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": owner["metadata"]["name"]},
+        "spec": job_spec,
+    }
 
 
 def validate(obj: dict, validate_k8s: Callable[[dict], list[str]]) -> list[str]:

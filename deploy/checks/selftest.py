@@ -22,81 +22,229 @@ from report import CheckFailed, Report
 
 @dataclass(frozen=True)
 class Mutation:
-    what: str      # the defect, in words
-    file: str      # path relative to the repository root
-    old: str       # text that must occur exactly once
+    what: str  # the defect, in words
+    file: str  # path relative to the repository root
+    old: str  # text that must occur exactly once
     new: str
-    module: str    # dockerfiles | compose | k8s | cli | docs
-    expect: str    # substring of the name of the check that must fail
+    module: str  # dockerfiles | compose | k8s | cli | docs
+    expect: str  # substring of the name of the check that must fail
     only: tuple[str, ...] = ("base",)  # k8s targets to render
 
 
 MUTATIONS = [
-    Mutation("image runs as root", "deploy/docker/Dockerfile.cpu", "USER 10001:10001", "USER root",
-             "dockerfiles", "non-root"),
-    Mutation("image copies a binary the workspace does not build", "deploy/docker/Dockerfile.cpu",
-             "/out/bin/dispr-worker /out/bin/dispr-coordinator /usr/local/bin/",
-             "/out/bin/dispr-worker /out/bin/dispr-coordinator /out/bin/dispr-admin /usr/local/bin/",
-             "dockerfiles", "copies only binaries"),
-    Mutation("CUDA image built without the cuda feature", "deploy/docker/Dockerfile.cuda",
-             "--features dispr-worker/cuda,dispr-coordinator/cuda", "", "dockerfiles", "cargo features"),
-    Mutation("unpinned builder image", "deploy/docker/Dockerfile.cpu", "rust:1.95.0-slim-bookworm", "rust:latest",
-             "dockerfiles", "pinned"),
-    Mutation("health check not on /healthz", "deploy/docker/Dockerfile.cpu", "/healthz\" > /dev/null",
-             "/\" > /dev/null", "dockerfiles", "HEALTHCHECK"),
-    Mutation("literal S3 secret in compose", "deploy/compose.yaml",
-             "AWS_SECRET_ACCESS_KEY: ${S3_SECRET_KEY:?set S3_SECRET_KEY in deploy/.env (copy deploy/.env.example)}",
-             "AWS_SECRET_ACCESS_KEY: minio-secret-123", "compose", "no literal credentials"),
-    Mutation("worker starts before the broker is healthy", "deploy/compose.yaml",
-             "    depends_on:\n      rabbitmq:\n        condition: service_healthy\n      minio-init:",
-             "    depends_on:\n      rabbitmq:\n        condition: service_started\n      minio-init:",
-             "compose", "depends_on"),
-    Mutation("grace period shorter than the drain timeout", "deploy/compose.yaml", "stop_grace_period: 150s",
-             "stop_grace_period: 30s", "compose", "grace period"),
-    Mutation("unknown compose property", "deploy/compose.yaml", "      replicas: ${DISPR_WORKERS:-2}",
-             "      replica: ${DISPR_WORKERS:-2}", "compose", "Compose Specification"),
-    Mutation("consumer_timeout too short for long jobs", "deploy/rabbitmq/rabbitmq.conf",
-             "consumer_timeout = 7200000", "consumer_timeout = 600000", "compose", "consumer_timeout"),
-    Mutation("submit planning for another consumer_timeout than the broker's", "deploy/compose.yaml",
-             'DISPR_CONSUMER_TIMEOUT_SECS: "7200"', 'DISPR_CONSUMER_TIMEOUT_SECS: "1800"', "compose", "consumer_timeout"),
-    Mutation("CPU overlay planning with GPU step times", "deploy/k8s/overlays/cpu/kustomization.yaml",
-             "        value: cpu\n", "        value: gpu\n", "k8s", "CPU/GPU", ("cpu",)),
-    Mutation("pod grace period shorter than the drain timeout", "deploy/k8s/base/worker-deployment.yaml",
-             "terminationGracePeriodSeconds: 660", "terminationGracePeriodSeconds: 60", "k8s", "grace",
-             ("cpu",)),
-    Mutation("port of the wrong type", "deploy/k8s/base/worker-deployment.yaml", "containerPort: 9090",
-             "containerPort: \"9090\"", "k8s", "schemas"),
-    Mutation("KEDA watches the wrong queue", "deploy/k8s/base/worker-scaledobject.yaml", "queueName: dispr.jobs",
-             "queueName: dispr.job", "k8s", "KEDA trigger", ("cpu",)),
-    Mutation("KEDA metadata value not a string", "deploy/k8s/base/worker-scaledobject.yaml",
-             "activationValue: \"0\"", "activationValue: 0", "k8s", "KEDA objects"),
-    Mutation("field KEDA does not know", "deploy/k8s/base/worker-scaledobject.yaml", "cooldownPeriod: 300",
-             "cooldownPeriods: 300", "k8s", "KEDA objects"),
-    Mutation("GPU worker without a GPU", "deploy/k8s/components/gpu/gpu-deployment.yaml",
-             "              nvidia.com/gpu: 1\n", "", "k8s", "CPU/GPU", ("gpu",)),
-    Mutation("kustomization names a missing file", "deploy/k8s/base/kustomization.yaml", "  - configmap.yaml",
-             "  - configmap-missing.yaml", "k8s", "renders"),
-    Mutation("Secret key that the example does not define", "deploy/k8s/base/worker-deployment.yaml",
-             "key: DISPR_AMQP_URL", "key: amqp-url", "k8s", "references"),
-    Mutation("ScaledJob worker that never exits", "deploy/k8s/components/scaledjob/worker-scaledjob.yaml",
-             "args: [\"dispr-worker\", \"serve\", \"--max-jobs\", \"1\"]", "args: [\"dispr-worker\", \"serve\"]",
-             "k8s", "worker pods", ("gpu-jobs",)),
-    Mutation("a flag the coordinator does not have", "deploy/k8s/base/coordinator-job.yaml",
-             "            - --cells-per-job\n", "            - --cells-per-jobs\n", "cli", "CLI contract"),
-    Mutation("a subcommand the coordinator does not have", "deploy/compose.yaml",
-             "      - dispr-coordinator\n      - synth\n", "      - dispr-coordinator\n      - synthesize\n",
-             "cli", "CLI contract"),
-    Mutation("the guide shows a flag that does not exist", "deploy/README.md", "dead-letters --requeue  #",
-             "dead-letters --retry  #", "docs", "every dispr command"),
-    Mutation("the guide names a file that does not exist", "deploy/README.md", "deploy/k8s/overlays/gpu          #",
-             "deploy/k8s/overlays/gpus          #", "docs", "path exists"),
+    Mutation(
+        "image runs as root",
+        "deploy/docker/Dockerfile.cpu",
+        "USER 10001:10001",
+        "USER root",
+        "dockerfiles",
+        "non-root",
+    ),
+    Mutation(
+        "image copies a binary the workspace does not build",
+        "deploy/docker/Dockerfile.cpu",
+        "/out/bin/dispr-worker /out/bin/dispr-coordinator /usr/local/bin/",
+        "/out/bin/dispr-worker /out/bin/dispr-coordinator /out/bin/dispr-admin /usr/local/bin/",
+        "dockerfiles",
+        "copies only binaries",
+    ),
+    Mutation(
+        "CUDA image built without the cuda feature",
+        "deploy/docker/Dockerfile.cuda",
+        "--features dispr-worker/cuda,dispr-coordinator/cuda",
+        "",
+        "dockerfiles",
+        "cargo features",
+    ),
+    Mutation(
+        "unpinned builder image",
+        "deploy/docker/Dockerfile.cpu",
+        "rust:1.95.0-slim-bookworm",
+        "rust:latest",
+        "dockerfiles",
+        "pinned",
+    ),
+    Mutation(
+        "health check not on /healthz",
+        "deploy/docker/Dockerfile.cpu",
+        '/healthz" > /dev/null',
+        '/" > /dev/null',
+        "dockerfiles",
+        "HEALTHCHECK",
+    ),
+    Mutation(
+        "literal S3 secret in compose",
+        "deploy/compose.yaml",
+        "AWS_SECRET_ACCESS_KEY: ${S3_SECRET_KEY:?set S3_SECRET_KEY in deploy/.env (copy deploy/.env.example)}",
+        "AWS_SECRET_ACCESS_KEY: minio-secret-123",
+        "compose",
+        "no literal credentials",
+    ),
+    Mutation(
+        "worker starts before the broker is healthy",
+        "deploy/compose.yaml",
+        "    depends_on:\n      rabbitmq:\n        condition: service_healthy\n      minio-init:",
+        "    depends_on:\n      rabbitmq:\n        condition: service_started\n      minio-init:",
+        "compose",
+        "depends_on",
+    ),
+    Mutation(
+        "grace period shorter than the drain timeout",
+        "deploy/compose.yaml",
+        "stop_grace_period: 150s",
+        "stop_grace_period: 30s",
+        "compose",
+        "grace period",
+    ),
+    Mutation(
+        "unknown compose property",
+        "deploy/compose.yaml",
+        "      replicas: ${DISPR_WORKERS:-2}",
+        "      replica: ${DISPR_WORKERS:-2}",
+        "compose",
+        "Compose Specification",
+    ),
+    Mutation(
+        "consumer_timeout too short for long jobs",
+        "deploy/rabbitmq/rabbitmq.conf",
+        "consumer_timeout = 7200000",
+        "consumer_timeout = 600000",
+        "compose",
+        "consumer_timeout",
+    ),
+    Mutation(
+        "submit planning for another consumer_timeout than the broker's",
+        "deploy/compose.yaml",
+        'DISPR_CONSUMER_TIMEOUT_SECS: "7200"',
+        'DISPR_CONSUMER_TIMEOUT_SECS: "1800"',
+        "compose",
+        "consumer_timeout",
+    ),
+    Mutation(
+        "CPU overlay planning with GPU step times",
+        "deploy/k8s/overlays/cpu/kustomization.yaml",
+        "        value: cpu\n",
+        "        value: gpu\n",
+        "k8s",
+        "CPU/GPU",
+        ("cpu",),
+    ),
+    Mutation(
+        "pod grace period shorter than the drain timeout",
+        "deploy/k8s/base/worker-deployment.yaml",
+        "terminationGracePeriodSeconds: 660",
+        "terminationGracePeriodSeconds: 60",
+        "k8s",
+        "grace",
+        ("cpu",),
+    ),
+    Mutation(
+        "port of the wrong type",
+        "deploy/k8s/base/worker-deployment.yaml",
+        "containerPort: 9090",
+        'containerPort: "9090"',
+        "k8s",
+        "schemas",
+    ),
+    Mutation(
+        "KEDA watches the wrong queue",
+        "deploy/k8s/base/worker-scaledobject.yaml",
+        "queueName: dispr.jobs",
+        "queueName: dispr.job",
+        "k8s",
+        "KEDA trigger",
+        ("cpu",),
+    ),
+    Mutation(
+        "KEDA metadata value not a string",
+        "deploy/k8s/base/worker-scaledobject.yaml",
+        'activationValue: "0"',
+        "activationValue: 0",
+        "k8s",
+        "KEDA objects",
+    ),
+    Mutation(
+        "field KEDA does not know",
+        "deploy/k8s/base/worker-scaledobject.yaml",
+        "cooldownPeriod: 300",
+        "cooldownPeriods: 300",
+        "k8s",
+        "KEDA objects",
+    ),
+    Mutation(
+        "GPU worker without a GPU",
+        "deploy/k8s/components/gpu/gpu-deployment.yaml",
+        "              nvidia.com/gpu: 1\n",
+        "",
+        "k8s",
+        "CPU/GPU",
+        ("gpu",),
+    ),
+    Mutation(
+        "kustomization names a missing file",
+        "deploy/k8s/base/kustomization.yaml",
+        "  - configmap.yaml",
+        "  - configmap-missing.yaml",
+        "k8s",
+        "renders",
+    ),
+    Mutation(
+        "Secret key that the example does not define",
+        "deploy/k8s/base/worker-deployment.yaml",
+        "key: DISPR_AMQP_URL",
+        "key: amqp-url",
+        "k8s",
+        "references",
+    ),
+    Mutation(
+        "ScaledJob worker that never exits",
+        "deploy/k8s/components/scaledjob/worker-scaledjob.yaml",
+        'args: ["dispr-worker", "serve", "--max-jobs", "1"]',
+        'args: ["dispr-worker", "serve"]',
+        "k8s",
+        "worker pods",
+        ("gpu-jobs",),
+    ),
+    Mutation(
+        "a flag the coordinator does not have",
+        "deploy/k8s/base/coordinator-job.yaml",
+        "            - --cells-per-job\n",
+        "            - --cells-per-jobs\n",
+        "cli",
+        "CLI contract",
+    ),
+    Mutation(
+        "a subcommand the coordinator does not have",
+        "deploy/compose.yaml",
+        "      - dispr-coordinator\n      - synth\n",
+        "      - dispr-coordinator\n      - synthesize\n",
+        "cli",
+        "CLI contract",
+    ),
+    Mutation(
+        "the guide shows a flag that does not exist",
+        "deploy/README.md",
+        "dead-letters --requeue  #",
+        "dead-letters --retry  #",
+        "docs",
+        "every dispr command",
+    ),
+    Mutation(
+        "the guide names a file that does not exist",
+        "deploy/README.md",
+        "deploy/k8s/overlays/gpu          #",
+        "deploy/k8s/overlays/gpus          #",
+        "docs",
+        "path exists",
+    ),
 ]
 
 
 def scratch_copy(root: Path) -> Path:
     dest = Path(tempfile.mkdtemp(prefix="dispr-deploy-selftest-"))
-    shutil.copytree(root, dest / "repo", symlinks=True,
-                    ignore=shutil.ignore_patterns("target", ".git", "__pycache__"))
+    shutil.copytree(
+        root, dest / "repo", symlinks=True, ignore=shutil.ignore_patterns("target", ".git", "__pycache__")
+    )
     return dest / "repo"
 
 
@@ -145,7 +293,9 @@ def run(report: Report, root: Path) -> None:
                 finally:
                     target.write_text(original)
                 if not any(m.expect in name for name in failed):
-                    raise CheckFailed(f"{m.file}: the defect went unnoticed (failed checks: {failed or 'none'})")
+                    raise CheckFailed(
+                        f"{m.file}: the defect went unnoticed (failed checks: {failed or 'none'})"
+                    )
 
             report.check(f"self-test: catches {m.what}", caught)
     finally:
