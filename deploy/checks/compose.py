@@ -160,6 +160,8 @@ def run(report: Report, root: Path, invocations: list[cli.Invocation]) -> None:
                         literal_parts(m.group("userinfo")) in ("", ":"),
                         f"{name}: {key} has literal credentials in its URL",
                     )
+        ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", "deploy/.env"])
+        require(ignored.returncode == 0, "deploy/.env (the operator's passwords) is not ignored by git")
         for key, value in env.items():
             if re.search(r"PASS|SECRET", key, re.I):
                 require(

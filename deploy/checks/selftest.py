@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,9 +243,11 @@ MUTATIONS = [
 
 def scratch_copy(root: Path) -> Path:
     dest = Path(tempfile.mkdtemp(prefix="dispr-deploy-selftest-"))
-    shutil.copytree(
-        root, dest / "repo", symlinks=True, ignore=shutil.ignore_patterns("target", ".git", "__pycache__")
-    )
+    # Build products, history and the test environment are left out: no check reads them.
+    skip = shutil.ignore_patterns("target", ".git", ".test-env", "dispr-demo", "__pycache__")
+    shutil.copytree(root, dest / "repo", symlinks=True, ignore=skip)
+    # A repository of its own, so that git's ignore rules (.gitignore files) apply as in the original.
+    subprocess.run(["git", "init", "-q", str(dest / "repo")], check=True)
     return dest / "repo"
 
 
