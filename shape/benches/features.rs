@@ -3,8 +3,8 @@
 //!
 //!     cargo bench -p dispr-shape --bench features
 //!
-//! Uses the real sample's cells where ../shared/data/rbc-real-sample exists, else synthetic
-//! ellipsoids.
+//! Uses the real sample's cells where ../shared/data/rbc-real-sample (or DISPR_SAMPLE_DIR)
+//! exists, else synthetic ellipsoids.
 
 use dispr_shape::features::{features_2d, features_3d, surface_area, surface_roughness};
 use dispr_shape::{metrics, otsu};
@@ -32,7 +32,9 @@ struct Cell {
 }
 
 fn cells() -> Vec<Cell> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/rbc-real-sample");
+    let dir = std::env::var_os("DISPR_SAMPLE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/rbc-real-sample")
+    });
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir.join("obj")) {
         let mut names: Vec<String> = entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
@@ -40,23 +42,33 @@ fn cells() -> Vec<Cell> {
         for name in names.iter().step_by(6) {
             let cell = name.trim_end_matches(".tif");
             let read = |role: &str| std::fs::read(dir.join(role).join(name)).expect("sample file readable");
-            let obj = dispr_shape::tiff_io::read_volume_u8(&read("obj"), cell, "obj", [64, 64, 64]).expect("obj").data;
-            let image = dispr_shape::tiff_io::read_image_u8(&read("image"), cell, "image", [64, 64]).expect("image").data;
-            let mask = dispr_shape::tiff_io::read_image_u8(&read("mask"), cell, "mask", [64, 64]).expect("mask").data;
+            let obj = dispr_shape::tiff_io::read_volume_u8(&read("obj"), cell, "obj", [64, 64, 64])
+                .expect("obj")
+                .data;
+            let image = dispr_shape::tiff_io::read_image_u8(&read("image"), cell, "image", [64, 64])
+                .expect("image")
+                .data;
+            let mask = dispr_shape::tiff_io::read_image_u8(&read("mask"), cell, "mask", [64, 64])
+                .expect("mask")
+                .data;
             out.push(Cell { name: cell.to_string(), obj, image, mask });
         }
     }
     if out.is_empty() {
         eprintln!("(real sample absent: synthetic ellipsoids)");
-        for (i, (a, b, c)) in [(20.0, 28.0, 30.0), (10.0, 29.0, 29.0), (25.0, 18.0, 30.0)].into_iter().enumerate() {
+        for (i, (a, b, c)) in
+            [(20.0, 28.0, 30.0), (10.0, 29.0, 29.0), (25.0, 18.0, 30.0)].into_iter().enumerate()
+        {
             let obj: Vec<u8> = (0..64 * 64 * 64)
                 .map(|i: usize| {
-                    let (z, y, x) = ((i / 4096) as f64 - 31.5, ((i / 64) % 64) as f64 - 31.5, (i % 64) as f64 - 31.5);
+                    let (z, y, x) =
+                        ((i / 4096) as f64 - 31.5, ((i / 64) % 64) as f64 - 31.5, (i % 64) as f64 - 31.5);
                     if (z / a).powi(2) + (y / b).powi(2) + (x / c).powi(2) <= 1.0 { 255 } else { 0 }
                 })
                 .collect();
             let mask = obj[32 * 4096..33 * 4096].to_vec();
-            let image = mask.iter().enumerate().map(|(i, &m)| if m > 0 { (100 + i % 50) as u8 } else { 5 }).collect();
+            let image =
+                mask.iter().enumerate().map(|(i, &m)| if m > 0 { (100 + i % 50) as u8 } else { 5 }).collect();
             out.push(Cell { name: format!("ellipsoid{i}"), obj, image, mask });
         }
     }
@@ -66,7 +78,10 @@ fn cells() -> Vec<Cell> {
 fn main() {
     // One core, as the target says: rayon is not used by the features, but make sure.
     let runs = 30;
-    println!("{:<28} {:>10} {:>10} {:>10} {:>10} {:>10}", "cell", "3D all ms", "mesh ms", "rough ms", "2D ms", "otsu ms");
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "cell", "3D all ms", "mesh ms", "rough ms", "2D ms", "otsu ms"
+    );
     let mut all3 = Vec::new();
     let mut all2 = Vec::new();
     for cell in cells() {
@@ -75,7 +90,8 @@ fn main() {
         let t3 = median_ms(|| drop(std::hint::black_box(features_3d(&binary, dims))), runs);
         let tm = median_ms(|| drop(std::hint::black_box(surface_area(&binary, dims))), runs);
         let tr = median_ms(|| drop(std::hint::black_box(surface_roughness(&binary, dims))), runs);
-        let t2 = median_ms(|| drop(std::hint::black_box(features_2d(&cell.image, &cell.mask, 64, 64))), runs * 10);
+        let t2 =
+            median_ms(|| drop(std::hint::black_box(features_2d(&cell.image, &cell.mask, 64, 64))), runs * 10);
         let float: Vec<f32> = cell.obj.iter().map(|&v| v as f32 / 255.0).collect();
         let to = median_ms(|| drop(std::hint::black_box(otsu::binarise(&float))), runs);
         println!("{:<28} {t3:>10.2} {tm:>10.2} {tr:>10.2} {t2:>10.3} {to:>10.2}", cell.name);
@@ -84,7 +100,10 @@ fn main() {
     }
     let binary: Vec<bool> = cells()[0].obj.iter().map(|&v| v > 127).collect();
     let shifted: Vec<bool> = (0..binary.len()).map(|i| binary[(i + 1) % binary.len()]).collect();
-    let tmet = median_ms(|| drop(std::hint::black_box(metrics::reconstruction(&shifted, &binary, [64, 64, 64]))), runs);
+    let tmet = median_ms(
+        || drop(std::hint::black_box(metrics::reconstruction(&shifted, &binary, [64, 64, 64]))),
+        runs,
+    );
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
         "\nmean: all 3D features of a 64^3 volume {:.2} ms (target < 20 ms), 2D features {:.3} ms (target < 1 ms), reconstruction metrics {tmet:.2} ms",

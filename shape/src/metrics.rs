@@ -17,8 +17,16 @@ pub fn truth_mask(obj: &[u8]) -> Vec<bool> {
 
 /// The metrics' names, units and definitions (for the docs and the report).
 pub const METRICS: &[FeatureDescriptor] = &[
-    FeatureDescriptor { name: "iou", unit: "1", definition: "|P and G| / |P or G| of the foreground voxels." },
-    FeatureDescriptor { name: "volume_error", unit: "1", definition: "Relative volume error |V(P) - V(G)| / V(G)." },
+    FeatureDescriptor {
+        name: "iou",
+        unit: "1",
+        definition: "|P and G| / |P or G| of the foreground voxels.",
+    },
+    FeatureDescriptor {
+        name: "volume_error",
+        unit: "1",
+        definition: "Relative volume error |V(P) - V(G)| / V(G).",
+    },
     FeatureDescriptor {
         name: "surface_error",
         unit: "1",
@@ -82,7 +90,10 @@ mod tests {
         let dims = [12, 12, 12];
         let g = boxed(dims, 2, 10);
         let m = reconstruction(&g, &g, dims).unwrap();
-        assert_eq!((m["iou"], m["volume_error"], m["surface_error"], m["roughness_error"]), (1.0, 0.0, 0.0, 0.0));
+        assert_eq!(
+            (m["iou"], m["volume_error"], m["surface_error"], m["roughness_error"]),
+            (1.0, 0.0, 0.0, 0.0)
+        );
         let p = boxed(dims, 2, 6); // 64 of the 512 voxels
         let m = reconstruction(&p, &g, dims).unwrap();
         assert_eq!(m["iou"], 64.0 / 512.0);

@@ -23,7 +23,10 @@ fn real_sample() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED real-cell fixtures: {} is absent (it ships with the team's shared/ folder)", dir.display());
+        eprintln!(
+            "SKIPPED real-cell fixtures: {} is absent (it ships with the team's shared/ folder)",
+            dir.display()
+        );
         None
     }
 }
@@ -38,23 +41,28 @@ fn volume_fixture(name: &str) -> Option<(Vec<bool>, [usize; 3])> {
     let sq = |v: f64| v * v;
     Some(match name {
         "ball" => grid3([40, 40, 40], |z, y, x| sq(z - 19.5) + sq(y - 19.5) + sq(x - 19.5) <= sq(15.0)),
-        "ellipsoid" => grid3([32, 48, 56], |z, y, x| sq((z - 15.5) / 10.0) + sq((y - 23.7) / 18.0) + sq((x - 27.2) / 25.0) <= 1.0),
+        "ellipsoid" => grid3([32, 48, 56], |z, y, x| {
+            sq((z - 15.5) / 10.0) + sq((y - 23.7) / 18.0) + sq((x - 27.2) / 25.0) <= 1.0
+        }),
         "torus" => grid3([24, 48, 48], |z, y, x| {
             let r = (sq(y - 23.5) + sq(x - 23.5)).sqrt();
             sq(r - 14.0) + sq(z - 11.5) <= 25.0
         }),
         "box_at_border" => grid3([16, 16, 16], |z, y, x| z < 10.0 && y >= 3.0 && x >= 2.0 && x < 12.0),
         "two_balls" => grid3([30, 30, 50], |z, y, x| {
-            sq(z - 14.5) + sq(y - 14.5) + sq(x - 12.0) <= 81.0 || sq(z - 14.5) + sq(y - 14.5) + sq(x - 36.0) <= 64.0
+            sq(z - 14.5) + sq(y - 14.5) + sq(x - 12.0) <= 81.0
+                || sq(z - 14.5) + sq(y - 14.5) + sq(x - 36.0) <= 64.0
         }),
         "cup" => grid3([40, 40, 40], |z, y, x| {
-            sq(z - 19.5) + sq(y - 19.5) + sq(x - 19.5) <= 196.0 && !(sq(z - 9.5) + sq(y - 19.5) + sq(x - 19.5) <= 100.0)
+            sq(z - 19.5) + sq(y - 19.5) + sq(x - 19.5) <= 196.0
+                && !(sq(z - 9.5) + sq(y - 19.5) + sq(x - 19.5) <= 100.0)
         }),
         real => {
             let cell = real.strip_prefix("real_")?;
             let path = real_sample()?.join(format!("obj/{cell}.tif"));
             let bytes = std::fs::read(&path).expect("real sample obj readable");
-            let v = dispr_shape::tiff_io::read_volume_u8(&bytes, cell, "obj", [64, 64, 64]).expect("real obj decodes");
+            let v = dispr_shape::tiff_io::read_volume_u8(&bytes, cell, "obj", [64, 64, 64])
+                .expect("real obj decodes");
             (v.data.iter().map(|&x| x > 127).collect(), v.dims)
         }
     })
@@ -80,14 +88,18 @@ fn image_fixture(name: &str) -> Option<(Vec<u8>, Vec<u8>)> {
             (196.0..=576.0).contains(&d2)
         }),
         "l_shape" => mask(&|r, c| {
-            ((5.0..50.0).contains(&r) && (8.0..20.0).contains(&c)) || ((38.0..50.0).contains(&r) && (8.0..60.0).contains(&c))
+            ((5.0..50.0).contains(&r) && (8.0..20.0).contains(&c))
+                || ((38.0..50.0).contains(&r) && (8.0..60.0).contains(&c))
         }),
         real => {
             let cell = real.strip_prefix("real_")?;
             let dir = real_sample()?;
             let read = |role: &str| {
-                let bytes = std::fs::read(dir.join(format!("{role}/{cell}.tif"))).expect("real sample readable");
-                dispr_shape::tiff_io::read_image_u8(&bytes, cell, role, [64, 64]).expect("real image decodes").data
+                let bytes =
+                    std::fs::read(dir.join(format!("{role}/{cell}.tif"))).expect("real sample readable");
+                dispr_shape::tiff_io::read_image_u8(&bytes, cell, role, [64, 64])
+                    .expect("real image decodes")
+                    .data
             };
             return Some((read("mask"), read("image")));
         }

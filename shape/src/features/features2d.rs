@@ -34,14 +34,18 @@ pub fn features_2d(image: &[u8], mask: &[u8], h: usize, w: usize) -> Result<Feat
 
     // Boundary: mask pixels with a 4-neighbour outside the mask or the image (scikit-image's
     // `perimeter`: the mask minus its erosion by a cross with background beyond the border).
-    let inside = |r: isize, c: isize| r >= 0 && c >= 0 && (r as usize) < h && (c as usize) < w && m[r as usize * w + c as usize];
+    let inside = |r: isize, c: isize| {
+        r >= 0 && c >= 0 && (r as usize) < h && (c as usize) < w && m[r as usize * w + c as usize]
+    };
     let border: Vec<bool> = (0..h * w)
         .map(|i| {
             let (r, c) = ((i / w) as isize, (i % w) as isize);
             m[i] && !(inside(r - 1, c) && inside(r + 1, c) && inside(r, c - 1) && inside(r, c + 1))
         })
         .collect();
-    let is_border = |r: isize, c: isize| r >= 0 && c >= 0 && (r as usize) < h && (c as usize) < w && border[r as usize * w + c as usize];
+    let is_border = |r: isize, c: isize| {
+        r >= 0 && c >= 0 && (r as usize) < h && (c as usize) < w && border[r as usize * w + c as usize]
+    };
     let centroid = moments.centroid();
     let (mut perimeter, mut boundary_length) = (0.0, 0usize);
     let mut radii = Vec::new();
@@ -49,7 +53,10 @@ pub fn features_2d(image: &[u8], mask: &[u8], h: usize, w: usize) -> Result<Feat
         let (r, c) = ((i / w) as isize, (i % w) as isize);
         // scikit-image convolves the border image with [[10,2,10],[2,1,2],[10,2,10]] and weighs
         // each border pixel by its code: straight runs 1, diagonal steps sqrt 2, corners (1+sqrt 2)/2.
-        let sides = [(r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)].iter().filter(|&&(a, b)| is_border(a, b)).count();
+        let sides = [(r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)]
+            .iter()
+            .filter(|&&(a, b)| is_border(a, b))
+            .count();
         let diags = [(r - 1, c - 1), (r - 1, c + 1), (r + 1, c - 1), (r + 1, c + 1)]
             .iter()
             .filter(|&&(a, b)| is_border(a, b))
@@ -130,7 +137,10 @@ mod tests {
         let image: Vec<u8> = (0..64 * 64).map(|i| (i % 7 * 20) as u8).collect();
         let f = features_2d(&image, &mask, 64, 64).unwrap();
         let names: Vec<_> = FEATURES_2D.iter().map(|d| d.name).collect();
-        assert_eq!(f.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), names.into_iter().collect());
+        assert_eq!(
+            f.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(),
+            names.into_iter().collect()
+        );
         assert!((f["area"] - PI * 400.0).abs() / (PI * 400.0) < 0.02, "{}", f["area"]);
         assert!(f["solidity"] > 0.97 && f["solidity"] <= 1.0, "{}", f["solidity"]);
         assert!(f["eccentricity"] < 0.1, "{}", f["eccentricity"]);

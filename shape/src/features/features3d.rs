@@ -1,9 +1,10 @@
 //! 3D features of a binarised volume.
 
 use super::features2d::mean_std;
-use super::hull::{convex_area_2d, convex_volume_3d, row_extremes_2d, row_extremes_3d};
+use super::hull::{convex_area_2d, convex_volume_3d, row_extremes_2d};
+use super::mesh::area_table;
 use super::moments::Moments;
-use super::topology::{component_sizes, euler_number};
+use super::topology::{component_sizes, euler_table, for_each_window, pad};
 use super::{FeatureError, check_len, finite_or};
 use dispr_proto::records::FeatureMap;
 use std::f64::consts::PI;
@@ -39,11 +40,18 @@ pub fn features_3d(mask: &[bool], dims: [usize; 3]) -> Result<FeatureMap, Featur
     let extents: [f64; 3] = std::array::from_fn(|a| (hi[a] - lo[a] + 1) as f64);
     let bbox_volume = extents.iter().product::<f64>();
 
-    let area = surface_area(mask, dims);
+    // Surface area and Euler number both sum a table over the 2x2x2 windows: one pass.
+    let (padded, pdims) = pad(mask, dims);
+    let (areas, eulers) = (area_table(), euler_table());
+    let (mut area, mut euler) = (0.0, 0i64);
+    for_each_window(&padded, pdims, |c| {
+        area += areas[c];
+        euler += eulers[c] as i64;
+    });
     let equivalent_diameter = (6.0 * volume / PI).cbrt();
-    // chull fails only on sets with no 3D extent, which face centres never are; should it fail,
-    // the shape is taken as its own hull rather than failing the cell.
-    let convex_volume = convex_volume_3d(&row_extremes_3d(mask, dims), dims).map_or(volume, |v| v as f64);
+    // Face centres of a non-empty shape always span 3D, so the hull exists; should it not, the
+    // shape is taken as its own hull rather than failing the cell.
+    let convex_volume = convex_volume_3d(mask, dims).map_or(volume, |v| v as f64);
 
     let [c1, c2, c3] = moments.covariance_eigenvalues();
     let components = component_sizes(mask, dims);
@@ -51,12 +59,23 @@ pub fn features_3d(mask: &[bool], dims: [usize; 3]) -> Result<FeatureMap, Featur
     // Boundary voxels and their distances to the centroid.
     let centroid = moments.centroid();
     let at = |z: isize, y: isize, x: isize| {
-        z >= 0 && y >= 0 && x >= 0 && (z as usize) < d && (y as usize) < h && (x as usize) < w && mask[(z as usize * h + y as usize) * w + x as usize]
+        z >= 0
+            && y >= 0
+            && x >= 0
+            && (z as usize) < d
+            && (y as usize) < h
+            && (x as usize) < w
+            && mask[(z as usize * h + y as usize) * w + x as usize]
     };
     let mut radii = Vec::new();
     for (i, _) in mask.iter().enumerate().filter(|(_, v)| **v) {
         let (z, y, x) = ((i / (h * w)) as isize, ((i / w) % h) as isize, (i % w) as isize);
-        let interior = at(z - 1, y, x) && at(z + 1, y, x) && at(z, y - 1, x) && at(z, y + 1, x) && at(z, y, x - 1) && at(z, y, x + 1);
+        let interior = at(z - 1, y, x)
+            && at(z + 1, y, x)
+            && at(z, y - 1, x)
+            && at(z, y + 1, x)
+            && at(z, y, x - 1)
+            && at(z, y, x + 1);
         if !interior {
             let dz = z as f64 - centroid[0];
             let dy = y as f64 - centroid[1];
@@ -70,7 +89,8 @@ pub fn features_3d(mask: &[bool], dims: [usize; 3]) -> Result<FeatureMap, Featur
     let eq_radius = equivalent_diameter / 2.0;
 
     // Central slices through the centroid.
-    let [cz, cy, cx] = std::array::from_fn::<usize, 3, _>(|a| (centroid[a].round() as usize).min(dims[a] - 1));
+    let [cz, cy, cx] =
+        std::array::from_fn::<usize, 3, _>(|a| (centroid[a].round() as usize).min(dims[a] - 1));
     let slice_xy: Vec<bool> = (0..h * w).map(|i| mask[cz * h * w + i]).collect();
     let slice_xz: Vec<bool> = (0..d * w).map(|i| mask[((i / w) * h + cy) * w + i % w]).collect();
     let slice_yz: Vec<bool> = (0..d * h).map(|i| mask[((i / h) * h + i % h) * w + cx]).collect();
@@ -106,7 +126,7 @@ pub fn features_3d(mask: &[bool], dims: [usize; 3]) -> Result<FeatureMap, Featur
         ("extent_x", extents[2]),
         ("bbox_volume", bbox_volume),
         ("extent", volume / bbox_volume),
-        ("euler_number", euler_number(mask, dims) as f64),
+        ("euler_number", euler as f64),
         ("components", components.len() as f64),
         ("largest_component_fraction", components[0] as f64 / volume),
         ("surface_roughness", surface_roughness(mask, dims) / area),
@@ -150,28 +170,42 @@ pub fn surface_roughness(mask: &[bool], dims: [usize; 3]) -> f64 {
 /// `scipy.ndimage.gaussian_filter(mode="constant")`). Hand-written: three 1D passes over a
 /// 64^3 volume are a few milliseconds, and no maintained crate filters plain 3D arrays.
 pub fn gaussian_smooth(values: &[f32], dims: [usize; 3], sigma: f64) -> Vec<f32> {
-    let radius = (4.0 * sigma).round() as isize;
-    let mut kernel: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32).collect();
+    let radius = (4.0 * sigma).round() as usize;
+    let mut kernel: Vec<f32> = (0..=2 * radius)
+        .map(|i| (-((i as f64 - radius as f64).powi(2)) / (2.0 * sigma * sigma)).exp() as f32)
+        .collect();
     let total: f32 = kernel.iter().sum();
     kernel.iter_mut().for_each(|k| *k /= total);
-    let [_, h, w] = dims;
-    let strides = [h * w, w, 1];
+    let [d, h, w] = dims;
     let mut cur = values.to_vec();
-    let mut next = vec![0f32; values.len()];
+    let longest = d.max(h).max(w);
+    // One line at a time, copied into a zero-padded buffer so the inner loop has no bounds logic.
+    let mut line = vec![0f32; longest + 2 * radius];
+    let mut out = vec![0f32; longest];
     for axis in 0..3 {
-        let (n, stride) = (dims[axis] as isize, strides[axis]);
-        for (i, out) in next.iter_mut().enumerate() {
-            let pos = ((i / stride) % dims[axis]) as isize;
-            let mut acc = 0f32;
-            for (k, &kv) in kernel.iter().enumerate() {
-                let p = pos + k as isize - radius;
-                if p >= 0 && p < n {
-                    acc += kv * cur[(i as isize + (p - pos) * stride as isize) as usize];
-                }
+        let (n, stride) = [(d, h * w), (h, w), (w, 1)][axis];
+        let starts: Vec<usize> = match axis {
+            0 => (0..h * w).collect(),
+            1 => (0..d).flat_map(|z| (0..w).map(move |x| z * h * w + x)).collect(),
+            _ => (0..d * h).map(|r| r * w).collect(),
+        };
+        for base in starts {
+            let mut any = false;
+            for i in 0..n {
+                let v = cur[base + i * stride];
+                line[radius + i] = v;
+                any |= v != 0.0;
             }
-            *out = acc;
+            if !any {
+                continue; // a zero line stays zero
+            }
+            for (i, o) in out[..n].iter_mut().enumerate() {
+                *o = kernel.iter().zip(&line[i..i + kernel.len()]).map(|(k, v)| k * v).sum();
+            }
+            for i in 0..n {
+                cur[base + i * stride] = out[i];
+            }
         }
-        std::mem::swap(&mut cur, &mut next);
     }
     cur
 }
@@ -189,7 +223,9 @@ mod tests {
     #[test]
     fn a_ball_is_round_convex_and_has_every_feature() {
         let dims = [40, 40, 40];
-        let ball = volume(dims, |z, y, x| (z - 19.5).powi(2) + (y - 19.5).powi(2) + (x - 19.5).powi(2) <= 15.0 * 15.0);
+        let ball = volume(dims, |z, y, x| {
+            (z - 19.5).powi(2) + (y - 19.5).powi(2) + (x - 19.5).powi(2) <= 15.0 * 15.0
+        });
         let f = features_3d(&ball, dims).unwrap();
         let names: std::collections::BTreeSet<_> = FEATURES_3D.iter().map(|d| d.name).collect();
         assert_eq!(f.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), names);
@@ -210,7 +246,9 @@ mod tests {
     #[test]
     fn a_flat_ellipsoid_is_flat_and_a_torus_has_a_tunnel() {
         let dims = [24, 48, 48];
-        let disc = volume(dims, |z, y, x| ((z - 11.5) / 4.0).powi(2) + ((y - 23.5) / 20.0).powi(2) + ((x - 23.5) / 20.0).powi(2) <= 1.0);
+        let disc = volume(dims, |z, y, x| {
+            ((z - 11.5) / 4.0).powi(2) + ((y - 23.5) / 20.0).powi(2) + ((x - 23.5) / 20.0).powi(2) <= 1.0
+        });
         let f = features_3d(&disc, dims).unwrap();
         assert!(f["flatness"] < 0.3 && f["elongation"] > 0.95, "{} {}", f["flatness"], f["elongation"]);
         let torus = volume(dims, |z, y, x| {
@@ -230,11 +268,17 @@ mod tests {
         let mut one = vec![false; 27];
         one[13] = true;
         let f = features_3d(&one, [3, 3, 3]).unwrap();
-        assert_eq!((f["volume"], f["convex_volume"], f["elongation"], f["axis_major_length"]), (1.0, 1.0, 1.0, 0.0));
+        assert_eq!(
+            (f["volume"], f["convex_volume"], f["elongation"], f["axis_major_length"]),
+            (1.0, 1.0, 1.0, 0.0)
+        );
         assert!(f.values().all(|v| v.is_finite()));
         // A full volume touches every face: still closed (padded) and convex.
         let f = features_3d(&vec![true; 64], [4, 4, 4]).unwrap();
-        assert_eq!((f["volume"], f["convex_volume"], f["boundary_voxels"], f["euler_number"]), (64.0, 64.0, 56.0, 1.0));
+        assert_eq!(
+            (f["volume"], f["convex_volume"], f["boundary_voxels"], f["euler_number"]),
+            (64.0, 64.0, 56.0, 1.0)
+        );
         assert!(f.values().all(|v| v.is_finite()));
         assert!(features_3d(&[true; 5], [1, 2, 3]).is_err());
     }

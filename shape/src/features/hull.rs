@@ -4,8 +4,8 @@
 //!
 //! All coordinates are doubled so that those midpoints are integers, and every test is exact
 //! integer arithmetic: no tolerance to tune, no round-off on the grid's many coplanar points.
-//! The 3D hull comes from the `chull` crate run on `i64`; the 2D hull is Andrew's monotone chain,
-//! a dozen lines, which is shorter than adapting a crate's float API to exact integers.
+//! The 2D hull is Andrew's monotone chain, a dozen lines; the 3D hull is [`super::quickhull`]
+//! (see there why not a crate).
 
 /// A half-space `n . p <= d` over doubled coordinates.
 type HalfSpace<const N: usize> = ([i64; N], i64);
@@ -57,7 +57,8 @@ pub fn convex_area_2d(pixels: &[[i64; 2]], h: usize, w: usize) -> usize {
 
 /// Andrew's monotone chain: the hull's vertices counter-clockwise, collinear points dropped.
 fn monotone_chain(sorted: &[[i64; 2]]) -> Vec<[i64; 2]> {
-    let cross = |o: [i64; 2], a: [i64; 2], b: [i64; 2]| (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
+    let cross =
+        |o: [i64; 2], a: [i64; 2], b: [i64; 2]| (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
     let mut hull: Vec<[i64; 2]> = Vec::with_capacity(sorted.len() + 1);
     for pass in 0..2 {
         let start = hull.len();
@@ -74,81 +75,54 @@ fn monotone_chain(sorted: &[[i64; 2]]) -> Vec<[i64; 2]> {
     hull
 }
 
-/// Voxel coordinates `[z, y, x]` of the first and last foreground voxel of each x-row.
-pub fn row_extremes_3d(mask: &[bool], dims: [usize; 3]) -> Vec<[i64; 3]> {
+/// Number of voxel centres of a volume of `dims` inside the convex hull of the foreground
+/// voxels' face centres (scikit-image `area_convex` in 3D). `None` for an empty volume.
+pub fn convex_volume_3d(mask: &[bool], dims: [usize; 3]) -> Option<usize> {
     let [d, h, w] = dims;
-    let mut pts = Vec::new();
+    // Hull vertices are vertices of their z-slice's 2D hull: keep only those (a few hundred
+    // points instead of thousands), then move each to its six face centres.
+    let mut pts: Vec<[i64; 3]> = Vec::new();
     for z in 0..d {
-        for y in 0..h {
-            let row = &mask[(z * h + y) * w..(z * h + y + 1) * w];
-            if let (Some(a), Some(b)) = (row.iter().position(|&v| v), row.iter().rposition(|&v| v)) {
-                pts.push([z as i64, y as i64, a as i64]);
-                if b != a {
-                    pts.push([z as i64, y as i64, b as i64]);
-                }
-            }
+        let slice = &mask[z * h * w..(z + 1) * h * w];
+        let extremes = row_extremes_2d(slice, h, w);
+        let vertices = if extremes.len() <= 2 { extremes } else { monotone_chain(&extremes) };
+        for [y, x] in vertices {
+            let (z, y, x) = (2 * z as i64, 2 * y, 2 * x);
+            pts.extend([
+                [z - 1, y, x],
+                [z + 1, y, x],
+                [z, y - 1, x],
+                [z, y + 1, x],
+                [z, y, x - 1],
+                [z, y, x + 1],
+            ]);
         }
     }
-    pts
-}
-
-/// Number of voxel centres inside the convex hull of the given voxels' face centres
-/// (scikit-image `area_convex` in 3D). `None` when `chull` fails on the point set (it should
-/// not: the face centres always span 3D).
-pub fn convex_volume_3d(voxels: &[[i64; 3]], dims: [usize; 3]) -> Option<usize> {
-    if voxels.is_empty() {
-        return Some(0);
+    if pts.is_empty() {
+        return None;
     }
-    let doubled: Vec<[i64; 3]> = voxels.iter().map(|v| [2 * v[0], 2 * v[1], 2 * v[2]]).collect();
-    // As scikit-image: first the hull of the voxel centres (fewer points), then the face
-    // centres of its vertices. A flat or tiny set has no 3D hull: offset all of its points.
-    let centres = match hull_3d(&doubled) {
-        Some((vertices, _)) => vertices,
-        None => doubled,
-    };
-    let mut pts: Vec<[i64; 3]> = centres
-        .iter()
-        .flat_map(|&[z, y, x]| {
-            [[z - 1, y, x], [z + 1, y, x], [z, y - 1, x], [z, y + 1, x], [z, y, x - 1], [z, y, x + 1]]
-        })
-        .collect();
     pts.sort_unstable();
     pts.dedup();
-    let (vertices, triangles) = hull_3d(&pts)?;
-    // Orient every facet so that the hull's vertex centroid is inside: n . (sum) <= d * count.
-    let sum = vertices.iter().fold([0i64; 3], |a, v| [a[0] + v[0], a[1] + v[1], a[2] + v[2]]);
-    let m = vertices.len() as i64;
-    let planes: Vec<HalfSpace<3>> = triangles
-        .iter()
-        .filter_map(|t| {
-            let (a, b, c) = (vertices[t[0]], vertices[t[1]], vertices[t[2]]);
-            let u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
-            let v = [c[0] - a[0], c[1] - a[1], c[2] - a[2]];
-            let n = [u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]];
-            if n == [0, 0, 0] {
-                return None;
-            }
-            let d = dot(n, a);
-            if dot(n, sum) <= d * m { Some((n, d)) } else { Some(([-n[0], -n[1], -n[2]], -d)) }
-        })
-        .collect();
-    Some(count_lattice_in(&planes, dims))
-}
-
-fn dot<const N: usize>(a: [i64; N], b: [i64; N]) -> i64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// The 3D hull's vertices and triangles (indices into the vertices), by `chull` in exact
-/// integer arithmetic. `None` for a set with no 3D extent. `i128`, because chull's degeneracy
-/// test takes a 4x4 determinant of sums of squared coordinates, which overflows `i64`.
-fn hull_3d(points: &[[i64; 3]]) -> Option<(Vec<[i64; 3]>, Vec<[usize; 3]>)> {
-    let as_vecs: Vec<Vec<i128>> = points.iter().map(|p| p.iter().map(|&c| c as i128).collect()).collect();
-    let hull = chull::ConvexHull::try_new(&as_vecs, 0i128, None).ok()?;
-    let (vertices, indices) = hull.vertices_indices();
-    let vertices: Vec<[i64; 3]> = vertices.iter().map(|v| [v[0] as i64, v[1] as i64, v[2] as i64]).collect();
-    let triangles = indices.chunks_exact(3).map(|t| [t[0], t[1], t[2]]).collect();
-    Some((vertices, triangles))
+    let planes = super::quickhull::hull_planes(&pts)?;
+    let (zmin, zmax) = (pts[0][0], pts[pts.len() - 1][0]);
+    let mut total = 0;
+    let mut slice_planes: Vec<HalfSpace<2>> = Vec::new();
+    for z in 0..d {
+        let zz = 2 * z as i64;
+        if zz < zmin || zz > zmax {
+            continue;
+        }
+        // Only the faces crossing this slice bound it (the others are implied: the hull is convex).
+        slice_planes.clear();
+        slice_planes.extend(
+            planes
+                .iter()
+                .filter(|p| p.z_range[0] <= zz && zz <= p.z_range[1])
+                .map(|p| ([p.n[1], p.n[2]], p.d - p.n[0] * zz)),
+        );
+        total += count_lattice_in(&slice_planes, [h, w]);
+    }
+    Some(total)
 }
 
 /// Number of grid points (doubled coordinates `2 * index`) of a grid of `dims` satisfying all the
@@ -228,8 +202,11 @@ mod tests {
                 }
             }
         }
-        assert_eq!(convex_volume_3d(&row_extremes_3d(&v, dims), dims), Some(48));
-        assert_eq!(convex_volume_3d(&[[2, 2, 2]], dims), Some(1));
+        assert_eq!(convex_volume_3d(&v, dims), Some(48));
+        let mut one = vec![false; 5 * 6 * 7];
+        one[(2 * 6 + 2) * 7 + 2] = true;
+        assert_eq!(convex_volume_3d(&one, dims), Some(1));
+        assert_eq!(convex_volume_3d(&vec![false; 5 * 6 * 7], dims), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 /// Area of the marching-cubes triangles inside one cube, by corner configuration: bit
 /// `dx + 2 dy + 4 dz` set when the corner at offset (dz, dy, dx) is foreground.
-fn area_table() -> &'static [f64; 256] {
+pub(super) fn area_table() -> &'static [f64; 256] {
     static TABLE: OnceLock<[f64; 256]> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut table = [0.0; 256];

@@ -16,6 +16,7 @@ mod glcm;
 mod hull;
 mod mesh;
 mod moments;
+mod quickhull;
 mod topology;
 
 pub use features2d::features_2d;
@@ -95,7 +96,11 @@ pub const FEATURES_2D: &[FeatureDescriptor] = &[
         "1",
         "Orientation-free boundary roughness: standard deviation of the boundary pixels' distances to the centroid divided by their mean (0 for a disc; 0 when the mean is 0).",
     ),
-    f("intensity_mean", "grey level", "Mean image intensity (0..255) over the mask (scikit-image `intensity_mean`)."),
+    f(
+        "intensity_mean",
+        "grey level",
+        "Mean image intensity (0..255) over the mask (scikit-image `intensity_mean`).",
+    ),
     f(
         "intensity_std",
         "grey level",
@@ -154,15 +159,27 @@ pub const FEATURES_3D: &[FeatureDescriptor] = &[
         "voxel^2",
         "Largest eigenvalue of the inertia tensor per unit mass (scikit-image `inertia_tensor_eigvals`[0]).",
     ),
-    f("inertia_eigenvalue_2", "voxel^2", "Middle eigenvalue of the inertia tensor (scikit-image `inertia_tensor_eigvals`[1])."),
-    f("inertia_eigenvalue_3", "voxel^2", "Smallest eigenvalue of the inertia tensor (scikit-image `inertia_tensor_eigvals`[2])."),
+    f(
+        "inertia_eigenvalue_2",
+        "voxel^2",
+        "Middle eigenvalue of the inertia tensor (scikit-image `inertia_tensor_eigvals`[1]).",
+    ),
+    f(
+        "inertia_eigenvalue_3",
+        "voxel^2",
+        "Smallest eigenvalue of the inertia tensor (scikit-image `inertia_tensor_eigvals`[2]).",
+    ),
     f(
         "axis_major_length",
         "voxel",
         "Longest axis of the ellipsoid with the shape's second moments, sqrt(20 c1) for covariance eigenvalues c1>=c2>=c3 (scikit-image `axis_major_length`).",
     ),
     f("axis_middle_length", "voxel", "Middle axis of that ellipsoid, sqrt(20 c2)."),
-    f("axis_minor_length", "voxel", "Shortest axis of that ellipsoid, sqrt(20 c3) (scikit-image `axis_minor_length`)."),
+    f(
+        "axis_minor_length",
+        "voxel",
+        "Shortest axis of that ellipsoid, sqrt(20 c3) (scikit-image `axis_minor_length`).",
+    ),
     f(
         "elongation",
         "1",
@@ -183,7 +200,11 @@ pub const FEATURES_3D: &[FeatureDescriptor] = &[
         "1",
         "Euler characteristic of the foreground with 26-connectivity: components - tunnels + cavities (scikit-image `euler_number`, connectivity 3).",
     ),
-    f("components", "1", "Number of 26-connected foreground components (scikit-image `label`, connectivity 3)."),
+    f(
+        "components",
+        "1",
+        "Number of 26-connected foreground components (scikit-image `label`, connectivity 3).",
+    ),
     f("largest_component_fraction", "1", "Voxels of the largest 26-connected component / volume."),
     f(
         "surface_roughness",
@@ -206,7 +227,11 @@ pub const FEATURES_3D: &[FeatureDescriptor] = &[
     f("projection_area", "px", "Pixels of the projection along z (columns holding at least one voxel)."),
     f("projection_max_thickness", "voxel", "Largest number of foreground voxels in one z-column."),
     f("projection_mean_thickness", "voxel", "Mean number of foreground voxels per non-empty z-column."),
-    f("projection_thickness_std", "voxel", "Population standard deviation of the voxels per non-empty z-column."),
+    f(
+        "projection_thickness_std",
+        "voxel",
+        "Population standard deviation of the voxels per non-empty z-column.",
+    ),
     f(
         "moment_j1",
         "1",
@@ -219,7 +244,11 @@ pub const FEATURES_3D: &[FeatureDescriptor] = &[
         "1",
         "Mean distance of the boundary voxels to the centroid, divided by the equivalent radius (equivalent_diameter / 2).",
     ),
-    f("radial_std", "1", "Population standard deviation of those distances, divided by the equivalent radius."),
+    f(
+        "radial_std",
+        "1",
+        "Population standard deviation of those distances, divided by the equivalent radius.",
+    ),
     f("radial_max", "1", "Largest of those distances, divided by the equivalent radius."),
 ];
 
@@ -240,9 +269,15 @@ pub fn features_markdown() -> String {
     for (title, table) in [
         ("2D features of the input mask and image", FEATURES_2D),
         ("3D features of a binarised volume", FEATURES_3D),
-        ("Reconstruction metrics of a predicted volume P against the ground truth G", crate::metrics::METRICS),
+        (
+            "Reconstruction metrics of a predicted volume P against the ground truth G",
+            crate::metrics::METRICS,
+        ),
     ] {
-        s.push_str(&format!("\n## {title} ({})\n\n| name | unit | definition |\n| --- | --- | --- |\n", table.len()));
+        s.push_str(&format!(
+            "\n## {title} ({})\n\n| name | unit | definition |\n| --- | --- | --- |\n",
+            table.len()
+        ));
         for d in table {
             s.push_str(&format!("| `{}` | {} | {} |\n", d.name, d.unit, d.definition.replace('|', "\\|")));
         }
@@ -274,7 +309,11 @@ mod tests {
             let names: BTreeSet<_> = table.iter().map(|d| d.name).collect();
             assert_eq!(names.len(), table.len(), "duplicate feature name");
             for d in table {
-                assert!(d.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{}", d.name);
+                assert!(
+                    d.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "{}",
+                    d.name
+                );
                 assert!(!d.unit.is_empty() && d.definition.ends_with('.'), "{}", d.name);
             }
         }

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 /// Contribution to chi of the lattice point shared by a 2x2x2 window of voxels, and of the
 /// edges, faces and cube that start there in the +x, +y, +z directions. Bit `dx + 2 dy + 4 dz`
 /// of the configuration is the voxel at offset (dz, dy, dx); the point is the window's centre.
-fn euler_table() -> &'static [i8; 256] {
+pub(super) fn euler_table() -> &'static [i8; 256] {
     static TABLE: OnceLock<[i8; 256]> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = [0i8; 256];
@@ -23,7 +23,9 @@ fn euler_table() -> &'static [i8; 256] {
             };
             let vertex = any(&|_, _, _| true) as i8;
             // The edge from the point along +x is shared by the four voxels with dx = 1.
-            let edges = any(&|_, _, dx| dx == 1) as i8 + any(&|_, dy, _| dy == 1) as i8 + any(&|dz, _, _| dz == 1) as i8;
+            let edges = any(&|_, _, dx| dx == 1) as i8
+                + any(&|_, dy, _| dy == 1) as i8
+                + any(&|dz, _, _| dz == 1) as i8;
             // The face spanning +x and +y is shared by the two voxels with dx = dy = 1.
             let faces = any(&|_, dy, dx| dy == 1 && dx == 1) as i8
                 + any(&|dz, _, dx| dz == 1 && dx == 1) as i8
@@ -85,29 +87,32 @@ pub fn euler_number(mask: &[bool], dims: [usize; 3]) -> i64 {
 
 /// Sizes of the 26-connected foreground components, largest first.
 pub fn component_sizes(mask: &[bool], dims: [usize; 3]) -> Vec<usize> {
-    let [d, h, w] = dims;
-    let mut seen = vec![false; mask.len()];
+    // On the padded volume every foreground voxel has all 26 neighbours in bounds, and a
+    // visited voxel is simply cleared.
+    let (mut padded, [_, ph, pw]) = pad(mask, dims);
+    let offsets: Vec<isize> = (0..27)
+        .filter(|&k| k != 13)
+        .map(|k| {
+            let (dz, dy, dx) = (k / 9 - 1, (k / 3) % 3 - 1, k % 3 - 1);
+            (dz * (ph * pw) as isize) + dy * pw as isize + dx
+        })
+        .collect();
     let mut sizes = Vec::new();
     let mut stack = Vec::new();
-    for start in 0..mask.len() {
-        if !mask[start] || seen[start] {
+    for start in 0..padded.len() {
+        if padded[start] == 0 {
             continue;
         }
-        seen[start] = true;
+        padded[start] = 0;
         stack.push(start);
         let mut size = 0;
         while let Some(i) = stack.pop() {
             size += 1;
-            let (z, y, x) = (i / (h * w), (i / w) % h, i % w);
-            for nz in z.saturating_sub(1)..=(z + 1).min(d - 1) {
-                for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
-                    for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
-                        let j = (nz * h + ny) * w + nx;
-                        if mask[j] && !seen[j] {
-                            seen[j] = true;
-                            stack.push(j);
-                        }
-                    }
+            for &o in &offsets {
+                let j = (i as isize + o) as usize;
+                if padded[j] != 0 {
+                    padded[j] = 0;
+                    stack.push(j);
                 }
             }
         }
@@ -140,14 +145,19 @@ mod tests {
         assert_eq!(euler_number(&hollow, dims), 2);
         // A ring (a box with a hole through z): one tunnel.
         let ring = volume(dims, |z, y, x| {
-            (3..6).contains(&z) && (2..7).contains(&y) && (2..7).contains(&x) && !((4..5).contains(&y) && (4..5).contains(&x))
+            (3..6).contains(&z)
+                && (2..7).contains(&y)
+                && (2..7).contains(&x)
+                && !((4..5).contains(&y) && (4..5).contains(&x))
         });
         assert_eq!(euler_number(&ring, dims), 0);
         // Two voxels touching at a corner are one component with 26-connectivity.
         let corner = volume(dims, |z, y, x| (z, y, x) == (1, 1, 1) || (z, y, x) == (2, 2, 2));
         assert_eq!(euler_number(&corner, dims), 1);
         assert_eq!(component_sizes(&corner, dims), vec![2]);
-        let apart = volume(dims, |z, y, x| (z, y, x) == (1, 1, 1) || (z, y, x) == (5, 5, 5) || (z, y, x) == (5, 5, 6));
+        let apart = volume(dims, |z, y, x| {
+            (z, y, x) == (1, 1, 1) || (z, y, x) == (5, 5, 5) || (z, y, x) == (5, 5, 6)
+        });
         assert_eq!(euler_number(&apart, dims), 2);
         assert_eq!(component_sizes(&apart, dims), vec![2, 1]);
         // Touching the border changes nothing: the volume is padded.
