@@ -49,7 +49,7 @@ CONTRACT: dict[str, dict[str, set[str]]] = {
         "report": {"--output", "--run-id"},
         "dead-letters": {"--requeue"},
         "local": {"--dataset", "--output", "--model", "--sampler", "--workers"},
-        "synth": {"--out", "--cells", "--seed", "--preview"},
+        "synth": {"--out", "--cells", "--seed", "--preview", "--overwrite"},
         "demo": set(),
     },
 }

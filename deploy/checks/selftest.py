@@ -84,8 +84,8 @@ MUTATIONS = [
     Mutation(
         "worker starts before the broker is healthy",
         "deploy/compose.yaml",
-        "    depends_on:\n      rabbitmq:\n        condition: service_healthy\n      minio-init:",
-        "    depends_on:\n      rabbitmq:\n        condition: service_started\n      minio-init:",
+        "    depends_on:\n      rabbitmq:\n        condition: service_healthy\n      dataset:",
+        "    depends_on:\n      rabbitmq:\n        condition: service_started\n      dataset:",
         "compose",
         "depends_on",
     ),
