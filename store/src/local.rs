@@ -1,0 +1,220 @@
+//! The local-folder backend. Objects are files under the root; a key's `/` separates folders.
+//!
+//! Every write goes to a temporary file in the target's folder, is synced, and is renamed into
+//! place, so a reader never sees a half-written object and a crash leaves at most a stray
+//! temporary file (named `.dispr-tmp-*`, which listings skip). `put_if_absent` renames with
+//! `RENAME_NOREPLACE` (or a hard link where that is missing), so of several racing writers
+//! exactly one wins. The file-system calls block, so each operation runs on tokio's blocking pool.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::error::{ErrorKind, Op, StoreError};
+use crate::key::TEMP_PREFIX;
+
+/// A store rooted at a local folder (which is created on the first write).
+#[derive(Debug)]
+pub(crate) struct LocalFolder {
+    root: PathBuf,
+}
+
+impl LocalFolder {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        LocalFolder { root }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.root.join(key);
+        blocking(Op::Read, &path, move |path| std::fs::read(path).map(Bytes::from)).await
+    }
+
+    pub(crate) async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let path = self.root.join(key);
+        blocking(Op::Write, &path, move |path| write_atomically(path, &data, true).map(|_| ())).await
+    }
+
+    pub(crate) async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StoreError> {
+        let path = self.root.join(key);
+        blocking(Op::WriteIfAbsent, &path, move |path| write_atomically(path, &data, false)).await
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.root.join(key);
+        blocking(Op::Check, &path, |path| match std::fs::metadata(path) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if is_absent(&e) => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.root.join(key);
+        blocking(Op::Delete, &path, |path| match std::fs::remove_file(path) {
+            Err(e) if is_absent(&e) => Ok(()),
+            other => other,
+        })
+        .await
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Walk only the folder the prefix names; its last, partial segment filters the entries
+        // at the top of that folder (`image/A_` lists `image/A_1.tif` and `image/A_x/...`).
+        let (folder, partial) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let dir = self.root.join(folder);
+        let root = self.root.clone();
+        let partial = partial.to_owned();
+        blocking(Op::List, &dir, move |dir| list_files(&root, dir, &partial)).await
+    }
+}
+
+/// Runs a blocking file-system call off the async runtime and turns its error into a
+/// [`StoreError`] naming `path`.
+async fn blocking<T, F>(op: Op, path: &Path, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Path) -> io::Result<T> + Send + 'static,
+{
+    let owned = path.to_owned();
+    let result = tokio::task::spawn_blocking(move || f(&owned)).await;
+    let target = path.display().to_string();
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(io_error(op, target, e)),
+        Err(join) => {
+            Err(StoreError::new(ErrorKind::Io, op, target, "the file-system task failed").source(join))
+        }
+    }
+}
+
+fn io_error(op: Op, target: String, e: io::Error) -> StoreError {
+    if op == Op::Read && is_absent(&e) {
+        return StoreError::new(ErrorKind::NotFound, op, target, "no such object").source(e);
+    }
+    match e.kind() {
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            StoreError::new(ErrorKind::AccessDenied, op, target, e.to_string())
+                .hint("check the folder's owner and permissions")
+                .source(e)
+        }
+        io::ErrorKind::StorageFull => StoreError::new(ErrorKind::Io, op, target, e.to_string())
+            .hint("free space on that disk or write the output elsewhere")
+            .source(e),
+        _ => StoreError::new(ErrorKind::Io, op, target, e.to_string()).source(e),
+    }
+}
+
+/// Whether an error means "there is no object here": a missing file or folder, or a folder or
+/// a file where the key expects the other.
+fn is_absent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory)
+}
+
+/// Writes `data` to `path` through a synced temporary file in the same folder. With `overwrite`
+/// false the final rename fails if `path` exists; the result says whether `data` was written.
+fn write_atomically(path: &Path, data: &[u8], overwrite: bool) -> io::Result<bool> {
+    let folder = path.parent().ok_or_else(|| io::Error::other("an object needs a parent folder"))?;
+    std::fs::create_dir_all(folder)?;
+    let mut temp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(folder)?;
+    temp.write_all(data)?;
+    // Durable before visible: a worker acks a job once its outputs are written.
+    temp.as_file().sync_all()?;
+    let written = if overwrite {
+        temp.persist(path).map_err(|e| e.error)?;
+        true
+    } else {
+        match temp.persist_noclobber(path) {
+            Ok(_) => true,
+            // The temporary file is deleted when the error (which owns it) is dropped.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e.error),
+        }
+    };
+    if written {
+        // The rename itself is durable only once the folder is synced.
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(written)
+}
+
+/// The keys of the files under `dir` (relative to `root`, `/`-separated, sorted) whose first
+/// path component below `dir` starts with `partial`. A missing folder has no keys.
+fn list_files(root: &Path, dir: &Path, partial: &str) -> io::Result<Vec<String>> {
+    let walk = walkdir::WalkDir::new(dir).min_depth(1).follow_links(true).into_iter().filter_entry(|entry| {
+        let name = entry.file_name().to_string_lossy();
+        !name.starts_with(TEMP_PREFIX) && (entry.depth() > 1 || name.starts_with(partial))
+    });
+    let mut keys = Vec::new();
+    for entry in walk {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.depth() == 0 && e.io_error().is_some_and(is_absent) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = entry.path().strip_prefix(root).map_err(io::Error::other)?;
+        let key = relative.to_str().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("file name {} is not UTF-8: rename it", relative.display()),
+            )
+        })?;
+        keys.push(key.to_owned());
+    }
+    keys.sort_unstable();
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn temporary_files_never_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalFolder::new(dir.path().to_owned());
+        store.put("a/b.bin", Bytes::from_static(b"x")).await.unwrap();
+        // A writer that crashed mid-write leaves a temporary file behind.
+        std::fs::write(dir.path().join("a").join(format!("{TEMP_PREFIX}123")), b"half").unwrap();
+        assert_eq!(store.list("").await.unwrap(), vec!["a/b.bin".to_owned()]);
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path().join("a")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "put left no temporary file of its own: {names:?}");
+    }
+
+    #[tokio::test]
+    async fn racing_put_if_absent_has_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalFolder::new(dir.path().to_owned()));
+        let tasks: Vec<_> = (0..16u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.put_if_absent("done.json", Bytes::from(vec![i; 4096])).await },
+                )
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for (i, task) in tasks.into_iter().enumerate() {
+            if task.await.unwrap().unwrap() {
+                winners.push(i as u8);
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
+        assert_eq!(store.get("done.json").await.unwrap(), Bytes::from(vec![winners[0]; 4096]));
+    }
+
+    #[tokio::test]
+    async fn a_file_in_the_way_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalFolder::new(dir.path().to_owned());
+        store.put("a", Bytes::from_static(b"x")).await.unwrap();
+        let err = store.put("a/b", Bytes::from_static(b"y")).await.unwrap_err();
+        assert!(!err.is_not_found() && !err.is_retriable());
+        assert!(err.to_string().contains(&dir.path().join("a/b").display().to_string()), "{err}");
+    }
+}
