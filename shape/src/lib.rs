@@ -1,5 +1,11 @@
-//! placeholder
+//! Volumes and images of DISPR at scale: TIFF I/O, the dataset layout, synthetic red blood cells
+//! and preview montages (and, from other modules, thresholds and morphometric features).
 
+pub mod dataset;
 pub mod features;
 pub mod metrics;
 pub mod otsu;
+pub mod preview;
+pub mod synth;
+pub mod tiff_io;
+pub mod volume;

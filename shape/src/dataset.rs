@@ -1,0 +1,362 @@
+//! The dataset layout of DESIGN.md, on a local folder or an S3 prefix:
+//!
+//! ```text
+//! image/<cell>.tif   64x64 uint8 fluorescence, central slice
+//! mask/<cell>.tif    64x64 uint8 0..255 segmentation of that slice
+//! obj/<cell>.tif     optional ground truth: 64 pages of 64x64 uint8, z first
+//! labels.csv         optional `cell,class[,subclass]`; otherwise the class comes from the name
+//! ```
+//!
+//! The layout logic is pure ([`index_from_listing`] over a key listing and the bytes of
+//! `labels.csv`), so it is tested without any storage; [`Dataset`] puts it on a
+//! [`dispr_store::Store`] and reads cells.
+
+use crate::tiff_io::{self, TiffError};
+use crate::volume::{Image2d, SIDE, Volume};
+use dispr_proto::{CellId, IdError, keys};
+use dispr_store::{Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Class names used for the real RBC dataset (and the synthetic one).
+pub mod class {
+    pub const SDE: &str = "SDE";
+    pub const ACANTHOCYTE: &str = "acanthocyte";
+    pub const CLUSTER: &str = "cluster";
+    pub const KERATOCYTE: &str = "keratocyte";
+    pub const KNIZOCYTE: &str = "knizocyte";
+    pub const MULTILOBATE: &str = "multilobate";
+}
+
+/// A file-name prefix of the real RBC dataset and the label it stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownPrefix {
+    pub prefix: &'static str,
+    pub class: &'static str,
+    pub subclass: Option<&'static str>,
+}
+
+const fn known(prefix: &'static str, class: &'static str, subclass: Option<&'static str>) -> KnownPrefix {
+    KnownPrefix { prefix, class, subclass }
+}
+
+/// The prefixes of the real 825-cell RBC dataset (cells are named `<prefix><digits>`). The SDE
+/// sub-classes carry their position on the stomatocyte-discocyte-echinocyte scale.
+pub const KNOWN_PREFIXES: &[KnownPrefix] = &[
+    known("A_cell_clusters", class::CLUSTER, None),
+    known("B_keratocytes", class::KERATOCYTE, None),
+    known("C_knizocytes", class::KNIZOCYTE, None),
+    known("D_multilobate_cells", class::MULTILOBATE, None),
+    known("E_acanthocytes", class::ACANTHOCYTE, None),
+    known("-0.67_stomatocyte_II", class::SDE, Some("stomatocyte_II")),
+    known("-0.33_stomatocyte_I", class::SDE, Some("stomatocyte_I")),
+    known("-1.00_spherocyte", class::SDE, Some("spherocyte")),
+    known("0.00_discocyte", class::SDE, Some("discocyte")),
+    known("0.33_echinocyte_I", class::SDE, Some("echinocyte_I")),
+    known("0.67_echinocyte_II", class::SDE, Some("echinocyte_II")),
+    known("1.00_echinocyte_III", class::SDE, Some("echinocyte_III")),
+];
+
+/// The class of a cell, and its sub-class where the dataset has one (the SDE shapes).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label {
+    pub class: String,
+    pub subclass: Option<String>,
+}
+
+/// The label a cell's name implies: a known prefix of the real dataset maps to its class (and
+/// sub-class); any other name's prefix before the trailing digits is the class itself. `None`
+/// when the name has no prefix (all digits).
+pub fn label_from_name(cell: &str) -> Option<Label> {
+    let prefix = cell.trim_end_matches(|c: char| c.is_ascii_digit());
+    if let Some(k) = KNOWN_PREFIXES.iter().find(|k| k.prefix == prefix) {
+        return Some(Label { class: k.class.to_string(), subclass: k.subclass.map(str::to_string) });
+    }
+    let class = prefix.trim_end_matches(['_', '-', '.']);
+    (!class.is_empty()).then(|| Label { class: class.to_string(), subclass: None })
+}
+
+/// A cell of a dataset index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetCell {
+    pub id: CellId,
+    pub label: Label,
+    /// Whether `obj/<cell>.tif` exists (ground truth for training and evaluation).
+    pub has_obj: bool,
+}
+
+/// The cells of a dataset, sorted by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetIndex {
+    pub cells: Vec<DatasetCell>,
+}
+
+impl DatasetIndex {
+    /// Number of cells per class, sorted by class name.
+    pub fn class_counts(&self) -> BTreeMap<&str, usize> {
+        let mut counts = BTreeMap::new();
+        for c in &self.cells {
+            *counts.entry(c.label.class.as_str()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The cell named `id`, if the dataset has it.
+    pub fn get(&self, id: &CellId) -> Option<&DatasetCell> {
+        self.cells.binary_search_by(|c| c.id.cmp(id)).ok().map(|i| &self.cells[i])
+    }
+}
+
+/// Why a dataset cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error(
+        "no cells found: a dataset holds image/<cell>.tif and mask/<cell>.tif files (and optionally \
+         obj/<cell>.tif and labels.csv); check the dataset location"
+    )]
+    Empty,
+    #[error("{key}: {source}")]
+    BadId { key: String, source: IdError },
+    #[error("{}", unpaired_message(.without_mask, .without_image))]
+    Unpaired { without_mask: Vec<String>, without_image: Vec<String> },
+    #[error("cell {cell}: the name has no class prefix before its digits; give its class in labels.csv (cell,class[,subclass])")]
+    NoClass { cell: String },
+    #[error("labels.csv line {line}: {problem}")]
+    Labels { line: u64, problem: String },
+    #[error("labels.csv: {0}")]
+    LabelsMismatch(String),
+    #[error("cell {cell} is not in the dataset index")]
+    UnknownCell { cell: String },
+    #[error("decoding task failed: {0}")]
+    Task(String),
+    #[error(transparent)]
+    Tiff(#[from] TiffError),
+    #[error("{what}: {source}")]
+    Store { what: String, source: StoreError },
+}
+
+fn name_list(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut s = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+fn unpaired_message(without_mask: &[String], without_image: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !without_mask.is_empty() {
+        parts.push(format!("{} cell(s) have an image but no mask/<cell>.tif: {}", without_mask.len(), name_list(without_mask)));
+    }
+    if !without_image.is_empty() {
+        parts.push(format!(
+            "{} cell(s) have a mask or obj but no image/<cell>.tif: {}",
+            without_image.len(),
+            name_list(without_image)
+        ));
+    }
+    format!("{}; every cell needs both image/<cell>.tif and mask/<cell>.tif", parts.join("; "))
+}
+
+/// Cell files found under one folder of the layout: the cells whose `<folder>/<cell>.tif` exists.
+fn cells_under(keys: &[String], folder: &str) -> Result<BTreeSet<CellId>, DatasetError> {
+    let mut cells = BTreeSet::new();
+    for key in keys {
+        let Some(name) = key.strip_prefix(folder) else { continue };
+        // Only direct children; sub-folders and other files (notes, .DS_Store) are not cells.
+        if name.contains('/') {
+            continue;
+        }
+        let Some(stem) = name.strip_suffix(".tif").or_else(|| name.strip_suffix(".tiff")) else { continue };
+        let id = CellId::new(stem).map_err(|source| DatasetError::BadId { key: key.clone(), source })?;
+        cells.insert(id);
+    }
+    Ok(cells)
+}
+
+/// Parses `labels.csv`: `cell,class[,subclass]`, with or without a header row.
+pub fn parse_labels(bytes: &[u8]) -> Result<BTreeMap<CellId, Label>, DatasetError> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(bytes);
+    let mut labels = BTreeMap::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i as u64 + 1;
+        let bad = |problem: String| DatasetError::Labels { line, problem };
+        let record = record.map_err(|e| bad(e.to_string()))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        if i == 0 && record.get(0) == Some("cell") {
+            continue;
+        }
+        if !(2..=3).contains(&record.len()) {
+            return Err(bad(format!("{} fields; expected cell,class or cell,class,subclass", record.len())));
+        }
+        let id = CellId::new(&record[0]).map_err(|e| bad(e.to_string()))?;
+        let class = record[1].to_string();
+        if class.is_empty() {
+            return Err(bad(format!("cell {id} has an empty class")));
+        }
+        let subclass = record.get(2).filter(|s| !s.is_empty()).map(str::to_string);
+        if labels.insert(id.clone(), Label { class, subclass }).is_some() {
+            return Err(bad(format!("cell {id} is listed twice")));
+        }
+    }
+    Ok(labels)
+}
+
+/// Writes `labels.csv` (`cell,class,subclass` with a header), the format [`parse_labels`] reads.
+pub fn write_labels<'a>(cells: impl IntoIterator<Item = (&'a CellId, &'a Label)>) -> Vec<u8> {
+    let mut out = String::from("cell,class,subclass\n");
+    for (id, label) in cells {
+        // Ids are [A-Za-z0-9._-]; class names are ours or read back from such a file: no quoting needed
+        // unless a user's class has a comma, which csv quoting handles below.
+        let field = |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+        out.push_str(&format!("{id},{},{}\n", field(&label.class), field(label.subclass.as_deref().unwrap_or(""))));
+    }
+    out.into_bytes()
+}
+
+/// Builds the index of a dataset from the keys of its store (relative to the dataset root) and
+/// the bytes of its `labels.csv`, if it has one.
+pub fn index_from_listing(keys: &[String], labels_csv: Option<&[u8]>) -> Result<DatasetIndex, DatasetError> {
+    let images = cells_under(keys, keys::DATASET_IMAGE_DIR)?;
+    let masks = cells_under(keys, keys::DATASET_MASK_DIR)?;
+    let objs = cells_under(keys, keys::DATASET_OBJ_DIR)?;
+    let without_mask: Vec<String> = images.difference(&masks).map(|c| c.to_string()).collect();
+    let without_image: Vec<String> =
+        masks.union(&objs).filter(|c| !images.contains(*c)).map(|c| c.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+    if !without_mask.is_empty() || !without_image.is_empty() {
+        return Err(DatasetError::Unpaired { without_mask, without_image });
+    }
+    if images.is_empty() {
+        return Err(DatasetError::Empty);
+    }
+    let mut labels = labels_csv.map(parse_labels).transpose()?;
+    let mut cells = Vec::with_capacity(images.len());
+    for id in images {
+        let label = match &mut labels {
+            Some(labels) => labels.remove(&id).ok_or_else(|| {
+                DatasetError::LabelsMismatch(format!("cell {id} has no row; list every cell of image/ in labels.csv"))
+            })?,
+            None => label_from_name(id.as_str()).ok_or_else(|| DatasetError::NoClass { cell: id.to_string() })?,
+        };
+        let has_obj = objs.contains(&id);
+        cells.push(DatasetCell { id, label, has_obj });
+    }
+    if let Some(extra) = labels.and_then(|l| l.into_keys().next()) {
+        return Err(DatasetError::LabelsMismatch(format!(
+            "cell {extra} is listed but has no image/{extra}.tif; remove the row or add the files"
+        )));
+    }
+    Ok(DatasetIndex { cells })
+}
+
+/// The sizes a dataset's files must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// `[height, width]` of images and masks.
+    pub image: [usize; 2],
+    /// `[depth, height, width]` of obj volumes.
+    pub obj: [usize; 3],
+}
+
+impl Geometry {
+    /// The DISPR model's: 64x64 images, 64^3 volumes.
+    pub const DISPR64: Geometry = Geometry { image: [SIDE, SIDE], obj: [SIDE, SIDE, SIDE] };
+}
+
+/// The files of one cell, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellData {
+    pub id: CellId,
+    pub label: Label,
+    pub image: Image2d<u8>,
+    pub mask: Image2d<u8>,
+    pub obj: Option<Volume<u8>>,
+}
+
+/// Raw bytes of a cell's files, as fetched from a store.
+#[derive(Debug, Clone)]
+pub struct CellBytes {
+    pub image: bytes::Bytes,
+    pub mask: bytes::Bytes,
+    pub obj: Option<bytes::Bytes>,
+}
+
+/// Decodes a cell's files and checks their sizes. Errors name the file by its key.
+pub fn decode_cell(cell: &DatasetCell, files: &CellBytes, geometry: Geometry) -> Result<CellData, TiffError> {
+    let id = &cell.id;
+    let image = tiff_io::read_image_u8(&files.image, &keys::dataset_image(id), "image", geometry.image)?;
+    let mask = tiff_io::read_image_u8(&files.mask, &keys::dataset_mask(id), "mask", geometry.image)?;
+    let obj = match &files.obj {
+        Some(b) => Some(tiff_io::read_volume_u8(b, &keys::dataset_obj(id), "obj volume", geometry.obj)?),
+        None => None,
+    };
+    Ok(CellData { id: id.clone(), label: cell.label.clone(), image, mask, obj })
+}
+
+/// Encodes a cell's files, the inverse of [`decode_cell`]: `(key, bytes)` for image, mask and
+/// obj (where there is one), keys relative to the dataset root.
+pub fn encode_cell(cell: &CellData) -> Result<Vec<(String, Vec<u8>)>, TiffError> {
+    let mut files = vec![
+        (keys::dataset_image(&cell.id), tiff_io::encode_image_u8(&cell.image)?),
+        (keys::dataset_mask(&cell.id), tiff_io::encode_image_u8(&cell.mask)?),
+    ];
+    if let Some(obj) = &cell.obj {
+        files.push((keys::dataset_obj(&cell.id), tiff_io::encode_volume_u8(obj)?));
+    }
+    Ok(files)
+}
+
+/// A dataset on a store: its index, and access to its cells.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    store: Store,
+    pub index: DatasetIndex,
+    pub geometry: Geometry,
+}
+
+impl Dataset {
+    /// Lists the store and reads `labels.csv` to build the index (64x64 / 64^3 geometry).
+    pub async fn open(store: Store) -> Result<Self, DatasetError> {
+        let at = |what: &str| format!("dataset {}: {what}", store.uri());
+        let mut keys = Vec::new();
+        for dir in [keys::DATASET_IMAGE_DIR, keys::DATASET_MASK_DIR, keys::DATASET_OBJ_DIR] {
+            let listed = store.list(dir).await.map_err(|source| DatasetError::Store { what: at(&format!("listing {dir}")), source })?;
+            keys.extend(listed);
+        }
+        let labels = store
+            .get_opt(keys::DATASET_LABELS)
+            .await
+            .map_err(|source| DatasetError::Store { what: at("reading labels.csv"), source })?;
+        let index = index_from_listing(&keys, labels.as_deref())?;
+        Ok(Self { store, index, geometry: Geometry::DISPR64 })
+    }
+
+    /// The store the dataset lives on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Fetches a cell's files (obj where the dataset has it).
+    pub async fn fetch_cell(&self, id: &CellId) -> Result<(DatasetCell, CellBytes), DatasetError> {
+        let cell = self.index.get(id).ok_or_else(|| DatasetError::UnknownCell { cell: id.to_string() })?.clone();
+        let get = |key: String| async move {
+            self.store.get(&key).await.map_err(|source| DatasetError::Store { what: format!("{}: {key}", self.store.uri()), source })
+        };
+        let image = get(keys::dataset_image(id)).await?;
+        let mask = get(keys::dataset_mask(id)).await?;
+        let obj = if cell.has_obj { Some(get(keys::dataset_obj(id)).await?) } else { None };
+        Ok((cell, CellBytes { image, mask, obj }))
+    }
+
+    /// Fetches and decodes a cell; decoding runs on a blocking thread, off the async runtime.
+    pub async fn load_cell(&self, id: &CellId) -> Result<CellData, DatasetError> {
+        let (cell, files) = self.fetch_cell(id).await?;
+        let geometry = self.geometry;
+        let decoded = tokio::task::spawn_blocking(move || decode_cell(&cell, &files, geometry))
+            .await
+            .map_err(|e| DatasetError::Task(e.to_string()))?;
+        Ok(decoded?)
+    }
+}
