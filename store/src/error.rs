@@ -83,7 +83,8 @@ impl StoreError {
         self
     }
 
-    pub(crate) fn source(mut self, source: impl Into<BoxError>) -> Self {
+    /// Records the underlying error, which `std::error::Error::source` then returns.
+    pub(crate) fn caused_by(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());
         self
     }

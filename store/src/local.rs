@@ -84,25 +84,25 @@ where
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(io_error(op, target, e)),
         Err(join) => {
-            Err(StoreError::new(ErrorKind::Io, op, target, "the file-system task failed").source(join))
+            Err(StoreError::new(ErrorKind::Io, op, target, "the file-system task failed").caused_by(join))
         }
     }
 }
 
 fn io_error(op: Op, target: String, e: io::Error) -> StoreError {
     if op == Op::Read && is_absent(&e) {
-        return StoreError::new(ErrorKind::NotFound, op, target, "no such object").source(e);
+        return StoreError::new(ErrorKind::NotFound, op, target, "no such object").caused_by(e);
     }
     match e.kind() {
         io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
             StoreError::new(ErrorKind::AccessDenied, op, target, e.to_string())
                 .hint("check the folder's owner and permissions")
-                .source(e)
+                .caused_by(e)
         }
         io::ErrorKind::StorageFull => StoreError::new(ErrorKind::Io, op, target, e.to_string())
             .hint("free space on that disk or write the output elsewhere")
-            .source(e),
-        _ => StoreError::new(ErrorKind::Io, op, target, e.to_string()).source(e),
+            .caused_by(e),
+        _ => StoreError::new(ErrorKind::Io, op, target, e.to_string()).caused_by(e),
     }
 }
 

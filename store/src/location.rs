@@ -52,7 +52,7 @@ impl Location {
         // Absolute, so that the store means the same folder after a change of working directory
         // and its URI can be handed to another process.
         let path =
-            std::path::absolute(path).map_err(|e| invalid("cannot make the path absolute").source(e))?;
+            std::path::absolute(path).map_err(|e| invalid("cannot make the path absolute").caused_by(e))?;
         Ok(Location::Local(path))
     }
 

@@ -92,7 +92,7 @@ impl S3Bucket {
             .map_err(|e| classify(e, Op::Read, self.target(key), &self.bucket))?;
         let body = output.body.collect().await.map_err(|e| {
             StoreError::new(ErrorKind::Unreachable, Op::Read, self.target(key), "the download broke off")
-                .source(e)
+                .caused_by(e)
         })?;
         Ok(body.into_bytes())
     }
@@ -274,7 +274,7 @@ where
     };
     let detail =
         if kind == ErrorKind::BucketMissing { format!("bucket {bucket:?} does not exist") } else { detail };
-    let mut store_error = StoreError::new(kind, op, target, detail).source(err);
+    let mut store_error = StoreError::new(kind, op, target, detail).caused_by(err);
     if let Some(hint) = hint {
         store_error = store_error.hint(hint);
     }
