@@ -1,4 +1,16 @@
 //! The DISPR coordinator as a library: the binary in `main.rs` is a thin front over `cmd`.
 
+pub mod broker;
+pub mod cells;
 pub mod classify;
 pub mod cmd;
+pub mod local;
+pub mod manifest;
+pub mod metrics;
+pub mod plan;
+pub mod prepare;
+pub mod progress;
+pub mod runtime;
+pub mod status;
+pub mod submit;
+pub mod tally;

@@ -20,6 +20,16 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Classifier report over a run's features (or over a dataset's ground-truth volumes).
     Report(cmd::report::Args),
+    /// Publish a run's jobs to RabbitMQ (writes the run manifest first; resumes a run).
+    Submit(cmd::submit::Args),
+    /// A run's progress from the output store and the queue depths, without consuming.
+    Status(cmd::status::Args),
+    /// Follow a run live from the results queue: progress bar, rates, ETA, /metrics.
+    Watch(cmd::watch::Args),
+    /// List the jobs RabbitMQ dead-lettered, with reasons; --requeue puts them back.
+    DeadLetters(cmd::dead_letters::Args),
+    /// Run a whole run on this machine with no services (in-process queue and workers).
+    Local(cmd::local::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,6 +37,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Synth(args) => cmd::synth::run(args),
         Command::Report(args) => cmd::report::run(args),
+        Command::Submit(args) => cmd::submit::run(args),
+        Command::Status(args) => cmd::status::run(args),
+        Command::Watch(args) => cmd::watch::run(args),
+        Command::DeadLetters(args) => cmd::dead_letters::run(args),
+        Command::Local(args) => cmd::local::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

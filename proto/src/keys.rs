@@ -49,6 +49,20 @@ pub fn report_file(run: &RunId, name: &str) -> String {
     format!("runs/{run}/report/{name}")
 }
 
+/// Where `submit` records what it has published, so a restarted submit skips it.
+pub fn submitted_prefix(run: &RunId) -> String {
+    format!("runs/{run}/submitted/")
+}
+/// The marker of one batch of published jobs, written after the broker confirmed all of them.
+pub fn submitted_batch(run: &RunId, batch: u64) -> String {
+    format!("runs/{run}/submitted/batch-{batch:08}.json")
+}
+/// The sharding of the run (cells per job, jobs per batch): batch markers only mean something
+/// under the sharding that wrote them.
+pub fn submit_plan(run: &RunId) -> String {
+    format!("runs/{run}/submitted/plan.json")
+}
+
 /// The cell a `features/<cell>.json` or `failures/<cell>.json` key belongs to.
 pub fn cell_of_record_key(key: &str) -> Option<CellId> {
     let name = key.rsplit('/').next()?;
@@ -75,6 +89,8 @@ mod tests {
         assert_eq!(features(&r, &c), "runs/r7/features/B_keratocytes000673.json");
         assert_eq!(failure(&r, &c), "runs/r7/failures/B_keratocytes000673.json");
         assert_eq!(report_file(&r, "report.html"), "runs/r7/report/report.html");
+        assert_eq!(submitted_batch(&r, 12), "runs/r7/submitted/batch-00000012.json");
+        assert!(submitted_batch(&r, 12).starts_with(&submitted_prefix(&r)));
         assert_eq!(dataset_image(&c), "image/B_keratocytes000673.tif");
         assert_eq!(cell_of_record_key(&features(&r, &c)), Some(c.clone()));
         assert_eq!(cell_of_dataset_key("mask/B_keratocytes000673.tif"), Some(c));

@@ -1,4 +1,10 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
+pub mod dead_letters;
+pub mod local;
 pub mod report;
+pub mod run_args;
+pub mod status;
+pub mod submit;
+pub mod watch;
 pub mod synth;

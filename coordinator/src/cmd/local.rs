@@ -1,0 +1,62 @@
+//! `dispr-coordinator local`: a whole run on this machine with no services: the jobs of
+//! `submit` go to an in-process queue served by N in-process workers, writing the same outputs
+//! a distributed run with the same manifest writes. Running it again resumes the run.
+
+use crate::cmd::run_args::RunArgs;
+use crate::manifest::ManifestState;
+use crate::prepare::prepare;
+use dispr_proto::keys;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// In-process workers (jobs computed at once). The model uses every core for one job, so
+    /// more than one helps mostly with the null sampler or slow storage.
+    #[arg(long, env = "DISPR_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::runtime::init_logging(false);
+    crate::runtime::block_on(local(args))?
+}
+
+async fn local(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.run.cells_per_job >= 1, "--cells-per-job must be at least 1");
+    let spec = args.run.spec();
+    let prepared = prepare(&spec).await?;
+    let run = prepared.manifest.run_id.clone();
+    match prepared.state {
+        ManifestState::Created => eprintln!("run {run}: manifest written under {}", prepared.output.uri()),
+        ManifestState::Existing => eprintln!("run {run}: manifest matches the existing one; resuming"),
+    }
+    let bar = crate::progress::bar(prepared.cells.len() as u64, "local");
+    let outcome = crate::local::run(&prepared, args.run.cells_per_job, args.workers, &bar).await?;
+    bar.finish_and_clear();
+    if args.json {
+        let out = serde_json::json!({
+            "run_id": run,
+            "submitted": outcome.submitted,
+            "summary": outcome.summary,
+            "unfinished_jobs": outcome.unfinished,
+        });
+        println!("{out}");
+    } else {
+        print!("run {run}: {}", outcome.summary);
+        if outcome.summary.failed > 0 {
+            println!("why cells failed: {}/{}", prepared.output.uri(), keys::failures_prefix(&run));
+        }
+    }
+    anyhow::ensure!(
+        outcome.unfinished.is_empty(),
+        "{} jobs could not finish because of storage errors (first: {} — {}); run the same command again to resume",
+        outcome.unfinished.len(),
+        outcome.unfinished[0].0,
+        outcome.unfinished[0].1
+    );
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! `dispr-coordinator submit`: writes the run manifest, then publishes a job for every cell
+//! that is neither done nor failed for good, with publisher confirms.
+
+use crate::broker::{Broker, BrokerArgs};
+use crate::cmd::run_args::{PlanArgs, RunArgs};
+use crate::manifest::ManifestState;
+use crate::prepare::prepare;
+use crate::submit::{self, DEFAULT_BATCH_JOBS, JobSink, Markers, Sharding};
+use dispr_proto::Job;
+use futures::future::BoxFuture;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Jobs per batch: a restarted submit republishes at most the batches that were not yet
+    /// confirmed when it stopped.
+    #[arg(long, env = "DISPR_BATCH_JOBS", default_value_t = DEFAULT_BATCH_JOBS)]
+    pub batch_jobs: u32,
+    /// Publish every unfinished cell again, even those an earlier submit already published (for
+    /// a queue that was purged or lost).
+    #[arg(long)]
+    pub republish: bool,
+    /// Publish at most this many jobs per second (default: as fast as the broker confirms).
+    #[arg(long, env = "DISPR_MAX_JOBS_PER_SEC")]
+    pub max_jobs_per_sec: Option<f64>,
+    /// Print the outcome as JSON on stdout, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::runtime::init_logging(false);
+    crate::runtime::block_on(submit(args))?
+}
+
+async fn submit(args: Args) -> anyhow::Result<()> {
+    let cells_per_job = args.plan.cells_per_job(&args.run)?;
+    let spec = args.run.spec();
+    let prepared = prepare(&spec).await?;
+    let run = &prepared.manifest.run_id;
+    match prepared.state {
+        ManifestState::Created => eprintln!("run {run}: manifest written under {}", prepared.output.uri()),
+        ManifestState::Existing => eprintln!("run {run}: manifest matches the existing one; resuming"),
+    }
+    let broker = Broker::connect(&args.broker, "dispr-coordinator submit").await?;
+    let sharding = Sharding { cells_per_job, batch_jobs: args.batch_jobs };
+    let markers = Markers::load(&prepared.output, run, &prepared.cells, sharding, args.republish).await?;
+    let sink = broker.job_sink().await?;
+    let bar = crate::progress::bar(prepared.cells.len() as u64, "submitting");
+    let report = match args.max_jobs_per_sec {
+        Some(rate) => {
+            anyhow::ensure!(rate > 0.0, "--max-jobs-per-sec must be positive");
+            let mut sink = Throttled { inner: sink, rate, started: Instant::now(), sent: 0 };
+            submit::publish(
+                &prepared.manifest,
+                &prepared.cells,
+                &prepared.finished,
+                sharding,
+                &mut sink,
+                Some(&markers),
+                &bar,
+            )
+            .await?
+        }
+        None => {
+            let mut sink = sink;
+            submit::publish(
+                &prepared.manifest,
+                &prepared.cells,
+                &prepared.finished,
+                sharding,
+                &mut sink,
+                Some(&markers),
+                &bar,
+            )
+            .await?
+        }
+    };
+    bar.finish_and_clear();
+    let _ = broker.conn.close(200, "submitted".into()).await;
+    if args.json {
+        let out = serde_json::json!({ "run_id": run, "report": report });
+        println!("{out}");
+    } else {
+        println!("run {run}: {report}");
+        if report.cells_already_submitted > 0 {
+            println!(
+                "{} cells were published by an earlier submit and are not finished yet (queued or being computed); \
+                 if the queue was purged, submit again with --republish",
+                report.cells_already_submitted
+            );
+        }
+        println!("follow it with: dispr-coordinator watch --output {} --run-id {run}", prepared.output.uri());
+    }
+    Ok(())
+}
+
+/// Spaces out publishes to at most `rate` jobs per second, for brokers shared with other work.
+struct Throttled<S> {
+    inner: S,
+    rate: f64,
+    started: Instant,
+    sent: u64,
+}
+
+impl<S: JobSink> JobSink for Throttled<S> {
+    async fn send(&mut self, job: &Job) -> anyhow::Result<BoxFuture<'static, anyhow::Result<()>>> {
+        let due = self.started + Duration::from_secs_f64(self.sent as f64 / self.rate);
+        tokio::time::sleep_until(due.into()).await;
+        self.sent += 1;
+        self.inner.send(job).await
+    }
+}

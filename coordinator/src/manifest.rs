@@ -1,0 +1,185 @@
+//! The run manifest: built from the operator's flags, written first and once, and compared with
+//! what is already there when a run is submitted again.
+
+use anyhow::Context;
+use dispr_proto::{Manifest, ModelRef, RunId, SCHEMA_VERSION, SamplerSpec, keys};
+use dispr_store::Store;
+use sha2::{Digest, Sha256};
+
+/// What the operator asked for; everything a [`Manifest`] holds, before the model's hash is known.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub run_id: RunId,
+    pub dataset_uri: String,
+    pub output_uri: String,
+    /// URI of the checkpoint record; `None` only with the null sampler.
+    pub model_uri: Option<String>,
+    pub sampler: SamplerSpec,
+    pub samples_per_cell: u32,
+    pub seed: u64,
+}
+
+impl RunSpec {
+    /// The manifest of this run: reads the checkpoint to hash it (the worker refuses a checkpoint
+    /// whose hash differs, so a checkpoint replaced mid-run cannot mix two models in one run).
+    pub async fn manifest(&self) -> anyhow::Result<Manifest> {
+        anyhow::ensure!(
+            self.samples_per_cell >= 1,
+            "--samples must be at least 1 (the published protocol draws 5 per cell)"
+        );
+        let model = match (&self.sampler, &self.model_uri) {
+            (SamplerSpec::Null, None) => None,
+            (SamplerSpec::Null, Some(uri)) => anyhow::bail!(
+                "--model {uri} was given with the null sampler, which uses no model; drop --model or choose \
+                 a real sampler such as dpmpp2m-25"
+            ),
+            (_, None) => anyhow::bail!(
+                "sampler {} needs a model: pass --model <checkpoint URI> (a record written by `dispr-worker \
+                 train`), or use --sampler null to test the pipeline without one",
+                self.sampler
+            ),
+            (_, Some(uri)) => Some(ModelRef { uri: uri.clone(), sha256: sha256_of(uri).await? }),
+        };
+        Ok(Manifest {
+            schema_version: SCHEMA_VERSION,
+            run_id: self.run_id.clone(),
+            dataset_uri: self.dataset_uri.clone(),
+            output_uri: self.output_uri.clone(),
+            model,
+            sampler: self.sampler.clone(),
+            samples_per_cell: self.samples_per_cell,
+            seed: self.seed,
+            code_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+}
+
+/// Whether [`write_or_check`] created the manifest or found the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestState {
+    Created,
+    /// The run was submitted before with the same manifest: this is a resume.
+    Existing,
+}
+
+/// Writes the run's manifest unless one exists; an existing manifest must be equal, otherwise
+/// the run is refused with the fields that differ (two manifests under one run id would mix
+/// outputs of two different runs).
+pub async fn write_or_check(output: &Store, manifest: &Manifest) -> anyhow::Result<ManifestState> {
+    let key = keys::manifest(&manifest.run_id);
+    let written = output
+        .put_if_absent(&key, manifest.encode().into())
+        .await
+        .with_context(|| format!("writing the run manifest {key} under {}", output.uri()))?;
+    if written {
+        return Ok(ManifestState::Created);
+    }
+    let bytes = output.get(&key).await.with_context(|| format!("reading the existing manifest {key}"))?;
+    let existing =
+        Manifest::decode(&bytes).with_context(|| format!("reading the existing manifest {key}"))?;
+    let diffs = differences(&existing, manifest);
+    if diffs.is_empty() {
+        return Ok(ManifestState::Existing);
+    }
+    anyhow::bail!(
+        "run {} already exists under {} with a different manifest ({}); its outputs would mix two runs. \
+         Choose a new --run-id, or submit again with the values of the existing run",
+        manifest.run_id,
+        output.uri(),
+        diffs.join("; ")
+    )
+}
+
+/// `field: existing -> requested` for each top-level field that differs.
+pub fn differences(existing: &Manifest, requested: &Manifest) -> Vec<String> {
+    let to_fields = |m: &Manifest| match serde_json::to_value(m) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (to_fields(existing), to_fields(requested));
+    let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (a, b) = (old.get(name), new.get(name));
+            (a != b).then(|| format!("{name}: existing {} vs requested {}", show(a), show(b)))
+        })
+        .collect()
+}
+
+fn show(v: Option<&serde_json::Value>) -> String {
+    v.map_or_else(|| "absent".to_string(), |v| v.to_string())
+}
+
+/// Reads a whole object named by URI (`s3://bucket/key`, `file:///path` or a path).
+pub async fn read_uri(uri: &str) -> anyhow::Result<bytes::Bytes> {
+    let (parent, key) = split_object_uri(uri)?;
+    let store = Store::open(&parent).with_context(|| format!("opening {parent}"))?;
+    store.get(&key).await.with_context(|| format!("reading {uri}"))
+}
+
+/// Hex sha256 of the object at `uri`, computed off the async runtime.
+pub async fn sha256_of(uri: &str) -> anyhow::Result<String> {
+    let bytes = read_uri(uri).await.context("hashing the model checkpoint")?;
+    let digest = tokio::task::spawn_blocking(move || Sha256::digest(&bytes)).await?;
+    Ok(hex::encode(digest))
+}
+
+/// Splits an object URI into the URI of its folder (a store root) and its key.
+pub fn split_object_uri(uri: &str) -> anyhow::Result<(String, String)> {
+    let trimmed = uri.trim_end_matches('/');
+    let (scheme, path) = match trimmed.split_once("://") {
+        Some((scheme, path)) => (format!("{scheme}://"), path),
+        None => (String::new(), trimmed),
+    };
+    match path.rfind('/') {
+        Some(0) => Ok((format!("{scheme}/"), path[1..].to_string())),
+        Some(i) => Ok((format!("{scheme}{}", &path[..i]), path[i + 1..].to_string())),
+        None if path.is_empty() => anyhow::bail!("the model URI is empty"),
+        None if scheme.is_empty() => Ok((".".to_string(), path.to_string())),
+        None => anyhow::bail!("{uri} names a bucket, not an object; give the checkpoint file's URI"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            run_id: RunId::new("r1").unwrap(),
+            dataset_uri: "s3://data/rbc".into(),
+            output_uri: "s3://out".into(),
+            model: None,
+            sampler: SamplerSpec::Null,
+            samples_per_cell: 5,
+            seed: 0,
+            code_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn differences_name_the_fields() {
+        let a = manifest();
+        assert!(differences(&a, &a.clone()).is_empty());
+        let b = Manifest { seed: 7, samples_per_cell: 3, ..manifest() };
+        let d = differences(&a, &b);
+        assert_eq!(d, vec!["samples_per_cell: existing 5 vs requested 3", "seed: existing 0 vs requested 7"]);
+    }
+
+    #[test]
+    fn splits_object_uris() {
+        let s = |u: &str| split_object_uri(u).unwrap();
+        assert_eq!(s("s3://bucket/models/tiny.mpk"), ("s3://bucket/models".into(), "tiny.mpk".into()));
+        assert_eq!(s("s3://bucket/tiny.mpk"), ("s3://bucket".into(), "tiny.mpk".into()));
+        assert_eq!(s("/abs/dir/tiny.mpk"), ("/abs/dir".into(), "tiny.mpk".into()));
+        assert_eq!(s("/tiny.mpk"), ("/".into(), "tiny.mpk".into()));
+        assert_eq!(s("file:///abs/tiny.mpk"), ("file:///abs".into(), "tiny.mpk".into()));
+        assert_eq!(s("tiny.mpk"), (".".into(), "tiny.mpk".into()));
+        assert_eq!(s("rel/tiny.mpk"), ("rel".into(), "tiny.mpk".into()));
+        assert!(split_object_uri("s3://bucket").unwrap_err().to_string().contains("bucket"));
+    }
+}

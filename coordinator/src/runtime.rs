@@ -1,0 +1,18 @@
+//! The async runtime and logging the commands run on.
+
+use tracing_subscriber::EnvFilter;
+
+/// Runs `fut` to completion on a multi-threaded tokio runtime. Commands are synchronous at the
+/// top (clap calls `run`), async inside.
+pub fn block_on<F: Future>(fut: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    Ok(rt.block_on(fut))
+}
+
+/// Logs to stderr, `info` and above unless RUST_LOG says otherwise; `json` gives one JSON object
+/// per line for log collectors. Safe to call more than once (later calls do nothing).
+pub fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
