@@ -296,6 +296,9 @@ def check_model_uri(root: Path, uri: str, where: str) -> None:
     source = repo_path_in_image(root, uri)
     require(source is not None, f"{where}: {uri} is not a path the image's COPY lines fill")
     require(source.is_file(), f"{where}: {uri} would be {source.relative_to(root)}, which does not exist")
+    # A checkpoint record travels with its JSON sidecar (dispr_model::sidecar_path).
+    sidecar = source.with_suffix(".json")
+    require(sidecar.is_file(), f"{where}: the checkpoint's sidecar {sidecar.relative_to(root)} does not exist")
 
 
 def cargo_build_commands_all(stages: list[Stage]) -> list[list[str]]:
