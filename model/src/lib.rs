@@ -1,1 +1,48 @@
-//! placeholder
+//! DISPR, the conditional 3D diffusion model, on Burn.
+//!
+//! - [`config`]: named configurations (`dispr-64` as published, `small`, `tiny`).
+//! - [`unet`]: the UNet3D; [`layers`] and [`attention`] its blocks.
+//! - [`schedule`], [`loss`], [`sampler`]: the diffusion (f64 schedule, hybrid loss with
+//!   learned-range variance, DDPM / DDIM / DPM-Solver++ 2M).
+//! - [`predictor`]: what the worker calls: [`Predictor::load`] a checkpoint, then
+//!   [`Predictor::sample`] cells x K seeds to 64^3 volumes in [0, 1].
+//! - [`train`]: one training step, EMA and exact resume; [`checkpoint`]: record + JSON sidecar.
+//! - [`volume`]: resampling between 64^3 and a configuration's resolution, Otsu, IoU.
+//!
+//! The crate is generic over the Burn backend; binaries pick [`CpuBackend`] (Flex) or, with the
+//! `cuda` feature, CUDA.
+
+pub mod attention;
+pub mod checkpoint;
+pub mod config;
+pub mod layers;
+pub mod loss;
+pub mod noise;
+pub mod predictor;
+pub mod sampler;
+pub mod schedule;
+pub mod train;
+pub mod unet;
+pub mod volume;
+
+pub use checkpoint::{CheckpointError, Sidecar, Validation, sha256_file, sidecar_path};
+pub use config::ModelConfig;
+pub use predictor::{CellInput, PredictError, Predictor};
+pub use train::{StepStats, TrainExample, TrainOptions, Trainer};
+pub use unet::UNet;
+
+/// Burn's CPU backend.
+pub type CpuBackend = burn::backend::Flex;
+
+/// The backend binaries run on: CUDA with the `cuda` feature, the CPU otherwise.
+#[cfg(feature = "cuda")]
+pub type DefaultBackend = burn::backend::Cuda;
+/// The backend binaries run on: CUDA with the `cuda` feature, the CPU otherwise.
+#[cfg(not(feature = "cuda"))]
+pub type DefaultBackend = CpuBackend;
+
+/// [`DefaultBackend`] with automatic differentiation, for training.
+pub type TrainBackend = burn::backend::Autodiff<DefaultBackend>;
+
+#[cfg(test)]
+pub(crate) type TestBackend = CpuBackend;

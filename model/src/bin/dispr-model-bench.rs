@@ -1,0 +1,105 @@
+//! Prints the model's speed figures (no timed tests: figures go here).
+//!
+//! ```text
+//! cargo run --release -p dispr-model --bin dispr-model-bench -- [--configs tiny,small,dispr-64]
+//!     [--batches 1,4] [--iters 3] [--sampler-steps 10,25,50]
+//! ```
+//! For every configuration and batch size: forward time, FLOPs per forward, GFLOP/s and the
+//! peak resident memory so far; then, for `small`, the time to sample one cell per sampler
+//! step count. Build with `--features cuda` to run on a GPU.
+
+use std::time::Instant;
+
+use burn::tensor::{Distribution, Tensor};
+use dispr_model::{CellInput, DefaultBackend, ModelConfig, Predictor, UNet};
+use dispr_proto::SamplerSpec;
+
+type B = DefaultBackend;
+
+/// Peak resident set size of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn list<T: std::str::FromStr>(args: &[String], flag: &str, default: &str) -> Vec<T> {
+    let raw = args
+        .iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+        .unwrap_or(default);
+    raw.split(',').filter_map(|s| s.trim().parse().ok()).collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let configs: Vec<String> = list(&args, "--configs", "tiny,small,dispr-64");
+    let batches: Vec<usize> = list(&args, "--batches", "1,4");
+    let iters: usize = list(&args, "--iters", "3").first().copied().unwrap_or(3).max(1);
+    let sampler_steps: Vec<u32> = list(&args, "--sampler-steps", "10,25,50");
+    let device = Default::default();
+    println!("backend: {}", std::any::type_name::<B>());
+    println!("| config | params | batch | forward s | GFLOP/forward | GFLOP/s | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    for name in &configs {
+        let config = match ModelConfig::named(name) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        };
+        let net = UNet::<B>::new(&config, &device);
+        let params = burn::module::Module::num_params(&net);
+        let r = config.resolution;
+        for &b in &batches {
+            let x = Tensor::<B, 5>::random([b, 1, r, r, r], Distribution::Normal(0.0, 1.0), &device);
+            let c = Tensor::<B, 5>::random([b, 2, 1, r, r], Distribution::Uniform(0.0, 1.0), &device);
+            let t = vec![500.0; b];
+            // Warm-up (allocations, kernel selection), then the timed passes.
+            let _ = net.forward(x.clone(), c.clone(), &t).into_data();
+            let start = Instant::now();
+            for _ in 0..iters {
+                let _ = net.forward(x.clone(), c.clone(), &t).into_data();
+            }
+            let secs = start.elapsed().as_secs_f64() / iters as f64;
+            let gflop = config.forward_flops() * b as f64 / 1e9;
+            println!(
+                "| {name} | {params} | {b} | {secs:.3} | {gflop:.1} | {:.1} | {:.0} |",
+                gflop / secs,
+                peak_rss_mib().unwrap_or(f64::NAN)
+            );
+        }
+    }
+
+    // Time per sampled cell against the number of sampler steps (small configuration).
+    let config = ModelConfig::small();
+    let predictor = Predictor::<B>::from_model(config.clone(), UNet::new(&config, &device), &device);
+    let image = vec![128u8; 4096];
+    let mask: Vec<u8> = (0..4096)
+        .map(|i| if (i % 64).abs_diff(32) < 12 && (i / 64usize).abs_diff(32) < 12 { 255 } else { 0 })
+        .collect();
+    println!("\n| sampler (small, 1 cell x 1 sample) | seconds | s/step |");
+    println!("|---|---|---|");
+    for &steps in &sampler_steps {
+        for spec in [SamplerSpec::Ddim { steps, eta: 0.0 }, SamplerSpec::DpmSolver2m { steps }] {
+            let start = Instant::now();
+            let r = predictor.sample(
+                &[CellInput { image: &image, mask: &mask }],
+                &[vec![1]],
+                &spec,
+                &mut |_, _| {},
+            );
+            let secs = start.elapsed().as_secs_f64();
+            if let Err(e) = r {
+                eprintln!("{spec}: {e}");
+                continue;
+            }
+            println!("| {spec} | {secs:.2} | {:.3} |", secs / steps as f64);
+        }
+    }
+    println!("\npeak RSS: {:.0} MiB", peak_rss_mib().unwrap_or(f64::NAN));
+}

@@ -1,0 +1,138 @@
+//! The noise schedule, computed in f64: T = 1000 linear betas 1e-4..0.02, and respaced
+//! sub-schedules for the fast samplers (guided-diffusion's `space_timesteps`).
+
+/// Steps of the training schedule.
+pub const T: usize = 1000;
+
+/// A (possibly respaced) diffusion schedule. Index `i` is a position in this schedule;
+/// `timesteps[i]` is the timestep of the 1000-step schedule the model is shown there.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub timesteps: Vec<usize>,
+    pub betas: Vec<f64>,
+    pub alphas_cumprod: Vec<f64>,
+    pub alphas_cumprod_prev: Vec<f64>,
+    pub posterior_variance: Vec<f64>,
+    /// log of the posterior variance, with index 0 replaced by index 1 (it is 0 there).
+    pub posterior_log_variance_clipped: Vec<f64>,
+    pub posterior_mean_coef1: Vec<f64>,
+    pub posterior_mean_coef2: Vec<f64>,
+}
+
+impl Schedule {
+    /// The published schedule: 1000 linear betas from 1e-4 to 0.02.
+    pub fn linear() -> Self {
+        let betas: Vec<f64> = (0..T).map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / (T - 1) as f64).collect();
+        Self::from_betas((0..T).collect(), betas)
+    }
+
+    /// The linear schedule respaced to `steps` evenly spaced timesteps (including 0 and 999):
+    /// betas recomputed from the kept alphas_cumprod, so the marginals q(x_t | x_0) are unchanged.
+    pub fn respaced(steps: usize) -> Self {
+        let full = Self::linear();
+        let steps = steps.clamp(1, T);
+        if steps == T {
+            return full;
+        }
+        let keep: Vec<usize> = if steps == 1 {
+            vec![T - 1]
+        } else {
+            let mut k: Vec<usize> = (0..steps)
+                .map(|i| (i as f64 * (T - 1) as f64 / (steps - 1) as f64).round() as usize)
+                .collect();
+            k.dedup();
+            k
+        };
+        let mut last = 1.0;
+        let betas = keep
+            .iter()
+            .map(|&t| {
+                let a = full.alphas_cumprod[t];
+                let b = 1.0 - a / last;
+                last = a;
+                b
+            })
+            .collect();
+        Self::from_betas(keep, betas)
+    }
+
+    fn from_betas(timesteps: Vec<usize>, betas: Vec<f64>) -> Self {
+        let n = betas.len();
+        let mut alphas_cumprod = Vec::with_capacity(n);
+        let mut acc = 1.0;
+        for b in &betas {
+            acc *= 1.0 - b;
+            alphas_cumprod.push(acc);
+        }
+        let alphas_cumprod_prev: Vec<f64> =
+            std::iter::once(1.0).chain(alphas_cumprod[..n - 1].iter().copied()).collect();
+        let posterior_variance: Vec<f64> =
+            (0..n).map(|i| betas[i] * (1.0 - alphas_cumprod_prev[i]) / (1.0 - alphas_cumprod[i])).collect();
+        let posterior_log_variance_clipped = (0..n)
+            .map(|i| {
+                let v = if i == 0 && n > 1 { posterior_variance[1] } else { posterior_variance[i] };
+                v.max(1e-20).ln()
+            })
+            .collect();
+        let posterior_mean_coef1 =
+            (0..n).map(|i| betas[i] * alphas_cumprod_prev[i].sqrt() / (1.0 - alphas_cumprod[i])).collect();
+        let posterior_mean_coef2 = (0..n)
+            .map(|i| (1.0 - alphas_cumprod_prev[i]) * (1.0 - betas[i]).sqrt() / (1.0 - alphas_cumprod[i]))
+            .collect();
+        Self {
+            timesteps,
+            betas,
+            alphas_cumprod,
+            alphas_cumprod_prev,
+            posterior_variance,
+            posterior_log_variance_clipped,
+            posterior_mean_coef1,
+            posterior_mean_coef2,
+        }
+    }
+
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        self.betas.len()
+    }
+
+    /// Always false: a schedule has at least one step.
+    pub fn is_empty(&self) -> bool {
+        self.betas.is_empty()
+    }
+
+    /// The learned-range log variance's two ends at step `i`: (log beta~_i, log beta_i).
+    pub fn log_variance_range(&self, i: usize) -> (f64, f64) {
+        (self.posterior_log_variance_clipped[i], self.betas[i].ln())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_schedule_values() {
+        let s = Schedule::linear();
+        assert_eq!(s.len(), 1000);
+        assert!((s.betas[0] - 1e-4).abs() < 1e-15 && (s.betas[999] - 0.02).abs() < 1e-15);
+        // alpha_bar at T is tiny (about 4e-5) for this schedule.
+        assert!(s.alphas_cumprod[999] < 1e-4 && s.alphas_cumprod[999] > 1e-5);
+        assert_eq!(s.posterior_variance[0], 0.0);
+        assert_eq!(s.posterior_log_variance_clipped[0], s.posterior_variance[1].ln());
+    }
+
+    #[test]
+    fn respacing_keeps_the_marginals() {
+        let full = Schedule::linear();
+        for steps in [1, 10, 25, 50, 1000] {
+            let s = Schedule::respaced(steps);
+            assert_eq!(s.len(), steps);
+            assert_eq!(*s.timesteps.last().unwrap(), 999);
+            for (i, &t) in s.timesteps.iter().enumerate() {
+                assert!((s.alphas_cumprod[i] - full.alphas_cumprod[t]).abs() < 1e-12);
+            }
+        }
+        assert_eq!(Schedule::respaced(10).timesteps[..3], [0, 111, 222]);
+    }
+}

@@ -1,0 +1,377 @@
+//! Training state and one optimisation step: AdamW (no weight decay), the hybrid loss, an EMA
+//! of the weights, and a ChaCha random stream for batches, timesteps and noise. Everything that
+//! decides the next step is saved by [`Trainer::save_state`], so a resumed run continues
+//! bit-for-bit where it stopped.
+
+use std::path::Path;
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{
+    CheckpointError, Sidecar, model_from_bytes, record_from_bytes, record_to_bytes, save_model, write_atomic,
+};
+use crate::config::ModelConfig;
+use crate::loss::hybrid_loss;
+use crate::predictor::{Predictor, conditioning};
+use crate::schedule::{Schedule, T};
+use crate::unet::UNet;
+use crate::volume::{SIZE, downsample_3d};
+
+/// One training cell at the configuration's resolution.
+#[derive(Debug, Clone)]
+pub struct TrainExample {
+    /// [mask, image * mask], 2 x res x res.
+    pub cond: Vec<f32>,
+    /// Target x_0 = 1[obj > 0], res^3, in {0, 1}.
+    pub x0: Vec<f32>,
+}
+
+impl TrainExample {
+    /// From the dataset's 64x64 image and mask and 64^3 ground-truth volume (uint8, z first).
+    /// At a coarser resolution the target is 1 where at least half the block is inside.
+    pub fn new(config: &ModelConfig, image: &[u8], mask: &[u8], obj: &[u8]) -> Self {
+        let r = config.resolution;
+        let inside: Vec<f32> = obj.iter().map(|&v| (v > 0) as u8 as f32).collect();
+        let x0 =
+            downsample_3d(&inside, SIZE, SIZE / r).into_iter().map(|v| (v >= 0.5) as u8 as f32).collect();
+        Self { cond: conditioning(image, mask, r), x0 }
+    }
+}
+
+/// Hyper-parameters of a run (stored with its state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub lr: f64,
+    pub batch_size: usize,
+    /// EMA decay per step (0.9999 as published; short runs need less, e.g. 0.995).
+    pub ema_decay: f64,
+    pub seed: u64,
+}
+
+/// Loss of one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    pub loss: f32,
+    pub mse: f32,
+    pub vb: f32,
+}
+
+/// The saved scalar state of a run (`state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    config: ModelConfig,
+    options: TrainOptions,
+    step: u64,
+    dataset_digest: String,
+    rng_seed: String,
+    /// ChaCha word position, as a decimal string (u128 does not fit JSON numbers).
+    rng_word_pos: String,
+}
+
+/// A training run in memory.
+pub struct Trainer<B: AutodiffBackend> {
+    config: ModelConfig,
+    options: TrainOptions,
+    model: UNet<B>,
+    ema: UNet<B::InnerBackend>,
+    optim: OptimizerAdaptor<AdamW, UNet<B>, B>,
+    rng: ChaCha8Rng,
+    step: u64,
+    schedule: Schedule,
+    device: B::Device,
+}
+
+fn adamw() -> AdamWConfig {
+    // As published: AdamW without weight decay.
+    AdamWConfig::new().with_weight_decay(0.0)
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// A fresh run; the initial weights are a function of `options.seed`.
+    pub fn new(config: ModelConfig, options: TrainOptions, device: &B::Device) -> Self {
+        B::seed(device, options.seed);
+        let model = UNet::<B>::new(&config, device);
+        let ema = model.valid();
+        Self {
+            config,
+            rng: ChaCha8Rng::seed_from_u64(options.seed),
+            options,
+            model,
+            ema,
+            optim: adamw().init::<B, UNet<B>>(),
+            step: 0,
+            schedule: Schedule::linear(),
+            device: device.clone(),
+        }
+    }
+
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn options(&self) -> &TrainOptions {
+        &self.options
+    }
+
+    /// One optimisation step on a random batch of `data`.
+    pub fn step(&mut self, data: &[TrainExample]) -> StepStats {
+        let (r, b) = (self.config.resolution, self.options.batch_size);
+        let vox = r * r * r;
+        let (mut x0, mut cond, mut eps, mut xt, mut ts) = (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..b {
+            let ex = &data[self.rng.random_range(0..data.len())];
+            let t = self.rng.random_range(0..T);
+            let a = self.schedule.alphas_cumprod[t];
+            let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+            for &v in &ex.x0 {
+                let e: f64 = StandardNormal.sample(&mut self.rng);
+                eps.push(e as f32);
+                xt.push((sa * v as f64 + sb * e) as f32);
+            }
+            x0.extend_from_slice(&ex.x0);
+            cond.extend_from_slice(&ex.cond);
+            ts.push(t);
+        }
+        debug_assert_eq!(x0.len(), b * vox);
+        let dev = &self.device;
+        let vol = |v: Vec<f32>| Tensor::<B, 5>::from_data(TensorData::new(v, [b, 1, r, r, r]), dev);
+        let cond = Tensor::<B, 5>::from_data(TensorData::new(cond, [b, 2, 1, r, r]), dev);
+        let (x0, xt, eps) = (vol(x0), vol(xt), vol(eps));
+        let tf: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
+        let out = self.model.forward(xt.clone(), cond, &tf);
+        let loss = hybrid_loss(&self.schedule, out, x0, xt, eps, &ts);
+        let stats = StepStats {
+            loss: loss.total.clone().into_scalar().elem(),
+            mse: loss.mse.into_scalar().elem(),
+            vb: loss.vb.into_scalar().elem(),
+        };
+        let grads = GradientsParams::from_grads(loss.total.backward(), &self.model);
+        self.model = self.optim.step(self.options.lr, self.model.clone(), grads);
+        self.update_ema();
+        self.step += 1;
+        stats
+    }
+
+    /// ema <- decay * ema + (1 - decay) * weights, parameter by parameter.
+    fn update_ema(&mut self) {
+        struct Collect<B: Backend>(Vec<Tensor<B, 1>>);
+        impl<B: Backend> ModuleVisitor<B> for Collect<B> {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+                let t = p.val();
+                let n = t.shape().num_elements();
+                self.0.push(t.reshape([n]));
+            }
+        }
+        struct Blend<B: Backend> {
+            live: std::vec::IntoIter<Tensor<B, 1>>,
+            decay: f64,
+        }
+        impl<B: Backend> ModuleMapper<B> for Blend<B> {
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+                let (id, ema, mapper) = p.consume();
+                let value = match self.live.next() {
+                    Some(live) => ema.clone() * self.decay + live.reshape(ema.dims()) * (1.0 - self.decay),
+                    None => ema,
+                };
+                Param::from_mapped_value(id, value, mapper)
+            }
+        }
+        let mut collect = Collect(Vec::new());
+        self.model.valid().visit(&mut collect);
+        let mut blend = Blend { live: collect.0.into_iter(), decay: self.options.ema_decay };
+        self.ema = self.ema.clone().map(&mut blend);
+    }
+
+    /// A predictor over the EMA weights (what a checkpoint ships).
+    pub fn ema_predictor(&self) -> Predictor<B::InnerBackend> {
+        Predictor::from_model(self.config.clone(), self.ema.clone(), &self.device)
+    }
+
+    /// A predictor over the current (non-averaged) weights.
+    pub fn live_predictor(&self) -> Predictor<B::InnerBackend> {
+        Predictor::from_model(self.config.clone(), self.model.valid(), &self.device)
+    }
+
+    /// Writes the EMA weights as a model checkpoint (record + sidecar) at `record_path`.
+    pub fn save_checkpoint(&self, record_path: &Path, sidecar: Sidecar) -> Result<Sidecar, CheckpointError> {
+        save_model(
+            self.ema.clone(),
+            Sidecar { config: self.config.clone(), step: self.step, ..sidecar },
+            record_path,
+        )
+    }
+
+    /// Writes everything a resume needs into `dir`: weights, EMA, optimiser, step and RNG.
+    pub fn save_state(&self, dir: &Path, dataset_digest: &str) -> Result<(), CheckpointError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })?;
+        let rec = |path: &Path, r: Result<Vec<u8>, String>| match r {
+            Ok(bytes) => write_atomic(path, &bytes),
+            Err(message) => Err(CheckpointError::Record { path: path.to_path_buf(), message }),
+        };
+        rec(&dir.join("model.mpk"), record_to_bytes::<B, _>(self.model.clone().into_record()))?;
+        rec(&dir.join("ema.mpk"), record_to_bytes::<B::InnerBackend, _>(self.ema.clone().into_record()))?;
+        rec(&dir.join("optim.mpk"), record_to_bytes::<B, _>(self.optim.to_record()))?;
+        let state = TrainState {
+            config: self.config.clone(),
+            options: self.options.clone(),
+            step: self.step,
+            dataset_digest: dataset_digest.to_string(),
+            rng_seed: hex::encode(self.rng.get_seed()),
+            rng_word_pos: self.rng.get_word_pos().to_string(),
+        };
+        let json = serde_json::to_vec_pretty(&state)
+            .map_err(|e| CheckpointError::Sidecar { path: dir.join("state.json"), message: e.to_string() })?;
+        write_atomic(&dir.join("state.json"), &json)
+    }
+
+    /// Resumes a run saved by [`save_state`](Self::save_state). The dataset digest must match
+    /// (resuming on other data would not be the same run); `options` replaces the saved
+    /// hyper-parameters when given (e.g. a new learning rate), otherwise they are kept.
+    pub fn load_state(
+        dir: &Path,
+        dataset_digest: &str,
+        options: Option<TrainOptions>,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| CheckpointError::Io { path, source })
+        };
+        let bad = |name: &str, message: String| CheckpointError::Record { path: dir.join(name), message };
+        let state: TrainState = serde_json::from_slice(&read("state.json")?)
+            .map_err(|e| CheckpointError::Sidecar { path: dir.join("state.json"), message: e.to_string() })?;
+        if state.dataset_digest != dataset_digest {
+            return Err(CheckpointError::Mismatch {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "it was trained on a dataset with digest {}, but this dataset's digest is {dataset_digest}: resume with the same dataset (and the same held-out split), or start a new run in another --out folder",
+                    state.dataset_digest
+                ),
+            });
+        }
+        let model = model_from_bytes::<B>(&state.config, read("model.mpk")?, device)
+            .map_err(|m| bad("model.mpk", m))?;
+        let ema = model_from_bytes::<B::InnerBackend>(&state.config, read("ema.mpk")?, device)
+            .map_err(|m| bad("ema.mpk", m))?;
+        let optim_record =
+            record_from_bytes::<B, _>(read("optim.mpk")?, device).map_err(|m| bad("optim.mpk", m))?;
+        let optim = adamw().init::<B, UNet<B>>().load_record(optim_record);
+        let seed_bytes = hex::decode(&state.rng_seed).ok().and_then(|v| <[u8; 32]>::try_from(v).ok());
+        let word_pos = state.rng_word_pos.parse::<u128>().ok();
+        let (Some(seed), Some(word_pos)) = (seed_bytes, word_pos) else {
+            return Err(bad("state.json", "the saved random stream position is not valid".into()));
+        };
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        rng.set_word_pos(word_pos);
+        Ok(Self {
+            config: state.config,
+            options: options.unwrap_or(state.options),
+            model,
+            ema,
+            optim,
+            rng,
+            step: state.step,
+            schedule: Schedule::linear(),
+            device: device.clone(),
+        })
+    }
+}
+
+/// Which of `n` cells are held out for validation: `val` of them, chosen by a stream seeded
+/// with `seed` (the same cells for the same arguments, whatever the machine).
+pub fn held_out(n: usize, val: usize, seed: u64) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_5B17));
+    let mut out = vec![false; n];
+    for &i in order.iter().take(val) {
+        out[i] = true;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestBackend;
+    type AB = burn::backend::Autodiff<TestBackend>;
+
+    /// One synthetic cell: a ball, its central slice as mask, a ring as image.
+    fn one_cell(config: &ModelConfig) -> TrainExample {
+        let n = SIZE;
+        let c = n as f32 / 2.0;
+        let obj: Vec<u8> = (0..n * n * n)
+            .map(|i| {
+                let (z, y, x) = ((i / (n * n)) as f32, ((i / n) % n) as f32, (i % n) as f32);
+                let r = ((z - c) / 0.6).powi(2) + (y - c).powi(2) + (x - c).powi(2);
+                if r.sqrt() < 20.0 { 255 } else { 0 }
+            })
+            .collect();
+        let mask: Vec<u8> = obj[(n / 2) * n * n..(n / 2 + 1) * n * n].to_vec();
+        let image: Vec<u8> = mask.iter().map(|&m| m / 2).collect();
+        TrainExample::new(config, &image, &mask, &obj)
+    }
+
+    fn options() -> TrainOptions {
+        TrainOptions { lr: 2e-3, batch_size: 2, ema_decay: 0.9, seed: 3 }
+    }
+
+    #[test]
+    fn tiny_overfits_one_cell() {
+        let config = ModelConfig::tiny();
+        let data = vec![one_cell(&config)];
+        let mut t = Trainer::<AB>::new(config, options(), &Default::default());
+        let losses: Vec<f32> = (0..150).map(|_| t.step(&data).loss).collect();
+        let first = losses[..10].iter().sum::<f32>() / 10.0;
+        let last = losses[losses.len() - 20..].iter().sum::<f32>() / 20.0;
+        assert!(last < first / 10.0, "loss went from {first} to {last}");
+    }
+
+    #[test]
+    fn resume_continues_bit_for_bit() {
+        let config = ModelConfig::tiny();
+        let data = vec![one_cell(&config)];
+        let dev = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Trainer::<AB>::new(config, options(), &dev);
+        for _ in 0..3 {
+            a.step(&data);
+        }
+        a.save_state(dir.path(), "digest").unwrap();
+        let la: Vec<StepStats> = (0..3).map(|_| a.step(&data)).collect();
+        let mut b = Trainer::<AB>::load_state(dir.path(), "digest", None, &dev).unwrap();
+        assert_eq!(b.step_count(), 3);
+        let lb: Vec<StepStats> = (0..3).map(|_| b.step(&data)).collect();
+        assert_eq!(la, lb);
+        let params = |t: &Trainer<AB>| {
+            let r =
+                crate::checkpoint::record_to_bytes::<TestBackend, _>(t.ema.clone().into_record()).unwrap();
+            crate::checkpoint::sha256_bytes(&r)
+        };
+        assert_eq!(params(&a), params(&b));
+        // Another dataset is refused with the reason.
+        let err = Trainer::<AB>::load_state(dir.path(), "other", None, &dev).err().unwrap().to_string();
+        assert!(err.contains("digest") && err.contains("other"), "{err}");
+    }
+
+    #[test]
+    fn held_out_split_is_seeded() {
+        let a = held_out(20, 5, 1);
+        assert_eq!(a.iter().filter(|&&h| h).count(), 5);
+        assert_eq!(a, held_out(20, 5, 1));
+        assert_ne!(a, held_out(20, 5, 2));
+    }
+}
