@@ -38,7 +38,15 @@ wait_for_port() {
     done
 }
 random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "'$*' needs root and sudo is missing: run as root, or start RabbitMQ on 127.0.0.1:5672 first"
+    fi
+}
 
 mkdir -p "$ENV_DIR"
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dispr-test-env.XXXXXX")
