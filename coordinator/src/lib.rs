@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod plan;
 pub mod prepare;
 pub mod progress;
+pub mod report;
 pub mod runtime;
 pub mod status;
 pub mod submit;

@@ -1,8 +1,217 @@
-//! Placeholder: replaced by the issue that builds this command.
+//! `dispr-coordinator report`: the classification report of a run, written under
+//! `runs/<run>/report/` and summarised on stdout.
 
-#[derive(clap::Args)]
-pub struct Args {}
+use crate::classify::{CvConfig, ForestConfig};
+use crate::report::{self, FeatureTable, Level, ground_truth};
+use anyhow::Context as _;
+use dispr_proto::records::CellFeatures;
+use dispr_proto::{RunId, keys};
+use dispr_shape::dataset::Dataset;
+use dispr_store::Store;
+use futures::{StreamExt, TryStreamExt};
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run's output location (s3://bucket/prefix, file:///path or a folder): features are read
+    /// from, and the report written to, runs/<run>/ under it.
+    #[arg(long, env = "DISPR_OUTPUT")]
+    pub output: String,
+    /// The run to report on.
+    #[arg(long, env = "DISPR_RUN_ID")]
+    pub run_id: RunId,
+    /// Instead of the run's features, compute features from this dataset's ground truth
+    /// (image/, mask/ and obj/ volumes standing in for predicted ones).
+    #[arg(long)]
+    pub ground_truth_dataset: Option<String>,
+    /// Classify the 6 classes or the sub-classes.
+    #[arg(long, value_enum, default_value_t = Level::Class)]
+    pub level: Level,
+    /// Cross-validation folds (stratified).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=50))]
+    pub folds: u32,
+    /// Trees in each random forest.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub trees: u32,
+    /// Maximum depth of the trees.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_depth: u32,
+    /// Seed of the folds and the forests.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let output = Store::open(&args.output)
+        .with_context(|| format!("opening the output location {:?}", args.output))?;
+    let (records, source, skipped) = crate::runtime::block_on(load(&args, &output))??;
+    for s in &skipped {
+        eprintln!("warning: left out {s}");
+    }
+    let table = FeatureTable::from_records(&records);
+    let cv = CvConfig {
+        folds: args.folds as usize,
+        forest: ForestConfig {
+            trees: args.trees as usize,
+            max_depth: args.max_depth as usize,
+            seed: args.seed,
+        },
+    };
+    // Compute on this (non-runtime) thread; rayon spreads the trees over the cores.
+    let report = report::build(args.run_id.as_str(), &source, &table, args.level, cv)?;
+    let (files, warnings) = report::files(&report, &table)?;
+    let written = crate::runtime::block_on(async {
+        futures::stream::iter(files.into_iter().map(|(name, bytes)| {
+            let key = keys::report_file(&args.run_id, &name);
+            let output = &output;
+            async move {
+                output
+                    .put(&key, bytes.into())
+                    .await
+                    .with_context(|| format!("writing {}", output.uri_of(&key)))?;
+                anyhow::Ok(name)
+            }
+        }))
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await
+    })??;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{}", report::summary(&report));
+    println!("{} files written to {}", written.len(), output.uri_of(&keys::report_prefix(&args.run_id)));
+    Ok(())
+}
+
+/// The records to report on, where they came from, and the cells left out (with why).
+async fn load(args: &Args, output: &Store) -> anyhow::Result<(Vec<CellFeatures>, String, Vec<String>)> {
+    if let Some(uri) = &args.ground_truth_dataset {
+        let store = Store::open(uri).with_context(|| format!("opening the dataset {uri:?}"))?;
+        let dataset = Dataset::open(store).await?;
+        let (records, skipped) = ground_truth::records(&dataset, &args.run_id).await?;
+        return Ok((
+            records,
+            format!("ground truth of dataset {uri} (obj > {})", ground_truth::OBJ_THRESHOLD),
+            skipped,
+        ));
+    }
+    let prefix = keys::features_prefix(&args.run_id);
+    let listed = output.list(&prefix).await.with_context(|| format!("listing {}", output.uri_of(&prefix)))?;
+    if listed.is_empty() {
+        anyhow::bail!(
+            "no cell features under {}: the run has finished no cell yet (see `dispr-coordinator status`), \
+             or the run id or output location is wrong; use --ground-truth-dataset to report on a dataset's true shapes",
+            output.uri_of(&prefix)
+        );
+    }
+    let records: Vec<CellFeatures> = futures::stream::iter(listed.iter().map(|key| async move {
+        let bytes = output.get(key).await.with_context(|| format!("reading {}", output.uri_of(key)))?;
+        CellFeatures::decode(&bytes).with_context(|| format!("decoding {}", output.uri_of(key)))
+    }))
+    .buffered(16)
+    .try_collect()
+    .await?;
+    Ok((records, format!("run {} features in {}", args.run_id, output.uri()), Vec::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Report;
+    use dispr_proto::records::FeatureMap;
+    use dispr_proto::{CellId, SCHEMA_VERSION};
+    use std::path::{Path, PathBuf};
+
+    fn args(output: &Path, run: &str) -> Args {
+        Args {
+            output: output.to_string_lossy().into_owned(),
+            run_id: RunId::new(run).unwrap(),
+            ground_truth_dataset: None,
+            level: Level::Class,
+            folds: 5,
+            trees: 20,
+            max_depth: 6,
+            seed: 0,
+        }
+    }
+
+    fn read_report(out: &Path, run: &str) -> Report {
+        serde_json::from_slice(&std::fs::read(out.join(format!("runs/{run}/report/report.json"))).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn reports_on_a_runs_feature_records_in_a_folder_store() {
+        let out = tempfile::tempdir().unwrap();
+        let store = Store::open(out.path().to_str().unwrap()).unwrap();
+        let run_id = RunId::new("run1").unwrap();
+        crate::runtime::block_on(async {
+            for i in 0..20 {
+                let class = if i % 2 == 0 { "round" } else { "flat" };
+                let rec = CellFeatures {
+                    schema_version: SCHEMA_VERSION,
+                    run_id: run_id.clone(),
+                    cell: CellId::new(format!("{class}{i:03}")).unwrap(),
+                    class: Some(class.into()),
+                    subclass: None,
+                    features_2d: FeatureMap::from([("area".into(), i as f64)]),
+                    samples: vec![],
+                    mean_3d: FeatureMap::from([("flatness".into(), if i % 2 == 0 { 0.9 } else { 0.2 })]),
+                    std_3d: FeatureMap::new(),
+                    mean_metrics: None,
+                };
+                store.put(&keys::features(&run_id, &rec.cell), rec.encode().into()).await.unwrap();
+            }
+        })
+        .unwrap();
+        run(args(out.path(), "run1")).unwrap();
+        let report = read_report(out.path(), "run1");
+        assert_eq!(report.cells.len(), 20);
+        assert_eq!(report.feature_sets[1].metrics.macro_f1, 1.0);
+        for f in [
+            "features.csv",
+            "metrics.csv",
+            "predictions.csv",
+            "summary.txt",
+            "confusion_3d.png",
+            "f1_per_class.png",
+        ] {
+            assert!(out.path().join("runs/run1/report").join(f).is_file(), "{f} missing");
+        }
+    }
+
+    #[test]
+    fn a_run_without_features_is_explained() {
+        let out = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", run(args(out.path(), "nothing")).unwrap_err());
+        assert!(err.contains("no cell features under") && err.contains("--ground-truth-dataset"), "{err}");
+    }
+
+    /// The real 25-cell sample's true shapes standing in for predictions: 4 classes.
+    #[test]
+    fn reports_on_the_ground_truth_of_the_real_sample() {
+        let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/rbc-real-sample");
+        if !sample.is_dir() {
+            eprintln!("SKIPPED: {} is absent (it ships with the team's shared/ folder)", sample.display());
+            return;
+        }
+        let out = tempfile::tempdir().unwrap();
+        let mut a = args(out.path(), "gt");
+        a.ground_truth_dataset = Some(sample.to_string_lossy().into_owned());
+        run(a).unwrap();
+        let report = read_report(out.path(), "gt");
+        assert_eq!(report.cells.len(), 25);
+        assert_eq!(report.classes.len(), 4);
+        let csv = std::fs::read_to_string(out.path().join("runs/gt/report/features.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 26);
+        assert!(csv.lines().next().unwrap().contains("3d_mean_surface_area"));
+        for r in &report.feature_sets {
+            assert!(
+                r.metrics.macro_f1 > 0.0 && r.metrics.macro_f1 <= 1.0,
+                "{}: {}",
+                r.name,
+                r.metrics.macro_f1
+            );
+        }
+    }
 }

@@ -21,6 +21,7 @@ mod topology;
 
 pub use features2d::features_2d;
 pub use features3d::{features_3d, gaussian_smooth, surface_area, surface_roughness};
+pub use topology::euler_number;
 
 /// A feature's name (the key in a `FeatureMap`), unit and definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
