@@ -118,7 +118,9 @@ pub enum DatasetError {
     BadId { key: String, source: IdError },
     #[error("{}", unpaired_message(.without_mask, .without_image))]
     Unpaired { without_mask: Vec<String>, without_image: Vec<String> },
-    #[error("cell {cell}: the name has no class prefix before its digits; give its class in labels.csv (cell,class[,subclass])")]
+    #[error(
+        "cell {cell}: the name has no class prefix before its digits; give its class in labels.csv (cell,class[,subclass])"
+    )]
     NoClass { cell: String },
     #[error("labels.csv line {line}: {problem}")]
     Labels { line: u64, problem: String },
@@ -146,7 +148,11 @@ fn name_list(names: &[String]) -> String {
 fn unpaired_message(without_mask: &[String], without_image: &[String]) -> String {
     let mut parts = Vec::new();
     if !without_mask.is_empty() {
-        parts.push(format!("{} cell(s) have an image but no mask/<cell>.tif: {}", without_mask.len(), name_list(without_mask)));
+        parts.push(format!(
+            "{} cell(s) have an image but no mask/<cell>.tif: {}",
+            without_mask.len(),
+            name_list(without_mask)
+        ));
     }
     if !without_image.is_empty() {
         parts.push(format!(
@@ -176,7 +182,8 @@ fn cells_under(keys: &[String], folder: &str) -> Result<BTreeSet<CellId>, Datase
 
 /// Parses `labels.csv`: `cell,class[,subclass]`, with or without a header row.
 pub fn parse_labels(bytes: &[u8]) -> Result<BTreeMap<CellId, Label>, DatasetError> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(bytes);
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(bytes);
     let mut labels = BTreeMap::new();
     for (i, record) in reader.records().enumerate() {
         let line = i as u64 + 1;
@@ -210,8 +217,18 @@ pub fn write_labels<'a>(cells: impl IntoIterator<Item = (&'a CellId, &'a Label)>
     for (id, label) in cells {
         // Ids are [A-Za-z0-9._-]; class names are ours or read back from such a file: no quoting needed
         // unless a user's class has a comma, which csv quoting handles below.
-        let field = |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
-        out.push_str(&format!("{id},{},{}\n", field(&label.class), field(label.subclass.as_deref().unwrap_or(""))));
+        let field = |s: &str| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
+        out.push_str(&format!(
+            "{id},{},{}\n",
+            field(&label.class),
+            field(label.subclass.as_deref().unwrap_or(""))
+        ));
     }
     out.into_bytes()
 }
@@ -223,8 +240,13 @@ pub fn index_from_listing(keys: &[String], labels_csv: Option<&[u8]>) -> Result<
     let masks = cells_under(keys, keys::DATASET_MASK_DIR)?;
     let objs = cells_under(keys, keys::DATASET_OBJ_DIR)?;
     let without_mask: Vec<String> = images.difference(&masks).map(|c| c.to_string()).collect();
-    let without_image: Vec<String> =
-        masks.union(&objs).filter(|c| !images.contains(*c)).map(|c| c.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+    let without_image: Vec<String> = masks
+        .union(&objs)
+        .filter(|c| !images.contains(*c))
+        .map(|c| c.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if !without_mask.is_empty() || !without_image.is_empty() {
         return Err(DatasetError::Unpaired { without_mask, without_image });
     }
@@ -236,9 +258,13 @@ pub fn index_from_listing(keys: &[String], labels_csv: Option<&[u8]>) -> Result<
     for id in images {
         let label = match &mut labels {
             Some(labels) => labels.remove(&id).ok_or_else(|| {
-                DatasetError::LabelsMismatch(format!("cell {id} has no row; list every cell of image/ in labels.csv"))
+                DatasetError::LabelsMismatch(format!(
+                    "cell {id} has no row; list every cell of image/ in labels.csv"
+                ))
             })?,
-            None => label_from_name(id.as_str()).ok_or_else(|| DatasetError::NoClass { cell: id.to_string() })?,
+            None => {
+                label_from_name(id.as_str()).ok_or_else(|| DatasetError::NoClass { cell: id.to_string() })?
+            }
         };
         let has_obj = objs.contains(&id);
         cells.push(DatasetCell { id, label, has_obj });
@@ -322,7 +348,10 @@ impl Dataset {
         let at = |what: &str| format!("dataset {}: {what}", store.uri());
         let mut keys = Vec::new();
         for dir in [keys::DATASET_IMAGE_DIR, keys::DATASET_MASK_DIR, keys::DATASET_OBJ_DIR] {
-            let listed = store.list(dir).await.map_err(|source| DatasetError::Store { what: at(&format!("listing {dir}")), source })?;
+            let listed = store
+                .list(dir)
+                .await
+                .map_err(|source| DatasetError::Store { what: at(&format!("listing {dir}")), source })?;
             keys.extend(listed);
         }
         let labels = store
@@ -340,9 +369,13 @@ impl Dataset {
 
     /// Fetches a cell's files (obj where the dataset has it).
     pub async fn fetch_cell(&self, id: &CellId) -> Result<(DatasetCell, CellBytes), DatasetError> {
-        let cell = self.index.get(id).ok_or_else(|| DatasetError::UnknownCell { cell: id.to_string() })?.clone();
+        let cell =
+            self.index.get(id).ok_or_else(|| DatasetError::UnknownCell { cell: id.to_string() })?.clone();
         let get = |key: String| async move {
-            self.store.get(&key).await.map_err(|source| DatasetError::Store { what: format!("{}: {key}", self.store.uri()), source })
+            self.store.get(&key).await.map_err(|source| DatasetError::Store {
+                what: format!("{}: {key}", self.store.uri()),
+                source,
+            })
         };
         let image = get(keys::dataset_image(id)).await?;
         let mask = get(keys::dataset_mask(id)).await?;

@@ -124,6 +124,9 @@ mod tests {
         assert_eq!(m.image.data[(CELL_GAP + 20) * w + left + 30], 100);
         let png = encode_png(&m.image).unwrap();
         assert_eq!(&png[1..4], b"PNG");
-        assert_eq!(pick(&[&cells[0].label, &cells[1].label, &cells[2].label, &cells[3].label], 2), vec![1, 2, 0]);
+        assert_eq!(
+            pick(&[&cells[0].label, &cells[1].label, &cells[2].label, &cells[3].label], 2),
+            vec![1, 2, 0]
+        );
     }
 }

@@ -55,9 +55,13 @@ pub enum Problem {
     TooLarge { width: u64, height: u64 },
     #[error("the file has more than {MAX_PAGES} pages, more than this reader accepts")]
     TooManyPages,
-    #[error("page {page} is {found:?} (height, width) but the first page is {first:?}: all pages of a stack must have one size")]
+    #[error(
+        "page {page} is {found:?} (height, width) but the first page is {first:?}: all pages of a stack must have one size"
+    )]
     MixedPages { page: usize, found: [usize; 2], first: [usize; 2] },
-    #[error("page {page} uses {found} samples but the first page uses {first}: all pages of a stack must have one pixel type")]
+    #[error(
+        "page {page} uses {found} samples but the first page uses {first}: all pages of a stack must have one pixel type"
+    )]
     MixedTypes { page: usize, found: &'static str, first: &'static str },
     #[error(
         "it is {found} but a {role} must be {expected}: resample or crop it to that size \
@@ -112,9 +116,9 @@ fn from_tiff(file: &str, e: tiff::TiffError) -> TiffError {
         | tiff::TiffError::FormatError(TiffFormatError::TiffSignatureInvalid) => Problem::NotTiff(vec![]),
         tiff::TiffError::FormatError(f) => Problem::Damaged(f.to_string()),
         tiff::TiffError::UnsupportedError(u) => Problem::Unsupported(u.to_string()),
-        tiff::TiffError::LimitsExceeded => {
-            Problem::Damaged("a tag or strip declares more data than a page of at most 4096x4096 can hold".into())
-        }
+        tiff::TiffError::LimitsExceeded => Problem::Damaged(
+            "a tag or strip declares more data than a page of at most 4096x4096 can hold".into(),
+        ),
         other => Problem::Damaged(other.to_string()),
     };
     err(file, problem)
@@ -127,7 +131,13 @@ pub fn decode(bytes: &[u8], file: &str) -> Result<Stack, TiffError> {
     if magic.len() < 4 {
         return Err(err(file, Problem::Truncated(format!("it is only {} bytes long", bytes.len()))));
     }
-    if !matches!(magic, [0x49, 0x49, 0x2a, 0x00] | [0x4d, 0x4d, 0x00, 0x2a] | [0x49, 0x49, 0x2b, 0x00] | [0x4d, 0x4d, 0x00, 0x2b]) {
+    if !matches!(
+        magic,
+        [0x49, 0x49, 0x2a, 0x00]
+            | [0x4d, 0x4d, 0x00, 0x2a]
+            | [0x49, 0x49, 0x2b, 0x00]
+            | [0x4d, 0x4d, 0x00, 0x2b]
+    ) {
         return Err(err(file, Problem::NotTiff(magic.to_vec())));
     }
     let mut limits = Limits::default();
@@ -153,6 +163,7 @@ pub fn decode(bytes: &[u8], file: &str) -> Result<Stack, TiffError> {
         {
             return Err(err(file, Problem::MixedPages { page: pages, found: page_dims, first: *first_dims }));
         }
+        check_chunks_present(&mut decoder, file, bytes.len(), pages)?;
         let page = decoder.read_image().map_err(|e| from_tiff(file, e))?;
         let page_len = page_dims[0] * page_dims[1];
         let page = match page {
@@ -160,7 +171,10 @@ pub fn decode(bytes: &[u8], file: &str) -> Result<Stack, TiffError> {
             DecodingResult::U16(v) => Samples::U16(v),
             DecodingResult::F32(v) => Samples::F32(v),
             DecodingResult::U32(_) => return Err(err(file, Problem::Unsupported("uint32".into()))),
-            DecodingResult::I8(_) | DecodingResult::I16(_) | DecodingResult::I32(_) | DecodingResult::I64(_) => {
+            DecodingResult::I8(_)
+            | DecodingResult::I16(_)
+            | DecodingResult::I32(_)
+            | DecodingResult::I64(_) => {
                 return Err(err(file, Problem::Unsupported("signed integers".into())));
             }
             _ => return Err(err(file, Problem::Unsupported(format!("{colortype:?} samples")))),
@@ -171,7 +185,10 @@ pub fn decode(bytes: &[u8], file: &str) -> Result<Stack, TiffError> {
             Samples::F32(v) => v.len(),
         };
         if got_len < page_len {
-            return Err(err(file, Problem::Truncated(format!("page {pages} holds {got_len} of its {page_len} pixels"))));
+            return Err(err(
+                file,
+                Problem::Truncated(format!("page {pages} holds {got_len} of its {page_len} pixels")),
+            ));
         }
         pages += 1;
         first = Some(match first {
@@ -192,6 +209,41 @@ pub fn decode(bytes: &[u8], file: &str) -> Result<Stack, TiffError> {
     Ok(Stack { dims: [pages, h, w], samples })
 }
 
+/// Refuses a page whose strips or tiles reach past the end of the file. The decoder reads short
+/// uncompressed strips without complaint (the missing pixels come back as zeros), so a truncated
+/// upload would otherwise pass as a valid, partly black image.
+fn check_chunks_present(
+    decoder: &mut Decoder<Cursor<&[u8]>>,
+    file: &str,
+    len: usize,
+    page: usize,
+) -> Result<(), TiffError> {
+    let (offsets, counts) =
+        match decoder.find_tag_unsigned_vec::<u64>(Tag::StripOffsets).map_err(|e| from_tiff(file, e))? {
+            Some(offsets) => (offsets, decoder.find_tag_unsigned_vec::<u64>(Tag::StripByteCounts)),
+            None => (
+                decoder
+                    .find_tag_unsigned_vec::<u64>(Tag::TileOffsets)
+                    .map_err(|e| from_tiff(file, e))?
+                    .unwrap_or_default(),
+                decoder.find_tag_unsigned_vec::<u64>(Tag::TileByteCounts),
+            ),
+        };
+    let counts = counts.map_err(|e| from_tiff(file, e))?.unwrap_or_default();
+    for (offset, count) in offsets.iter().zip(&counts) {
+        if offset.saturating_add(*count) > len as u64 {
+            return Err(err(
+                file,
+                Problem::Truncated(format!(
+                    "page {page} has data up to byte {} but the file has only {len} bytes",
+                    offset.saturating_add(*count)
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn append(file: &str, page: usize, acc: Samples, next: Samples) -> Result<Samples, TiffError> {
     Ok(match (acc, next) {
         (Samples::U8(mut a), Samples::U8(b)) => {
@@ -206,7 +258,9 @@ fn append(file: &str, page: usize, acc: Samples, next: Samples) -> Result<Sample
             a.extend(b);
             Samples::F32(a)
         }
-        (a, b) => return Err(err(file, Problem::MixedTypes { page, found: b.type_name(), first: a.type_name() })),
+        (a, b) => {
+            return Err(err(file, Problem::MixedTypes { page, found: b.type_name(), first: a.type_name() }));
+        }
     })
 }
 
@@ -226,7 +280,11 @@ fn check_shape(stack: &Stack, file: &str, role: &str, expected: [usize; 3]) -> R
     if stack.dims != expected {
         return Err(err(
             file,
-            Problem::WrongShape { role: role.to_string(), found: describe(stack.dims), expected: describe(expected) },
+            Problem::WrongShape {
+                role: role.to_string(),
+                found: describe(stack.dims),
+                expected: describe(expected),
+            },
         ));
     }
     Ok(())
@@ -247,7 +305,8 @@ impl Stack {
                 v.into_iter().map(|x| if wide { ((x as u32 + 128) / 257) as u8 } else { x as u8 }).collect()
             }
             Samples::F32(v) => {
-                let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+                let (lo, hi) =
+                    v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
                 if v.iter().any(|x| !x.is_finite()) || lo < 0.0 || hi > 255.0 {
                     return Err(err(
                         file,
@@ -275,7 +334,12 @@ impl Stack {
 
 /// Reads an 8-bit image (see [`Stack::into_u8`]) that must be `expected = [height, width]`;
 /// `role` ("image", "mask") names what it is for in the error.
-pub fn read_image_u8(bytes: &[u8], file: &str, role: &str, expected: [usize; 2]) -> Result<Image2d<u8>, TiffError> {
+pub fn read_image_u8(
+    bytes: &[u8],
+    file: &str,
+    role: &str,
+    expected: [usize; 2],
+) -> Result<Image2d<u8>, TiffError> {
     let stack = decode(bytes, file)?;
     check_shape(&stack, file, role, [1, expected[0], expected[1]])?;
     let data = stack.into_u8(file)?;
@@ -283,7 +347,12 @@ pub fn read_image_u8(bytes: &[u8], file: &str, role: &str, expected: [usize; 2])
 }
 
 /// Reads an 8-bit volume that must be `expected = [depth, height, width]`.
-pub fn read_volume_u8(bytes: &[u8], file: &str, role: &str, expected: [usize; 3]) -> Result<Volume<u8>, TiffError> {
+pub fn read_volume_u8(
+    bytes: &[u8],
+    file: &str,
+    role: &str,
+    expected: [usize; 3],
+) -> Result<Volume<u8>, TiffError> {
     let stack = decode(bytes, file)?;
     check_shape(&stack, file, role, expected)?;
     let data = stack.into_u8(file)?;
@@ -291,7 +360,12 @@ pub fn read_volume_u8(bytes: &[u8], file: &str, role: &str, expected: [usize; 3]
 }
 
 /// Reads a volume as floats in [0, 1] (see [`Stack::into_unit_f32`]) that must be `expected`.
-pub fn read_volume_f32(bytes: &[u8], file: &str, role: &str, expected: [usize; 3]) -> Result<Volume<f32>, TiffError> {
+pub fn read_volume_f32(
+    bytes: &[u8],
+    file: &str,
+    role: &str,
+    expected: [usize; 3],
+) -> Result<Volume<f32>, TiffError> {
     let stack = decode(bytes, file)?;
     check_shape(&stack, file, role, expected)?;
     Ok(Volume { dims: expected, data: stack.into_unit_f32() })
@@ -336,7 +410,10 @@ where
     for (z, page) in data.chunks_exact(h * w).enumerate() {
         let mut image = encoder.new_image::<T::Color>(w as u32, h as u32).map_err(|e| fail(e.to_string()))?;
         if stack && z == 0 {
-            image.encoder().write_tag(Tag::ImageDescription, description.as_str()).map_err(|e| fail(e.to_string()))?;
+            image
+                .encoder()
+                .write_tag(Tag::ImageDescription, description.as_str())
+                .map_err(|e| fail(e.to_string()))?;
         }
         image.write_data(page).map_err(|e| fail(e.to_string()))?;
     }

@@ -65,16 +65,27 @@ fn unpaired_cells_are_named() {
     let listing = keys(&["image/a1.tif", "image/b2.tif", "mask/b2.tif", "mask/c3.tif", "obj/d4.tif"]);
     let err = index_from_listing(&listing, None).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(&err, DatasetError::Unpaired { without_mask, without_image }
-        if without_mask == &["a1"] && without_image == &["c3", "d4"]), "{msg}");
-    assert!(msg.contains("image but no mask/<cell>.tif: a1") && msg.contains("no image/<cell>.tif: c3, d4"), "{msg}");
+    assert!(
+        matches!(&err, DatasetError::Unpaired { without_mask, without_image }
+        if without_mask == &["a1"] && without_image == &["c3", "d4"]),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("image but no mask/<cell>.tif: a1") && msg.contains("no image/<cell>.tif: c3, d4"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn bad_cell_ids_and_empty_datasets_are_refused() {
     let err = index_from_listing(&keys(&["image/cell 1.tif", "mask/cell 1.tif"]), None).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, DatasetError::BadId { .. }) && msg.contains("image/cell 1.tif") && msg.contains("letters, digits"), "{msg}");
+    assert!(
+        matches!(err, DatasetError::BadId { .. })
+            && msg.contains("image/cell 1.tif")
+            && msg.contains("letters, digits"),
+        "{msg}"
+    );
     let err = index_from_listing(&keys(&["README.md"]), None).unwrap_err();
     assert!(matches!(err, DatasetError::Empty), "{err}");
     let err = index_from_listing(&keys(&["image/0001.tif", "mask/0001.tif"]), None).unwrap_err();
@@ -83,7 +94,12 @@ fn bad_cell_ids_and_empty_datasets_are_refused() {
 
 #[test]
 fn labels_csv_overrides_names() {
-    let listing = keys(&["image/0001.tif", "mask/0001.tif", "image/A_cell_clusters000002.tif", "mask/A_cell_clusters000002.tif"]);
+    let listing = keys(&[
+        "image/0001.tif",
+        "mask/0001.tif",
+        "image/A_cell_clusters000002.tif",
+        "mask/A_cell_clusters000002.tif",
+    ]);
     let csv = b"cell,class,subclass\n0001,SDE,discocyte\nA_cell_clusters000002,odd one,\n";
     let index = index_from_listing(&listing, Some(csv)).unwrap();
     assert_eq!(index.cells[0].label, label("SDE", Some("discocyte")));
@@ -94,7 +110,9 @@ fn labels_csv_overrides_names() {
     // Every image needs a row; every row needs an image; rows are well-formed.
     let err = index_from_listing(&listing, Some(b"0001,x\n")).unwrap_err().to_string();
     assert!(err.contains("A_cell_clusters000002 has no row"), "{err}");
-    let err = index_from_listing(&listing, Some(b"0001,x\nA_cell_clusters000002,y\nghost,z\n")).unwrap_err().to_string();
+    let err = index_from_listing(&listing, Some(b"0001,x\nA_cell_clusters000002,y\nghost,z\n"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ghost is listed but has no image/ghost.tif"), "{err}");
     let err = index_from_listing(&listing, Some(b"0001,x\n0001,y\n")).unwrap_err().to_string();
     assert!(err.contains("line 2") && err.contains("twice"), "{err}");
@@ -169,7 +187,10 @@ async fn synthetic_cells_round_trip_through_a_store() {
         assert_eq!(&ds.load_cell(&cell.id).await.unwrap(), cell);
     }
     // A broken file fails that cell with the file named.
-    store.put(&dispr_proto::keys::dataset_mask(&cells[0].id), bytes::Bytes::from_static(b"junk")).await.unwrap();
+    store
+        .put(&dispr_proto::keys::dataset_mask(&cells[0].id), bytes::Bytes::from_static(b"junk"))
+        .await
+        .unwrap();
     let msg = ds.load_cell(&cells[0].id).await.unwrap_err().to_string();
     assert!(msg.contains(&format!("mask/{}.tif", cells[0].id)) && msg.contains("not a TIFF"), "{msg}");
 }

@@ -93,7 +93,12 @@ fn every_kind_looks_like_real_cells() {
         // The central slice may miss a cup's wall or a cluster's cells; where there is cell in the
         // slice it must be bright on a dark background (real: 132-149 inside, 8-13 outside).
         if cell.mask.data.iter().filter(|&&m| m > 127).count() > 50 {
-            assert!(s.image_in > 50.0 && s.image_out < 30.0, "{name}: image in {} out {}", s.image_in, s.image_out);
+            assert!(
+                s.image_in > 50.0 && s.image_out < 30.0,
+                "{name}: image in {} out {}",
+                s.image_in,
+                s.image_out
+            );
             assert!(s.image_max >= 180, "{name}: image max {}", s.image_max);
         }
     }

@@ -20,7 +20,9 @@ fn real_sample() -> Option<PathBuf> {
 
 /// A 64^3 volume with a recognisable value at every voxel.
 fn ramp() -> Volume<u8> {
-    let data = (0..SIDE * SIDE * SIDE).map(|i| ((i / SIDE / SIDE) * 3 + (i / SIDE % SIDE) + i % SIDE) as u8).collect();
+    let data = (0..SIDE * SIDE * SIDE)
+        .map(|i| ((i / SIDE / SIDE) * 3 + (i / SIDE % SIDE) + i % SIDE) as u8)
+        .collect();
     Volume { dims: [SIDE; 3], data }
 }
 
@@ -80,7 +82,8 @@ fn write_u16(pages: usize, h: u32, w: u32, compression: Compression) -> Vec<u8> 
     let mut out = Cursor::new(Vec::new());
     let mut enc = TiffEncoder::new(&mut out).unwrap().with_compression(compression);
     for z in 0..pages {
-        let data: Vec<u16> = (0..h * w).map(|i| (i as u16).wrapping_mul(257).wrapping_add(z as u16)).collect();
+        let data: Vec<u16> =
+            (0..h * w).map(|i| (i as u16).wrapping_mul(257).wrapping_add(z as u16)).collect();
         enc.write_image::<colortype::Gray16>(w, h, &data).unwrap();
     }
     drop(enc);
@@ -118,14 +121,16 @@ fn truncated_files_are_errors_not_panics() {
         Some(dir) => std::fs::read(dir.join("obj/C_knizocytes000704.tif")).unwrap(),
         None => tiff_io::encode_volume_u8(&ramp()).unwrap(),
     };
-    for len in [0, 3, 4, 8, 9, 100, 4096, bytes.len() / 2, bytes.len() - 1] {
-        let err = tiff_io::decode(&bytes[..len], "obj/C_knizocytes000704.tif").unwrap_err();
+    // Cuts inside the header, the IFDs and the pixel data. (Cutting only unused trailing bytes,
+    // such as the last byte of the real file, rightly still decodes: all pixels are there.)
+    for len in [0, 3, 4, 8, 9, 100, 4096, bytes.len() / 2, bytes.len() * 9 / 10] {
+        let err = match tiff_io::decode(&bytes[..len], "obj/C_knizocytes000704.tif") {
+            Ok(stack) => panic!("{len} of {} bytes decoded as a {:?} stack", bytes.len(), stack.dims),
+            Err(err) => err,
+        };
         let msg = err.to_string();
         assert!(msg.starts_with("obj/C_knizocytes000704.tif: "), "{msg}");
-        assert!(
-            matches!(err.problem, Problem::Truncated(_) | Problem::Damaged(_)),
-            "{len} bytes: {msg}"
-        );
+        assert!(matches!(err.problem, Problem::Truncated(_) | Problem::Damaged(_)), "{len} bytes: {msg}");
     }
 }
 
@@ -163,7 +168,12 @@ fn wrong_shapes_are_named() {
     let volume = tiff_io::encode_volume_u8(&ramp()).unwrap();
     let err = tiff_io::read_image_u8(&volume, "mask/x.tif", "mask", [64, 64]).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("mask/x.tif") && msg.contains("64x64x64 stack") && msg.contains("mask must be a 64x64 image"), "{msg}");
+    assert!(
+        msg.contains("mask/x.tif")
+            && msg.contains("64x64x64 stack")
+            && msg.contains("mask must be a 64x64 image"),
+        "{msg}"
+    );
     let small = tiff_io::encode_image_u8(&Image2d::zeros([32, 48])).unwrap();
     let msg = tiff_io::read_volume_u8(&small, "obj/y.tif", "obj volume", [64; 3]).unwrap_err().to_string();
     assert!(msg.contains("32x48 image") && msg.contains("64x64x64"), "{msg}");
@@ -197,7 +207,7 @@ fn oversized_declarations_are_refused_before_allocating() {
     enc.write_image::<colortype::Gray8>(4096, 4096, &vec![0u8; 4096 * 4096]).unwrap();
     drop(enc);
     let bytes = out.into_inner();
-    assert!(tiff_io::decode(&bytes[..1000], "claims.tif").is_err());
+    assert!(matches!(problem(&bytes[..1000]), Problem::Truncated(_)));
 }
 
 #[test]
@@ -207,7 +217,10 @@ fn unsupported_pixel_types_are_named() {
     enc.write_image::<colortype::RGB8>(4, 4, &[0u8; 48]).unwrap();
     drop(enc);
     let msg = tiff_io::decode(out.get_ref(), "rgb.tif").unwrap_err().to_string();
-    assert!(msg.contains("rgb.tif") && msg.contains("unsupported pixel format") && msg.contains("RGB"), "{msg}");
+    assert!(
+        msg.contains("rgb.tif") && msg.contains("unsupported pixel format") && msg.contains("RGB"),
+        "{msg}"
+    );
 
     let mut out = Cursor::new(Vec::new());
     let mut enc = TiffEncoder::new(&mut out).unwrap();
@@ -216,7 +229,8 @@ fn unsupported_pixel_types_are_named() {
     assert!(matches!(problem(out.get_ref()), Problem::Unsupported(_)));
 
     // Floats out of any 8-bit scale cannot be read as 8-bit data.
-    let bytes = tiff_io::encode_image_f32(&Image2d { dims: [2, 2], data: vec![0.0, 1.0, 300.0, 2.0] }).unwrap();
+    let bytes =
+        tiff_io::encode_image_f32(&Image2d { dims: [2, 2], data: vec![0.0, 1.0, 300.0, 2.0] }).unwrap();
     let msg = tiff_io::read_image_u8(&bytes, "f.tif", "image", [2, 2]).unwrap_err().to_string();
     assert!(msg.contains("0..300") || msg.contains("300"), "{msg}");
 }
@@ -248,5 +262,8 @@ fn tifffile_reads_our_volumes() {
     };
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "tifffile check failed (needs `pip install numpy tifffile`):\n{text}");
-    assert!(text.contains("ok u8 (64, 64, 64) uint8") && text.contains("ok f32 (64, 64, 64) float32"), "{text}");
+    assert!(
+        text.contains("ok u8 (64, 64, 64) uint8") && text.contains("ok f32 (64, 64, 64) float32"),
+        "{text}"
+    );
 }

@@ -70,7 +70,8 @@ fn discocyte(rng: &mut Rng64) -> Phantom {
 
 /// A cup: a thick spherical shell cut open; `deep` gives the stomatocyte II bowl.
 fn stomatocyte(rng: &mut Rng64, deep: bool) -> Phantom {
-    let (h, t) = if deep { (u(rng, 0.1, 0.45), u(rng, 0.2, 0.27)) } else { (u(rng, -0.45, -0.15), u(rng, 0.2, 0.28)) };
+    let (h, t) =
+        if deep { (u(rng, 0.1, 0.45), u(rng, 0.2, 0.27)) } else { (u(rng, -0.45, -0.15), u(rng, 0.2, 0.28)) };
     // Off-centre is fine: the renderer centres every shape on its bounding box.
     single(vec![Part::at(Prim::CutShell { r: 1.0 - t, h, t }, V3::zeros())], 0.0)
 }
@@ -90,7 +91,10 @@ fn echinocyte(rng: &mut Rng64, level: u8) -> Phantom {
             let minor = u(rng, 0.28, 0.34);
             let major = 0.95 - minor;
             parts.push(Part::at(Prim::Torus { major, minor }, V3::zeros()));
-            parts.push(Part::at(Prim::Disc { radius: major, half_height: u(rng, 0.14, 0.2), round: 0.06 }, V3::zeros()));
+            parts.push(Part::at(
+                Prim::Disc { radius: major, half_height: u(rng, 0.14, 0.2), round: 0.06 },
+                V3::zeros(),
+            ));
             let n = rng.random_range(9..16);
             let offset = u(rng, 0.0, TAU);
             for i in 0..n {
@@ -156,14 +160,20 @@ fn keratocyte(rng: &mut Rng64) -> Phantom {
     let body = v(1.0, u(rng, 0.8, 0.95), u(rng, 0.32, 0.42));
     let mut parts = vec![Part::at(Prim::Ellipsoid { r: body }, V3::zeros())];
     let bite_r = u(rng, 0.4, 0.6);
-    let bite = Part::at(Prim::Ellipsoid { r: v(bite_r, bite_r, 1.0) }, v(1.0 + bite_r * u(rng, 0.05, 0.35), 0.0, 0.0));
+    let bite = Part::at(
+        Prim::Ellipsoid { r: v(bite_r, bite_r, 1.0) },
+        v(1.0 + bite_r * u(rng, 0.05, 0.35), 0.0, 0.0),
+    );
     for side in [-1.0f32, 1.0] {
         // Horns start at the notch's corners and point outwards and forwards.
         let a = side * u(rng, 0.5, 0.8);
         let base = v(a.cos() * 0.75, a.sin() * 0.75 * body.y, 0.0);
         let dir = v(1.0, side * u(rng, 0.2, 0.7), 0.0).normalize();
         let tip = base + dir * u(rng, 0.3, 0.55);
-        parts.push(Part::at(Prim::Capsule { a: base, b: tip, ra: body.z * 0.8, rb: u(rng, 0.06, 0.1) }, V3::zeros()));
+        parts.push(Part::at(
+            Prim::Capsule { a: base, b: tip, ra: body.z * 0.8, rb: u(rng, 0.06, 0.1) },
+            V3::zeros(),
+        ));
     }
     Phantom { parts, blend: 0.15, cuts: vec![bite], cut_blend: 0.1 }
 }
@@ -185,14 +195,16 @@ fn multilobate(rng: &mut Rng64) -> Phantom {
     ph
 }
 
-/// Two to four cells touching: discocytes, spherocytes and cups, turned at random.
+/// Two to four cells pressed together: discocytes, spherocytes and cups, turned at random.
 fn cluster(rng: &mut Rng64) -> Phantom {
     let n = rng.random_range(2..5);
-    let mut ph = Phantom { blend: 0.06, ..Phantom::default() };
+    let mut ph = Phantom { blend: 0.12, ..Phantom::default() };
     let mut centres: Vec<V3> = Vec::new();
     for i in 0..n {
+        // Mostly plump cells: the real clusters are compact masses filling ~20% of the cube.
         let mut cell = match rng.random_range(0..4) {
-            0 | 1 => discocyte(rng),
+            0 => discocyte(rng),
+            1 => spherocyte(rng),
             2 => spherocyte(rng),
             _ => stomatocyte(rng, false),
         };
@@ -205,7 +217,7 @@ fn cluster(rng: &mut Rng64) -> Phantom {
         // Each new cell touches one placed before (slightly overlapping so they stay one object).
         let at = match i {
             0 => V3::zeros(),
-            _ => centres[rng.random_range(0..centres.len())] + random_direction(rng) * u(rng, 1.35, 1.6),
+            _ => centres[rng.random_range(0..centres.len())] + random_direction(rng) * u(rng, 1.05, 1.3),
         };
         cell.translate(at);
         centres.push(at);

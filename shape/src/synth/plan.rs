@@ -109,8 +109,10 @@ fn apportion(total: usize, weights: &[usize], min_each: usize) -> Vec<usize> {
 /// more cells. At `n = 825` it is exactly the real dataset's split.
 pub fn kind_counts(n: usize) -> Vec<(Kind, usize)> {
     // Classes first (SDE as one), so the class sizes are right; then SDE's sub-classes.
-    let sde: Vec<(Kind, usize)> = REAL_COUNTS.iter().copied().filter(|(k, _)| k.prefix().subclass.is_some()).collect();
-    let others: Vec<(Kind, usize)> = REAL_COUNTS.iter().copied().filter(|(k, _)| k.prefix().subclass.is_none()).collect();
+    let sde: Vec<(Kind, usize)> =
+        REAL_COUNTS.iter().copied().filter(|(k, _)| k.prefix().subclass.is_some()).collect();
+    let others: Vec<(Kind, usize)> =
+        REAL_COUNTS.iter().copied().filter(|(k, _)| k.prefix().subclass.is_none()).collect();
     let mut class_weights = vec![sde.iter().map(|(_, c)| c).sum::<usize>()];
     class_weights.extend(others.iter().map(|(_, c)| *c));
     let class_shares = apportion(n, &class_weights, 1);
@@ -167,7 +169,8 @@ mod tests {
         // Enough SDE cells: every sub-class shows up.
         assert!(kind_counts(20).iter().all(|(_, c)| *c >= 1));
         // Proportions hold at other sizes: SDE is about 73%.
-        let sde: usize = kind_counts(100).iter().filter(|(k, _)| k.prefix().subclass.is_some()).map(|(_, c)| c).sum();
+        let sde: usize =
+            kind_counts(100).iter().filter(|(k, _)| k.prefix().subclass.is_some()).map(|(_, c)| c).sum();
         assert!((70..=75).contains(&sde), "{sde}");
         assert!(kind_counts(0).iter().all(|(_, c)| *c == 0));
         assert_eq!(kind_counts(3).iter().map(|(_, c)| c).sum::<usize>(), 3);

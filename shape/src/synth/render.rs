@@ -135,13 +135,15 @@ fn blur2d(img: &[f32], sigma: f32) -> Vec<f32> {
     let mut tmp = vec![0f32; img.len()];
     for y in 0..SIDE {
         for x in 0..SIDE {
-            tmp[y * SIDE + x] = k.iter().enumerate().map(|(j, w)| w * img[y * SIDE + at(x as isize + j as isize - r)]).sum();
+            tmp[y * SIDE + x] =
+                k.iter().enumerate().map(|(j, w)| w * img[y * SIDE + at(x as isize + j as isize - r)]).sum();
         }
     }
     let mut out = vec![0f32; img.len()];
     for y in 0..SIDE {
         for x in 0..SIDE {
-            out[y * SIDE + x] = k.iter().enumerate().map(|(j, w)| w * tmp[at(y as isize + j as isize - r) * SIDE + x]).sum();
+            out[y * SIDE + x] =
+                k.iter().enumerate().map(|(j, w)| w * tmp[at(y as isize + j as isize - r) * SIDE + x]).sum();
         }
     }
     out

@@ -41,7 +41,8 @@ impl Prim {
             Prim::CutShell { r, h, t } => {
                 let w = (r * r - h * h).max(0.0).sqrt();
                 let q = Vector2::new(p.xy().norm(), p.z);
-                let d = if h * q.x < w * q.y { (q - Vector2::new(w, h)).norm() } else { (q.norm() - r).abs() };
+                let d =
+                    if h * q.x < w * q.y { (q - Vector2::new(w, h)).norm() } else { (q.norm() - r).abs() };
                 d - t
             }
             Prim::Capsule { a, b, ra, rb } => {
