@@ -1,3 +1,35 @@
 //! The DISPR worker as a library (the coordinator's `local` mode runs it in-process).
+//!
+//! - [`amqp`]: queue names, connecting, the RabbitMQ topology, confirmed publishing;
+//! - [`sampler`]: the [`sampler::VolumeSampler`] trait and the [`sampler::NullSampler`];
+//! - [`samplers`]: finding a job's sampler (checkpoints fetched, verified, cached);
+//! - [`pipeline`]: [`pipeline::JobRunner`], one job from inputs to durable outputs, reporting
+//!   [`dispr_proto::ResultBody`] values to a [`pipeline::ResultSink`] (no AMQP inside);
+//! - [`cell`]: the pure per-cell work (input checks, volume files, features record);
+//! - [`retry`]: backoff for object-store calls;
+//! - [`telemetry`]: Prometheus metrics and health state; [`http`]: `/metrics`, `/healthz`, `/readyz`;
+//! - [`serve`]: the RabbitMQ consumer loop (reconnects, drain on shutdown); [`logging`]: tracing setup;
+//! - [`cmd`]: the subcommands of `dispr-worker`.
+//!
+//! Local mode, in short:
+//! ```no_run
+//! # async fn demo(job: dispr_proto::Job) -> anyhow::Result<()> {
+//! use dispr_worker::pipeline::{JobRunner, RunnerConfig};
+//! let runner = JobRunner::new(RunnerConfig::new("local-1"), Default::default());
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let summary = runner.run(&job, &tx).await?;
+//! while let Ok(result) = rx.try_recv() { println!("{result:?}"); }
+//! # Ok(()) }
+//! ```
 
+pub mod amqp;
+pub mod cell;
 pub mod cmd;
+pub mod http;
+pub mod logging;
+pub mod pipeline;
+pub mod retry;
+pub mod sampler;
+pub mod samplers;
+pub mod serve;
+pub mod telemetry;

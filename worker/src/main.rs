@@ -13,6 +13,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Consume sampling jobs from RabbitMQ (see `serve --help` for the consumer timeout).
+    Serve(cmd::serve::Args),
     /// Train a DISPR model on a dataset folder or S3 prefix.
     Train(cmd::train::Args),
 }
@@ -20,6 +22,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Train(args) => cmd::train::run(args),
     };
     match result {

@@ -1,0 +1,152 @@
+//! The per-cell work around the sampler, as pure functions over `dispr_shape`: check the inputs,
+//! then turn the sampled volumes into the files of the output layout (volume TIFFs and the
+//! features record). No I/O here, so the pipeline decides where and when it runs (on a blocking
+//! thread).
+
+use crate::sampler::{CellInput, SIDE, Volume};
+use dispr_proto::records::{FeatureMap, aggregate};
+use dispr_proto::{CellFeatures, CellId, RunId, SCHEMA_VERSION, SampleFeatures, keys};
+use dispr_shape::dataset::{CellBytes, DatasetCell, Geometry, Label, decode_cell};
+use dispr_shape::features::{FeatureError, features_2d, features_3d};
+use dispr_shape::metrics::{reconstruction, truth_mask};
+use dispr_shape::tiff_io::{TiffError, encode_volume_f32};
+use dispr_shape::{otsu, volume};
+
+const DIMS: [usize; 3] = [SIDE, SIDE, SIDE];
+
+/// Why a cell cannot be sampled. Each is permanent: the same files fail the same way.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// Unreadable, damaged or wrongly sized; the TIFF error names the file and what to do.
+    #[error("cell {cell}: {source}")]
+    File { cell: CellId, source: TiffError },
+    #[error(
+        "cell {cell}: the mask {key} is empty (all zero); segment the cell again or drop it from the dataset"
+    )]
+    EmptyMask { cell: CellId, key: String },
+    #[error("cell {cell}: 2D features of {key}: {source}")]
+    Features2d { cell: CellId, key: String, source: FeatureError },
+    #[error(
+        "cell {cell}: the ground truth {key} has no voxel above {threshold} of 255; fix or remove it",
+        threshold = dispr_shape::metrics::TRUTH_THRESHOLD
+    )]
+    EmptyTruth { cell: CellId, key: String },
+}
+
+/// A cell ready to sample: checked inputs, 2D features, and the ground truth if any.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub input: CellInput,
+    pub label: Label,
+    pub features_2d: FeatureMap,
+    /// Binary ground truth from `obj/<cell>.tif`.
+    pub truth: Option<Vec<bool>>,
+}
+
+/// Decodes a cell's files, checks them and computes their 2D features.
+pub fn check_inputs(cell: &CellId, label: Label, files: &CellBytes) -> Result<Checked, InputError> {
+    let entry = DatasetCell { id: cell.clone(), label, has_obj: files.obj.is_some() };
+    let data = decode_cell(&entry, files, Geometry::DISPR64)
+        .map_err(|source| InputError::File { cell: cell.clone(), source })?;
+    if data.mask.data.iter().all(|&m| m == 0) {
+        return Err(InputError::EmptyMask { cell: cell.clone(), key: keys::dataset_mask(cell) });
+    }
+    let features_2d = features_2d(&data.image.data, &data.mask.data, SIDE, SIDE).map_err(|source| {
+        InputError::Features2d { cell: cell.clone(), key: keys::dataset_mask(cell), source }
+    })?;
+    let truth = match data.obj {
+        Some(obj) => {
+            let t = truth_mask(&obj.data);
+            if !t.iter().any(|&v| v) {
+                return Err(InputError::EmptyTruth { cell: cell.clone(), key: keys::dataset_obj(cell) });
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    Ok(Checked {
+        input: CellInput { cell: cell.clone(), image: data.image.data, mask: data.mask.data },
+        label: data.label,
+        features_2d,
+        truth,
+    })
+}
+
+/// Why a cell's outputs could not be made from its volumes.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The sample has no foreground after Otsu: nothing to measure. Deterministic for the seed,
+    /// so the cell fails for good.
+    #[error(
+        "cell {cell}: sample {k} (seed {seed}) is empty after Otsu thresholding, so it has no 3D features"
+    )]
+    EmptySample { cell: CellId, k: u32, seed: u64, source: FeatureError },
+    /// The sampler returned something that is not a volume of the expected size.
+    #[error("cell {cell}: sample {k}: {source}")]
+    Features { cell: CellId, k: u32, source: FeatureError },
+    #[error("cell {cell}: could not encode sample {k}: {source}")]
+    Encode { cell: CellId, k: u32, source: TiffError },
+}
+
+/// What a cell writes: one TIFF per sample (in order of k) and the features record, written last.
+pub struct CellOutputs {
+    pub volume_tiffs: Vec<Vec<u8>>,
+    pub features: CellFeatures,
+}
+
+/// Encodes the volumes, binarises them with Otsu, computes their 3D features (and
+/// reconstruction metrics where there is ground truth) and the features record.
+pub fn outputs(
+    run: &RunId,
+    cell: &Checked,
+    seeds: &[u64],
+    volumes: Vec<Volume>,
+) -> Result<CellOutputs, OutputError> {
+    let id = &cell.input.cell;
+    let mut volume_tiffs = Vec::with_capacity(volumes.len());
+    let mut samples = Vec::with_capacity(volumes.len());
+    for (k, (data, &seed)) in volumes.into_iter().zip(seeds).enumerate() {
+        let k = k as u32;
+        let binary = otsu::binarise(&data);
+        let features = features_3d(&binary, DIMS).map_err(|source| match source {
+            FeatureError::EmptyShape { .. } => OutputError::EmptySample { cell: id.clone(), k, seed, source },
+            source => OutputError::Features { cell: id.clone(), k, source },
+        })?;
+        let metrics = match &cell.truth {
+            Some(truth) => {
+                Some(reconstruction(&binary, truth, DIMS).map_err(|source| OutputError::Features {
+                    cell: id.clone(),
+                    k,
+                    source,
+                })?)
+            }
+            None => None,
+        };
+        let vol = volume::Volume { dims: DIMS, data };
+        volume_tiffs.push(encode_volume_f32(&vol).map_err(|source| OutputError::Encode {
+            cell: id.clone(),
+            k,
+            source,
+        })?);
+        samples.push(SampleFeatures { k, seed, features, metrics });
+    }
+    let per_sample: Vec<FeatureMap> = samples.iter().map(|s| s.features.clone()).collect();
+    let (mean_3d, std_3d) = aggregate(&per_sample);
+    let mean_metrics = cell.truth.as_ref().map(|_| {
+        let m: Vec<FeatureMap> = samples.iter().filter_map(|s| s.metrics.clone()).collect();
+        aggregate(&m).0
+    });
+    let features = CellFeatures {
+        schema_version: SCHEMA_VERSION,
+        run_id: run.clone(),
+        cell: id.clone(),
+        class: Some(cell.label.class.clone()),
+        subclass: cell.label.subclass.clone(),
+        features_2d: cell.features_2d.clone(),
+        samples,
+        mean_3d,
+        std_3d,
+        mean_metrics,
+    };
+    Ok(CellOutputs { volume_tiffs, features })
+}

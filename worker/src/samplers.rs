@@ -1,0 +1,199 @@
+//! Finding the sampler a job asks for: the null sampler, or a DISPR model fetched from its URI into
+//! a local cache, checked against the sha256 the job names, loaded once per sha256 and kept.
+
+use crate::retry::{Retry, StoreFailure};
+use crate::sampler::{NullSampler, VolumeSampler};
+use crate::telemetry::Telemetry;
+use anyhow::Context;
+use dispr_proto::{ModelRef, SamplerSpec};
+use dispr_store::Store;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why no sampler could be made for a job.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    /// The job can never run as submitted (missing checkpoint, wrong sha256, no model named):
+    /// its cells fail for good with this reason.
+    #[error("{0:#}")]
+    Permanent(anyhow::Error),
+    /// Storage trouble: worth trying again later.
+    #[error("{0:#}")]
+    Retriable(anyhow::Error),
+}
+
+/// A loaded model, shared by every job that names its checkpoint.
+type LoadedModel = Arc<dyn ModelHandle>;
+
+/// A model in memory that can make a sampler for a sampler spec.
+pub trait ModelHandle: Send + Sync {
+    fn sampler(&self, spec: &SamplerSpec) -> anyhow::Result<Arc<dyn VolumeSampler>>;
+}
+
+/// Resolves jobs to samplers; cheap to share (`Arc`) between the jobs of a worker.
+pub struct Samplers {
+    cache_dir: PathBuf,
+    models: tokio::sync::Mutex<HashMap<String, LoadedModel>>,
+    telemetry: Arc<Telemetry>,
+    retry: Retry,
+}
+
+impl Samplers {
+    /// Checkpoints are downloaded into `cache_dir/<sha256>/`.
+    pub fn new(cache_dir: impl Into<PathBuf>, telemetry: Arc<Telemetry>, retry: Retry) -> Self {
+        Self { cache_dir: cache_dir.into(), models: Default::default(), telemetry, retry }
+    }
+
+    /// The sampler for a job's `model` and `spec`.
+    pub async fn for_job(
+        &self,
+        model: Option<&ModelRef>,
+        spec: &SamplerSpec,
+    ) -> Result<Arc<dyn VolumeSampler>, SamplerError> {
+        if *spec == SamplerSpec::Null {
+            return Ok(Arc::new(NullSampler));
+        }
+        let Some(model) = model else {
+            return Err(SamplerError::Permanent(anyhow::anyhow!(
+                "the job asks for the {spec} sampler but names no model checkpoint; submit it with --model"
+            )));
+        };
+        let loaded = self.model(model).await?;
+        loaded.sampler(spec).map_err(SamplerError::Permanent)
+    }
+
+    /// The model of a checkpoint, from memory or loaded now (one load at a time: the lock is held
+    /// while loading so that two jobs of one checkpoint do not load it twice).
+    async fn model(&self, model: &ModelRef) -> Result<LoadedModel, SamplerError> {
+        let mut models = self.models.lock().await;
+        if let Some(m) = models.get(&model.sha256) {
+            return Ok(m.clone());
+        }
+        let _loading = self.telemetry.health.loading_model();
+        let path = self.fetch_checkpoint(model).await?;
+        let loaded = tokio::task::spawn_blocking(move || load_model(&path))
+            .await
+            .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("model loading panicked: {e}")))?
+            .map_err(SamplerError::Permanent)?;
+        models.insert(model.sha256.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Downloads the checkpoint record into the cache unless it is there already, and checks its
+    /// sha256 either way (a cache on a shared volume may have been tampered with or truncated).
+    async fn fetch_checkpoint(&self, model: &ModelRef) -> Result<PathBuf, SamplerError> {
+        let permanent = |e: anyhow::Error| SamplerError::Permanent(e);
+        if model.sha256.len() != 64 || !model.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(permanent(anyhow::anyhow!(
+                "the job names checkpoint sha256 {:?}, which is not 64 hex digits",
+                model.sha256
+            )));
+        }
+        let (dir, file) = split_uri(&model.uri).map_err(permanent)?;
+        let sha = model.sha256.to_ascii_lowercase();
+        let local = self.cache_dir.join(&sha).join(file);
+
+        if !local.exists() {
+            let store = Store::open(dir)
+                .with_context(|| format!("cannot open the location of checkpoint {}", model.uri))
+                .map_err(permanent)?;
+            let bytes = match self
+                .retry
+                .store(&format!("download checkpoint {}", model.uri), || store.get(file))
+                .await
+            {
+                Ok(b) => b,
+                Err(StoreFailure::NotFound(e)) => {
+                    return Err(permanent(anyhow::Error::new(e).context(format!(
+                        "checkpoint {} does not exist; check the --model URI given to submit",
+                        model.uri
+                    ))));
+                }
+                Err(StoreFailure::Other(e)) => {
+                    return Err(SamplerError::Retriable(
+                        anyhow::Error::new(e).context(format!("could not download checkpoint {}", model.uri)),
+                    ));
+                }
+            };
+            let local2 = local.clone();
+            tokio::task::spawn_blocking(move || write_atomically(&local2, &bytes))
+                .await
+                .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("cache write panicked: {e}")))?
+                .map_err(SamplerError::Retriable)?;
+        }
+
+        let local2 = local.clone();
+        let actual = tokio::task::spawn_blocking(move || sha256_file(&local2))
+            .await
+            .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("hashing panicked: {e}")))?
+            .map_err(SamplerError::Retriable)?;
+        if actual != sha {
+            // Drop the bad copy so that a corrected checkpoint is downloaded next time.
+            let _ = std::fs::remove_file(&local);
+            return Err(permanent(anyhow::anyhow!(
+                "checkpoint {} has sha256 {actual}, but the job expects {sha}: the file changed since the run \
+                 was submitted; submit a new run with the current checkpoint",
+                model.uri
+            )));
+        }
+        Ok(local)
+    }
+}
+
+/// Splits a checkpoint URI into the store root that holds it and its file name.
+fn split_uri(uri: &str) -> anyhow::Result<(&str, &str)> {
+    let trimmed = uri.trim_end_matches('/');
+    let (dir, file) = match trimmed.rsplit_once('/') {
+        Some((dir, file)) if !dir.ends_with(':') && !dir.ends_with("/") => (dir, file),
+        Some(_) => anyhow::bail!("checkpoint URI {uri:?} names a bucket, not a file"),
+        None => (".", trimmed),
+    };
+    anyhow::ensure!(
+        !file.is_empty() && file != "." && file != "..",
+        "checkpoint URI {uri:?} does not end in a file name"
+    );
+    Ok((dir, file))
+}
+
+/// Writes through a temporary file and a rename, so a crash never leaves a half file in the cache.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("cache path has no parent")?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the model cache {}", dir.display()))?;
+    let tmp = dir.join(format!(".partial-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move the checkpoint to {}", path.display()))?;
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Loads a checkpoint record into memory.
+fn load_model(path: &Path) -> anyhow::Result<LoadedModel> {
+    anyhow::bail!(
+        "checkpoint {} was fetched and verified, but this build of the worker has no DISPR model yet; \
+         use the null sampler",
+        path.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_uris_split_into_root_and_file() {
+        assert_eq!(split_uri("s3://models/dispr/small.mpk").unwrap(), ("s3://models/dispr", "small.mpk"));
+        assert_eq!(split_uri("/abs/small.mpk").unwrap(), ("/abs", "small.mpk"));
+        assert_eq!(split_uri("small.mpk").unwrap(), (".", "small.mpk"));
+        assert!(split_uri("s3://bucket").is_err());
+    }
+}

@@ -1,0 +1,307 @@
+//! The queue consumer behind `dispr-worker serve`: takes jobs from RabbitMQ, runs them through
+//! the [`JobRunner`], publishes results with publisher confirms and acks a job only once its
+//! outputs are durable and its results confirmed.
+//!
+//! Delivery rules (DESIGN.md, "The distributed run"):
+//! - manual acks, `prefetch` jobs in hand at most; they run concurrently but sample one batch at
+//!   a time (the runner's compute turn), so downloads and uploads overlap sampling;
+//! - a message that is not a job of this schema version is rejected without requeue, which
+//!   dead-letters it; nothing is published for it (its run cannot be named reliably);
+//! - a job whose storage kept failing is nacked and requeued; a job that cannot record anything
+//!   (unusable output URI) is rejected and dead-lettered;
+//! - on shutdown: stop consuming at once, give the jobs in hand `drain_timeout` to finish, nack
+//!   (requeue) the rest;
+//! - a lost connection is re-established with backoff; whatever was unacked is redelivered by the
+//!   broker and the redelivery skips the cells already done.
+
+use crate::amqp::{self, QueueNames};
+use crate::pipeline::{JobError, JobRunner, ResultSink};
+use dispr_proto::{Job, JobResult, ResultBody, RunId};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Acker, Channel};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of the consumer.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub amqp_url: String,
+    pub queues: QueueNames,
+    /// Jobs in hand at most (the channel's prefetch count).
+    pub prefetch: u16,
+    /// Time the jobs in hand get to finish after a shutdown signal.
+    pub drain_timeout: Duration,
+    /// `x-delivery-limit` of the jobs queue when this worker declares it.
+    pub delivery_limit: u32,
+    /// This worker's name: the AMQP connection name, consumer tag and `worker` of results.
+    pub worker: String,
+}
+
+/// Why a broker session ended.
+enum SessionEnd {
+    /// Shutdown requested and done.
+    Shutdown,
+    /// The connection or channel went away; reconnect.
+    Lost(anyhow::Error),
+}
+
+/// Consumes jobs until `shutdown` is cancelled, reconnecting whenever the broker goes away.
+/// Returns `Ok` after a clean drain; `Err` only for what reconnecting cannot fix (a malformed
+/// URL, refused credentials, a topology that conflicts with existing queues).
+pub async fn serve(
+    config: &ServeConfig,
+    runner: &JobRunner,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let health = &runner.telemetry().health;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let end = session(config, runner, shutdown).await;
+        health.set_broker_connected(false);
+        match end {
+            Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::Lost(err)) => {
+                tracing::warn!(error = %format!("{err:#}"), "lost RabbitMQ; reconnecting");
+                delay = Duration::from_secs(1);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(err) if amqp::is_permanent(&err) => return Err(err),
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), retry_in_s = delay.as_secs(), "cannot reach RabbitMQ; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// One connection's life: set up, consume, and end on shutdown or loss. `Err` is a failure to
+/// set up.
+async fn session(
+    config: &ServeConfig,
+    runner: &JobRunner,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SessionEnd> {
+    let conn = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+        conn = amqp::connect(&config.amqp_url, &config.worker) => conn?,
+    };
+    let consume_ch = conn.create_channel().await?;
+    amqp::declare_topology(&consume_ch, &config.queues, config.delivery_limit).await?;
+    consume_ch.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+    let publish_ch = amqp::confirm_channel(&conn).await?;
+    let mut consumer = consume_ch
+        .basic_consume(
+            config.queues.jobs.as_str().into(),
+            config.worker.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let health = &runner.telemetry().health;
+    health.set_broker_connected(true);
+    tracing::info!(queue = %config.queues.jobs, prefetch = config.prefetch, "waiting for jobs");
+
+    let ctx = Ctx { config, runner, publish_ch: &publish_ch };
+    let mut in_hand = InHand::default();
+    let lost = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break None,
+            Some((tag, outcome)) = in_hand.jobs.next(), if !in_hand.jobs.is_empty() => {
+                in_hand.ackers.remove(&tag);
+                if let Handled::Lost(err) = outcome {
+                    break Some(err);
+                }
+            }
+            next = consumer.next(), if in_hand.jobs.len() < usize::from(config.prefetch.max(1)) => match next {
+                Some(Ok(delivery)) => {
+                    let tag = delivery.delivery_tag;
+                    in_hand.ackers.insert(tag, delivery.acker.clone());
+                    let ctx = &ctx;
+                    in_hand.jobs.push(Box::pin(async move { (tag, ctx.handle(delivery).await) }));
+                }
+                Some(Err(err)) => break Some(err.into()),
+                None => break Some(anyhow::anyhow!("the broker cancelled the consumer (was the queue deleted?)")),
+            }
+        }
+    };
+
+    if let Some(err) = lost {
+        // The broker requeues what this connection held, but the jobs in hand keep computing:
+        // their outputs are durable and their redelivery, here or elsewhere, skips the done cells.
+        if !in_hand.jobs.is_empty() {
+            tracing::warn!(error = %format!("{err:#}"), jobs = in_hand.jobs.len(),
+                "lost RabbitMQ with jobs in hand; finishing their outputs before reconnecting");
+        }
+        tokio::select! {
+            _ = in_hand.finish() => {}
+            _ = shutdown.cancelled() => {}
+        }
+        // In case only the channel failed: do not leave a half-working connection behind.
+        let _ = conn.close(200, "reconnecting".into()).await;
+        return Ok(SessionEnd::Lost(err));
+    }
+
+    // Shutdown: stop consuming at once, then let the jobs in hand finish within the drain time.
+    health.set_draining();
+    let _ = consume_ch.basic_cancel(config.worker.as_str().into(), BasicCancelOptions::default()).await;
+    if !in_hand.jobs.is_empty() {
+        tracing::info!(
+            jobs = in_hand.jobs.len(),
+            drain_timeout_s = config.drain_timeout.as_secs(),
+            "shutting down: finishing the jobs in hand"
+        );
+    }
+    if tokio::time::timeout(config.drain_timeout, in_hand.finish()).await.is_err() {
+        for acker in in_hand.ackers.into_values() {
+            tracing::warn!("drain timeout reached: returning an unfinished job to the queue");
+            let _ = acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+        }
+    }
+    // Closing the channel returns anything delivered but never started to the queue.
+    let _ = consume_ch.close(200, "worker shutting down".into()).await;
+    let _ = conn.close(200, "worker shutting down".into()).await;
+    tracing::info!("stopped consuming; bye");
+    Ok(SessionEnd::Shutdown)
+}
+
+type HandleFuture<'a> = std::pin::Pin<Box<dyn Future<Output = (u64, Handled)> + Send + 'a>>;
+
+/// The jobs being handled, and their ackers so that a drain that runs out of time can nack them.
+#[derive(Default)]
+struct InHand<'a> {
+    jobs: FuturesUnordered<HandleFuture<'a>>,
+    ackers: HashMap<u64, Acker>,
+}
+
+impl InHand<'_> {
+    /// Waits for every job in hand to settle.
+    async fn finish(&mut self) {
+        while let Some((tag, _)) = self.jobs.next().await {
+            self.ackers.remove(&tag);
+        }
+    }
+}
+
+/// How handling one delivery ended.
+enum Handled {
+    /// Acked, nacked or rejected as it should be.
+    Settled,
+    /// The channel is gone: the broker will redeliver what was not acked.
+    Lost(anyhow::Error),
+}
+
+struct Ctx<'a> {
+    config: &'a ServeConfig,
+    runner: &'a JobRunner,
+    publish_ch: &'a Channel,
+}
+
+impl Ctx<'_> {
+    async fn handle(&self, delivery: lapin::message::Delivery) -> Handled {
+        let metrics = &self.runner.telemetry().metrics;
+        let acker = &delivery.acker;
+        let job = match Job::decode(&delivery.data) {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(error = %err, queue = %self.config.queues.jobs, dead_letter_queue = %self.config.queues.dead,
+                    "rejecting a message that is not a job this worker can run; it goes to the dead-letter queue");
+                metrics.jobs.get_or_create(&[("outcome", "rejected")]).inc();
+                return settle(acker.reject(BasicRejectOptions { requeue: false }).await);
+            }
+        };
+        let sink = AmqpSink {
+            ch: self.publish_ch,
+            queue: &self.config.queues.results,
+            run: job.run_id.clone(),
+            job_id: job.job_id.clone(),
+            worker: &self.config.worker,
+            failed: AtomicBool::new(false),
+        };
+        sink.report(ResultBody::Started { cells: job.cells.len() as u32 }).await;
+        // Runs to the end even after a shutdown signal: the session's drain decides how long
+        // it may take, and nacks the job if it runs out of time.
+        match self.runner.run(&job, &sink).await {
+            Ok(_) if sink.failed.load(Ordering::Relaxed) => {
+                // Outputs are durable but some result did not reach the broker: give the job back;
+                // its redelivery skips the done cells and reports them again.
+                metrics.jobs.get_or_create(&[("outcome", "requeued")]).inc();
+                settle(acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await)
+            }
+            Ok(_) => {
+                metrics.jobs.get_or_create(&[("outcome", "done")]).inc();
+                settle(acker.ack(BasicAckOptions::default()).await)
+            }
+            Err(JobError::Retriable(err)) => {
+                tracing::warn!(error = %format!("{err:#}"), "returning the job to the queue for another attempt");
+                metrics.jobs.get_or_create(&[("outcome", "requeued")]).inc();
+                settle(acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await)
+            }
+            Err(JobError::Unusable(err)) => {
+                tracing::error!(error = %format!("{err:#}"), dead_letter_queue = %self.config.queues.dead,
+                    "rejecting a job that cannot record its results; it goes to the dead-letter queue");
+                metrics.jobs.get_or_create(&[("outcome", "rejected")]).inc();
+                settle(acker.reject(BasicRejectOptions { requeue: false }).await)
+            }
+        }
+    }
+}
+
+fn settle(result: lapin::Result<bool>) -> Handled {
+    match result {
+        Ok(_) => Handled::Settled,
+        Err(err) => Handled::Lost(anyhow::Error::new(err).context("could not settle a delivery")),
+    }
+}
+
+/// Publishes a job's results to the results queue with confirms. After a failed publish it
+/// stops trying (the channel is most likely gone) and remembers, so the job is not acked.
+struct AmqpSink<'a> {
+    ch: &'a Channel,
+    queue: &'a str,
+    run: RunId,
+    job_id: String,
+    worker: &'a str,
+    failed: AtomicBool,
+}
+
+impl ResultSink for AmqpSink<'_> {
+    async fn report(&self, body: ResultBody) {
+        if self.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        let message = JobResult::new(self.run.clone(), self.job_id.clone(), self.worker, body).encode();
+        if let Err(err) = amqp::publish_confirmed(self.ch, self.queue, &message).await {
+            tracing::warn!(error = %format!("{err:#}"), "could not publish a result; the job will not be acked");
+            self.failed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A name for this worker: the host (the pod name on Kubernetes) and the process id.
+pub fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
