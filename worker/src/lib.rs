@@ -9,6 +9,7 @@
 //! - [`retry`]: backoff for object-store calls;
 //! - [`telemetry`]: Prometheus metrics and health state; [`http`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`serve`]: the RabbitMQ consumer loop (reconnects, drain on shutdown); [`logging`]: tracing setup;
+//! - [`train`], [`train_data`]: the `train` command's loop and its dataset split;
 //! - [`cmd`]: the subcommands of `dispr-worker`.
 //!
 //! Local mode, in short:
@@ -33,3 +34,5 @@ pub mod sampler;
 pub mod samplers;
 pub mod serve;
 pub mod telemetry;
+pub mod train;
+pub mod train_data;
