@@ -38,9 +38,9 @@ pub fn threshold(values: &[f32]) -> Option<f32> {
     let sum_all: f64 = (0..BINS).map(|b| hist[b] as f64 * centre(b)).sum();
     let (mut w1, mut s1) = (0u64, 0.0f64);
     let mut best = (f64::NEG_INFINITY, 0usize);
-    for b in 0..BINS - 1 {
-        w1 += hist[b];
-        s1 += hist[b] as f64 * centre(b);
+    for (b, &count) in hist.iter().enumerate().take(BINS - 1) {
+        w1 += count;
+        s1 += count as f64 * centre(b);
         let w2 = total - w1;
         if w1 == 0 || w2 == 0 {
             continue;
@@ -61,7 +61,8 @@ pub fn threshold(values: &[f32]) -> Option<f32> {
 /// the features then report an empty shape rather than inventing one.
 pub fn binarise(volume: &[f32]) -> Vec<bool> {
     let max = volume.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !(max > 0.0) || !max.is_finite() {
+    // NaN compares false: `max > 0.0` also refuses a NaN maximum.
+    if !max.is_finite() || max.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return vec![false; volume.len()];
     }
     let scaled: Vec<f32> = volume.iter().map(|&v| v / max).collect();

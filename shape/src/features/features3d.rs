@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn degenerate_volumes_are_defined_or_refused() {
-        let err = features_3d(&vec![false; 27], [3, 3, 3]).unwrap_err();
+        let err = features_3d(&[false; 27], [3, 3, 3]).unwrap_err();
         assert!(err.to_string().contains("empty shape"), "{err}");
         let mut one = vec![false; 27];
         one[13] = true;
@@ -274,7 +274,7 @@ mod tests {
         );
         assert!(f.values().all(|v| v.is_finite()));
         // A full volume touches every face: still closed (padded) and convex.
-        let f = features_3d(&vec![true; 64], [4, 4, 4]).unwrap();
+        let f = features_3d(&[true; 64], [4, 4, 4]).unwrap();
         assert_eq!(
             (f["volume"], f["convex_volume"], f["boundary_voxels"], f["euler_number"]),
             (64.0, 64.0, 56.0, 1.0)
