@@ -49,7 +49,8 @@ struct Inner {
 #[derive(Debug)]
 enum Backend {
     Local(LocalFolder),
-    S3(S3Bucket),
+    // Boxed: the S3 settings and client are large next to a path.
+    S3(Box<S3Bucket>),
 }
 
 impl Store {
@@ -67,7 +68,7 @@ impl Store {
         let backend = match location {
             Location::Local(root) => Backend::Local(LocalFolder::new(root)),
             Location::S3 { bucket, prefix } => {
-                Backend::S3(S3Bucket::new(uri.clone(), bucket, prefix, settings))
+                Backend::S3(Box::new(S3Bucket::new(uri.clone(), bucket, prefix, settings)))
             }
         };
         Ok(Store { inner: Arc::new(Inner { uri, backend }) })

@@ -16,7 +16,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, ProvideCredentials, Region, RequestChecksumCalculation,
     ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
@@ -211,8 +211,9 @@ async fn build_client(uri: &str, settings: &S3Settings) -> Result<Client, StoreE
     let provider =
         shared.credentials_provider().ok_or_else(|| config_error("no AWS credentials provider".into()))?;
     if let Err(e) = provider.provide_credentials().await {
-        return Err(config_error(format!("no usable AWS credentials ({})", DisplayErrorContext(&e)))
-            .hint(CREDENTIALS_HINT));
+        return Err(
+            config_error(format!("no usable AWS credentials ({})", causes(&e))).hint(CREDENTIALS_HINT)
+        );
     }
 
     let path_style = match settings.path_style {
@@ -246,8 +247,14 @@ fn classify<E>(err: SdkError<E, HttpResponse>, op: Op, target: String, bucket: &
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let detail = DisplayErrorContext(&err).to_string();
     let code = err.code().unwrap_or_default().to_owned();
+    let detail = match (&err, status(&err)) {
+        (SdkError::ServiceError(_), Some(status)) => match err.message() {
+            Some(message) => format!("the server answered HTTP {status} {code}: {message}"),
+            None => format!("the server answered HTTP {status} {code}"),
+        },
+        _ => causes(&err),
+    };
     let (kind, hint) = match &err {
         SdkError::TimeoutError(_) => (ErrorKind::Timeout, Some(ENDPOINT_HINT)),
         SdkError::DispatchFailure(failure) if failure.is_timeout() => {
@@ -279,4 +286,19 @@ where
         store_error = store_error.hint(hint);
     }
     store_error
+}
+
+/// An error and its causes as `a: b: c`, each text once. The SDK's own `Display` says only
+/// "dispatch failure" and the like, and its `DisplayErrorContext` appends a debug dump.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
