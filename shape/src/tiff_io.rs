@@ -417,7 +417,7 @@ where
         }
         image.write_data(page).map_err(|e| fail(e.to_string()))?;
     }
-    drop(encoder);
+    // The encoder borrows `out` and has written everything; its last use ends the borrow.
     Ok(out.into_inner())
 }
 
