@@ -197,19 +197,30 @@ pub(crate) fn model_from_bytes<B: Backend>(
     let fresh = UNet::<B>::new(config, device);
     let want = shapes(&fresh);
     let record = record_from_bytes::<B, _>(bytes, device)?;
-    let model = fresh.load_record(record);
+    // Burn asserts (panics) when a record's layer lists do not fit the module; turn that into
+    // the error below instead of taking the worker down.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fresh.clone().load_record(record)));
+    let Ok(model) = loaded else {
+        return Err(mismatch(config, &want, None));
+    };
     let got = shapes(&model);
     if got != want {
-        return Err(format!(
-            "its parameters do not fit the configuration {:?} of the sidecar ({} tensors with {} values expected, {} with {} found)",
-            config.name,
-            want.len(),
-            want.iter().map(|s| s.iter().product::<usize>()).sum::<usize>(),
-            got.len(),
-            got.iter().map(|s| s.iter().product::<usize>()).sum::<usize>(),
-        ));
+        return Err(mismatch(config, &want, Some(got.as_slice())));
     }
     Ok(model)
+}
+
+fn mismatch(config: &ModelConfig, want: &[Vec<usize>], got: Option<&[Vec<usize>]>) -> String {
+    let count = |s: &[Vec<usize>]| s.iter().map(|s| s.iter().product::<usize>()).sum::<usize>();
+    let found = got.map_or("a different layer layout".to_string(), |g| {
+        format!("{} tensors with {} values", g.len(), count(g))
+    });
+    format!(
+        "its parameters do not fit the configuration {:?} of the sidecar ({} tensors with {} values expected, {found} found): the sidecar belongs to another checkpoint",
+        config.name,
+        want.len(),
+        count(want),
+    )
 }
 
 /// The shapes of a module's float parameters, in visiting order.

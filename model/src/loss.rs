@@ -149,8 +149,8 @@ mod tests {
 
     #[test]
     fn decoder_nll_is_used_at_t_zero() {
-        // At t = 0 with a perfect eps prediction, the model mean is x0 and the NLL of x0 = 1
-        // (right edge bin) is -log(1 - cdf((1 - 1/255 - mean) / sigma)) ~ 0.
+        // At t = 0 with a perfect eps prediction the model mean is x0 = 1 (c1 = 1, c2 = 0), and
+        // L_vb is the NLL of the right-edge bin: -log(1 - cdf(-(1/255) / sigma)), in bits.
         let s = Schedule::linear();
         let a = s.alphas_cumprod[0];
         let eps = 0.1f64;
@@ -164,6 +164,11 @@ mod tests {
             tensor(eps as f32, [1; 5]),
             &[0],
         );
-        assert!(loss.vb.into_scalar() < 1e-3);
+        let sigma = (0.5 * s.posterior_log_variance_clipped[0]).exp();
+        let z = -(1.0 / 255.0) / sigma;
+        let cdf = 0.5 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (z + 0.044715 * z.powi(3))).tanh());
+        let want = -(1.0 - cdf).ln() / std::f64::consts::LN_2;
+        let got = loss.vb.into_scalar() as f64;
+        assert!((got - want).abs() < 2e-3, "{got} vs {want}");
     }
 }
