@@ -27,7 +27,7 @@ pub const IMBALANCE: &str = "class-weighted trees: each bootstrap sample weighte
 pub enum Level {
     /// The 6 classes.
     Class,
-    /// The sub-classes (e.g. the 7 SDE shapes), where the dataset gives them.
+    /// The sub-classes where the dataset gives them (the 7 SDE shapes), the class elsewhere.
     Subclass,
 }
 
@@ -98,9 +98,12 @@ pub fn build(
     cv: CvConfig,
 ) -> Result<Report, ReportError> {
     let started = std::time::Instant::now();
-    let labels = match level {
-        Level::Class => &table.class,
-        Level::Subclass => &table.subclass,
+    let labels: Vec<Option<String>> = match level {
+        Level::Class => table.class.clone(),
+        // Cells without a sub-class keep their class: 12 labels on the RBC dataset.
+        Level::Subclass => {
+            table.subclass.iter().zip(&table.class).map(|(s, c)| s.clone().or_else(|| c.clone())).collect()
+        }
     };
     let labelled: Vec<usize> = (0..table.cells.len()).filter(|&i| labels[i].is_some()).collect();
     let mut class_names: Vec<String> = labelled.iter().filter_map(|&i| labels[i].clone()).collect();
@@ -358,6 +361,18 @@ mod tests {
         }
         let metrics = String::from_utf8(get("metrics.csv").clone()).unwrap();
         assert!(metrics.contains("3D,macro,,,1,45"), "{metrics}");
+    }
+
+    #[test]
+    fn subclass_level_keeps_the_class_where_there_is_no_subclass() {
+        let mut recs = records();
+        for (i, r) in recs.iter_mut().enumerate().filter(|(_, r)| r.class.as_deref() == Some("alpha")) {
+            r.subclass = Some(format!("alpha_{}", i % 2));
+        }
+        let report = build("r", "test", &FeatureTable::from_records(&recs), Level::Subclass, cv()).unwrap();
+        let names: Vec<_> = report.classes.iter().map(|c| c.class.as_str()).collect();
+        assert_eq!(names, ["alpha_0", "alpha_1", "beta", "gamma"]);
+        assert_eq!(report.cells.len(), 45);
     }
 
     #[test]
