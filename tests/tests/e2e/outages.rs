@@ -142,37 +142,37 @@ async fn broker_connection_closed_mid_run() {
 }
 
 /// Closes every broker connection whose client-provided name carries process `pid` (workers
-/// name their connections with their process id); returns how many.
+/// name their connections `<host>-<pid>`); returns how many.
 fn close_connections_of(pid: i32) -> usize {
+    // The plain listing: one `<pid>\t<client properties>` line per connection, with the pid in
+    // the form close_connection takes (the JSON formatter writes it in another).
     let out = Command::new("rabbitmqctl")
-        .args(["list_connections", "pid", "client_properties", "--formatter", "json", "--quiet"])
+        .args(["list_connections", "pid", "client_properties", "--quiet", "--no-table-headers"])
         .output()
         .expect("running rabbitmqctl (the tests run where the broker runs)");
     assert!(out.status.success(), "rabbitmqctl list_connections: {}", String::from_utf8_lossy(&out.stderr));
-    let conns: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rabbitmqctl prints JSON");
     let needle = pid.to_string();
     let mut closed = 0;
-    for conn in conns.as_array().into_iter().flatten() {
-        let props = conn["client_properties"].to_string();
-        let name = connection_name(&props);
-        let ours = name.split(|c: char| !c.is_ascii_digit()).any(|part| part == needle);
-        if !ours {
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((conn_pid, props)) = line.split_once('\t') else { continue };
+        let name = connection_name(props);
+        if !name.split(|c: char| !c.is_ascii_digit()).any(|part| part == needle) {
             continue;
         }
-        let pid = conn["pid"].as_str().expect("a connection pid");
-        let status =
-            Command::new("rabbitmqctl").args(["close_connection", pid, "e2e test: connection cut"]).status();
-        assert!(status.is_ok_and(|s| s.success()), "rabbitmqctl close_connection {pid}");
+        let status = Command::new("rabbitmqctl")
+            .args(["close_connection", conn_pid.trim(), "e2e test: connection cut"])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "rabbitmqctl close_connection {conn_pid}");
         closed += 1;
     }
     closed
 }
 
-/// The `connection_name` in rabbitmqctl's JSON rendering of client properties (a list of
-/// `[key, type, value]` triples), or "".
+/// The `connection_name` in rabbitmqctl's rendering of client properties
+/// (`{"connection_name",longstr,<<"host-1234">>}`), or "".
 fn connection_name(props: &str) -> String {
     let Some(at) = props.find("\"connection_name\"") else { return String::new() };
     let rest = &props[at..];
-    // ["connection_name","longstr","dispr-worker host 1234"]: the third string.
-    rest.split('"').nth(5).unwrap_or_default().to_string()
+    let Some(start) = rest.find("<<\"") else { return String::new() };
+    rest[start + 3..].split('"').next().unwrap_or_default().to_string()
 }

@@ -82,7 +82,7 @@ async fn poison_inputs_are_recorded_and_the_rest_completes() {
 
     // Each failure says what was wrong.
     for (cell, words) in [
-        (&truncated, &["image", "TIFF"][..]),
+        (&truncated, &["image", "truncated"][..]),
         (&wrong_size, &["48", "64x64"][..]),
         (&empty, &["empty"][..]),
         (&missing, &["image"][..]),
