@@ -86,7 +86,6 @@ fn write_u16(pages: usize, h: u32, w: u32, compression: Compression) -> Vec<u8> 
             (0..h * w).map(|i| (i as u16).wrapping_mul(257).wrapping_add(z as u16)).collect();
         enc.write_image::<colortype::Gray16>(w, h, &data).unwrap();
     }
-    drop(enc);
     out.into_inner()
 }
 
@@ -107,7 +106,6 @@ fn reads_lzw_deflate_and_uint16() {
     let mut enc = TiffEncoder::new(&mut out).unwrap().with_compression(Compression::Lzw);
     let img = ramp().slice_z(5);
     enc.write_image::<colortype::Gray8>(64, 64, &img.data).unwrap();
-    drop(enc);
     assert_eq!(tiff_io::read_image_u8(out.get_ref(), "lzw.tif", "image", [64, 64]).unwrap(), img);
 }
 
@@ -187,7 +185,6 @@ fn oversized_declarations_are_refused_before_allocating() {
     let mut out = Cursor::new(Vec::new());
     let mut enc = TiffEncoder::new(&mut out).unwrap();
     enc.write_image::<colortype::Gray8>(5000, 1, &vec![0u8; 5000]).unwrap();
-    drop(enc);
     assert!(matches!(problem(out.get_ref()), Problem::TooLarge { width: 5000, height: 1 }));
 
     // 513 one-pixel pages: refused at page 513.
@@ -196,7 +193,6 @@ fn oversized_declarations_are_refused_before_allocating() {
     for _ in 0..=MAX_PAGES {
         enc.write_image::<colortype::Gray8>(1, 1, &[1u8]).unwrap();
     }
-    drop(enc);
     let err = tiff_io::decode(out.get_ref(), "many.tif").unwrap_err();
     assert!(matches!(err.problem, Problem::TooManyPages), "{err}");
     assert!(err.to_string().contains("512"));
@@ -205,7 +201,6 @@ fn oversized_declarations_are_refused_before_allocating() {
     let mut out = Cursor::new(Vec::new());
     let mut enc = TiffEncoder::new(&mut out).unwrap();
     enc.write_image::<colortype::Gray8>(4096, 4096, &vec![0u8; 4096 * 4096]).unwrap();
-    drop(enc);
     let bytes = out.into_inner();
     assert!(matches!(problem(&bytes[..1000]), Problem::Truncated(_)));
 }
@@ -215,7 +210,6 @@ fn unsupported_pixel_types_are_named() {
     let mut out = Cursor::new(Vec::new());
     let mut enc = TiffEncoder::new(&mut out).unwrap();
     enc.write_image::<colortype::RGB8>(4, 4, &[0u8; 48]).unwrap();
-    drop(enc);
     let msg = tiff_io::decode(out.get_ref(), "rgb.tif").unwrap_err().to_string();
     assert!(
         msg.contains("rgb.tif") && msg.contains("unsupported pixel format") && msg.contains("RGB"),
@@ -225,7 +219,6 @@ fn unsupported_pixel_types_are_named() {
     let mut out = Cursor::new(Vec::new());
     let mut enc = TiffEncoder::new(&mut out).unwrap();
     enc.write_image::<colortype::GrayI16>(4, 4, &[0i16; 16]).unwrap();
-    drop(enc);
     assert!(matches!(problem(out.get_ref()), Problem::Unsupported(_)));
 
     // Floats out of any 8-bit scale cannot be read as 8-bit data.
@@ -241,7 +234,6 @@ fn mixed_page_sizes_are_refused() {
     let mut enc = TiffEncoder::new(&mut out).unwrap();
     enc.write_image::<colortype::Gray8>(4, 4, &[0u8; 16]).unwrap();
     enc.write_image::<colortype::Gray8>(4, 2, &[0u8; 8]).unwrap();
-    drop(enc);
     assert!(matches!(problem(out.get_ref()), Problem::MixedPages { page: 1, .. }));
 }
 
