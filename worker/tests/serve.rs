@@ -191,10 +191,10 @@ async fn the_binary_serves_probes_and_metrics_and_exits_0_on_sigterm() {
     child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(log.contains("SIGTERM"), "{log}");
     // Credentials never reach the logs.
-    if let Some((_, rest)) = secret_url.split_once("://") {
-        if let Some((creds, _)) = rest.rsplit_once('@') {
-            assert!(!log.contains(creds), "credentials leaked into the log:\n{log}");
-        }
+    if let Some((_, rest)) = secret_url.split_once("://")
+        && let Some((creds, _)) = rest.rsplit_once('@')
+    {
+        assert!(!log.contains(creds), "credentials leaked into the log:\n{log}");
     }
 
     let conn = amqp::connect(&amqp_url(), "worker-test-cleanup").await.unwrap();
