@@ -11,6 +11,7 @@ pub mod plan;
 pub mod prepare;
 pub mod progress;
 pub mod report;
+pub mod run_page;
 pub mod runtime;
 pub mod status;
 pub mod submit;

@@ -45,6 +45,10 @@ impl ResultSink for LocalResults {
         // A closed receiver means the run is being torn down; outputs are in the store anyway.
         let _ = self.tx.send(JobResult::new(self.run.clone(), self.job.clone(), self.worker.clone(), body));
     }
+
+    fn worker(&self) -> Option<&str> {
+        Some(&self.worker)
+    }
 }
 
 /// How a local run went.

@@ -16,6 +16,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline on this machine, no services needed: synthetic cells, the demo model,
+    /// local workers, the classifier and report.html. Start here.
+    Demo(cmd::demo::Args),
     /// Generate a synthetic red blood cell dataset (image/, mask/, obj/, labels.csv).
     Synth(cmd::synth::Args),
     /// Classifier report over a run's features (or over a dataset's ground-truth volumes).
@@ -35,6 +38,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Submit(args) => cmd::submit::run(args),

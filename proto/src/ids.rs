@@ -82,6 +82,7 @@ macro_rules! id_type {
 
 id_type!(CellId, "cell", "A cell of a dataset: the file stem of `image/<cell>.tif`.");
 id_type!(RunId, "run", "A generation run: everything it writes lives under `runs/<run>/`.");
+id_type!(JobId, "job", "A job of a run, as the coordinator names it (`j00000042`).");
 
 #[cfg(test)]
 mod tests {

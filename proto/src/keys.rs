@@ -63,6 +63,16 @@ pub fn submit_plan(run: &RunId) -> String {
     format!("runs/{run}/submitted/plan.json")
 }
 
+pub fn jobs_prefix(run: &RunId) -> String {
+    format!("runs/{run}/jobs/")
+}
+/// The record of a job's last run. Job ids come off the queue, so they are validated like any id
+/// before they become part of a key.
+pub fn job_record(run: &RunId, job_id: &str) -> Result<String, crate::IdError> {
+    let job = crate::ids::JobId::new(job_id)?;
+    Ok(format!("runs/{run}/jobs/{job}.json"))
+}
+
 /// The cell a `features/<cell>.json` or `failures/<cell>.json` key belongs to.
 pub fn cell_of_record_key(key: &str) -> Option<CellId> {
     let name = key.rsplit('/').next()?;
@@ -91,6 +101,8 @@ mod tests {
         assert_eq!(report_file(&r, "report.html"), "runs/r7/report/report.html");
         assert_eq!(submitted_batch(&r, 12), "runs/r7/submitted/batch-00000012.json");
         assert!(submitted_batch(&r, 12).starts_with(&submitted_prefix(&r)));
+        assert_eq!(job_record(&r, "j00000001").unwrap(), "runs/r7/jobs/j00000001.json");
+        assert!(job_record(&r, "../x").is_err());
         assert_eq!(dataset_image(&c), "image/B_keratocytes000673.tif");
         assert_eq!(cell_of_record_key(&features(&r, &c)), Some(c.clone()));
         assert_eq!(cell_of_dataset_key("mask/B_keratocytes000673.tif"), Some(c));

@@ -13,7 +13,7 @@ pub mod records;
 pub mod seed;
 pub mod version;
 
-pub use ids::{CellId, IdError, RunId};
+pub use ids::{CellId, IdError, JobId, RunId};
 pub use messages::{Job, JobResult, ModelRef, ResultBody, SamplerSpec};
-pub use records::{CellFailure, CellFeatures, Manifest, SampleFeatures};
+pub use records::{CellFailure, CellFeatures, JobRecord, Manifest, SampleFeatures};
 pub use version::{ProtoError, SCHEMA_VERSION};

@@ -104,6 +104,34 @@ impl CellFailure {
     }
 }
 
+/// `runs/<run>/jobs/<job>.json`: where and when a job ran (the last delivery that finished it),
+/// for the run report's timeline. Bookkeeping, not an output: it differs between runs of the
+/// same manifest, and nothing else reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub schema_version: u32,
+    pub run_id: RunId,
+    pub job_id: String,
+    pub worker: String,
+    pub cells: Vec<CellId>,
+    pub cells_done: u32,
+    pub cells_failed: u32,
+    /// Milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    /// Seconds the sampler computed (the rest is I/O and bookkeeping).
+    pub compute_seconds: f64,
+}
+
+impl JobRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        version::encode_pretty(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        version::decode("job record", bytes)
+    }
+}
+
 /// Mean and population standard deviation of each feature over samples; features missing from
 /// some samples are averaged over the samples that have them.
 pub fn aggregate(samples: &[FeatureMap]) -> (FeatureMap, FeatureMap) {

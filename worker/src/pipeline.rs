@@ -15,7 +15,7 @@ use crate::samplers::{SamplerError, Samplers};
 use crate::telemetry::Telemetry;
 use anyhow::Context;
 use dispr_proto::seed::sample_seed;
-use dispr_proto::{CellFailure, CellId, Job, ResultBody, SCHEMA_VERSION, keys};
+use dispr_proto::{CellFailure, CellId, Job, JobRecord, ResultBody, SCHEMA_VERSION, keys};
 use dispr_shape::dataset::{CellBytes, Label, label_from_name, parse_labels};
 use dispr_store::{Store, StoreError};
 use std::collections::BTreeMap;
@@ -29,6 +29,12 @@ use tracing::Instrument;
 /// are the sink's business (the AMQP sink remembers them and the job is then not acked).
 pub trait ResultSink: Send + Sync {
     fn report(&self, body: ResultBody) -> impl Future<Output = ()> + Send;
+
+    /// The worker name the job's record carries, when the sink runs several workers over one
+    /// runner (the coordinator's `local` mode); otherwise the runner's own name.
+    fn worker(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// An in-process sink: results go to a channel (the coordinator's `local` mode).
@@ -202,8 +208,41 @@ impl JobRunner {
                 summary.failed += 1;
             }
         }
+        self.record_job(job, &output, sink.worker(), started_ms, compute_seconds, &summary).await;
         sink.report(ResultBody::JobDone { started_ms, compute_seconds }).await;
         Ok(summary)
+    }
+
+    /// Writes `jobs/<job>.json` for the run report's timeline. Bookkeeping only: a failure to
+    /// write it is logged and does not hold the job back (its outputs are already durable).
+    async fn record_job(
+        &self,
+        job: &Job,
+        output: &Store,
+        worker: Option<&str>,
+        started_ms: u64,
+        compute_seconds: f64,
+        summary: &JobSummary,
+    ) {
+        let key = match keys::job_record(&job.run_id, &job.job_id) {
+            Ok(key) => key,
+            Err(e) => return tracing::warn!(error = %e, "no job record: the job id cannot name a file"),
+        };
+        let record = JobRecord {
+            schema_version: SCHEMA_VERSION,
+            run_id: job.run_id.clone(),
+            job_id: job.job_id.clone(),
+            worker: worker.unwrap_or(&self.config.worker).to_string(),
+            cells: job.cells.clone(),
+            cells_done: summary.done + summary.skipped,
+            cells_failed: summary.failed,
+            started_ms,
+            finished_ms: now_ms(),
+            compute_seconds,
+        };
+        if let Err(e) = output.put(&key, record.encode().into()).await {
+            tracing::warn!(key, error = %e, "job record not written; the run report's timeline will lack this job");
+        }
     }
 
     /// Finds the sampler and reads the inputs of `cells`. Cells that cannot run go to `faults`;

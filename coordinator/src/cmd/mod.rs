@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
 pub mod dead_letters;
+pub mod demo;
 pub mod local;
 pub mod report;
 pub mod run_args;
