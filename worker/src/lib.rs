@@ -3,6 +3,7 @@
 //! - [`amqp`]: queue names, connecting, the RabbitMQ topology, confirmed publishing;
 //! - [`sampler`]: the [`sampler::VolumeSampler`] trait and the [`sampler::NullSampler`];
 //! - [`samplers`]: finding a job's sampler (checkpoints fetched, verified, cached);
+//! - [`model_sampler`]: the DISPR model (`dispr_model::Predictor`) as a sampler;
 //! - [`pipeline`]: [`pipeline::JobRunner`], one job from inputs to durable outputs, reporting
 //!   [`dispr_proto::ResultBody`] values to a [`pipeline::ResultSink`] (no AMQP inside);
 //! - [`cell`]: the pure per-cell work (input checks, volume files, features record);
@@ -28,6 +29,7 @@ pub mod cell;
 pub mod cmd;
 pub mod http;
 pub mod logging;
+pub mod model_sampler;
 pub mod pipeline;
 pub mod retry;
 pub mod sampler;

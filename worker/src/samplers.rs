@@ -7,7 +7,6 @@ use crate::telemetry::Telemetry;
 use anyhow::Context;
 use dispr_proto::{ModelRef, SamplerSpec};
 use dispr_store::Store;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +24,7 @@ pub enum SamplerError {
 }
 
 /// A loaded model, shared by every job that names its checkpoint.
-type LoadedModel = Arc<dyn ModelHandle>;
+pub type LoadedModel = Arc<dyn ModelHandle>;
 
 /// A model in memory that can make a sampler for a sampler spec.
 pub trait ModelHandle: Send + Sync {
@@ -73,7 +72,8 @@ impl Samplers {
         }
         let _loading = self.telemetry.health.loading_model();
         let path = self.fetch_checkpoint(model).await?;
-        let loaded = tokio::task::spawn_blocking(move || load_model(&path))
+        let sha = model.sha256.to_ascii_lowercase();
+        let loaded = tokio::task::spawn_blocking(move || crate::model_sampler::load(&path, &sha))
             .await
             .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("model loading panicked: {e}")))?
             .map_err(SamplerError::Permanent)?;
@@ -94,6 +94,39 @@ impl Samplers {
         let (dir, file) = split_uri(&model.uri).map_err(permanent)?;
         let sha = model.sha256.to_ascii_lowercase();
         let local = self.cache_dir.join(&sha).join(file);
+        // The model's configuration is in the sidecar beside the record: fetch it too.
+        let sidecar_local = dispr_model::sidecar_path(&local);
+        if !sidecar_local.exists() {
+            let sidecar_name =
+                sidecar_local.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let store = Store::open(dir)
+                .with_context(|| format!("cannot open the location of checkpoint {}", model.uri))
+                .map_err(permanent)?;
+            let bytes = match self
+                .retry
+                .store(&format!("download checkpoint sidecar {sidecar_name}"), || store.get(&sidecar_name))
+                .await
+            {
+                Ok(b) => b,
+                Err(StoreFailure::NotFound(e)) => {
+                    return Err(permanent(anyhow::Error::new(e).context(format!(
+                        "checkpoint {} has no sidecar {sidecar_name} beside it (written by `dispr-worker train`); \
+                         copy both files",
+                        model.uri
+                    ))));
+                }
+                Err(StoreFailure::Other(e)) => {
+                    return Err(SamplerError::Retriable(
+                        anyhow::Error::new(e).context(format!("could not download {sidecar_name}")),
+                    ));
+                }
+            };
+            let path = sidecar_local.clone();
+            tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+                .await
+                .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("cache write panicked: {e}")))?
+                .map_err(SamplerError::Retriable)?;
+        }
 
         if !local.exists() {
             let store = Store::open(dir)
@@ -170,19 +203,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// Loads a checkpoint record into memory.
-fn load_model(path: &Path) -> anyhow::Result<LoadedModel> {
-    anyhow::bail!(
-        "checkpoint {} was fetched and verified, but this build of the worker has no DISPR model yet; \
-         use the null sampler",
-        path.display()
-    )
+    dispr_model::sha256_file(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 #[cfg(test)]

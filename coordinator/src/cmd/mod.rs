@@ -7,5 +7,5 @@ pub mod report;
 pub mod run_args;
 pub mod status;
 pub mod submit;
-pub mod watch;
 pub mod synth;
+pub mod watch;

@@ -2,7 +2,8 @@
 //! `runs/<run>/report/` and summarised on stdout.
 
 use crate::classify::{CvConfig, ForestConfig};
-use crate::report::{self, FeatureTable, Level, ground_truth};
+use crate::report::{Level, ground_truth};
+use crate::run_page::{self, ReportOptions};
 use anyhow::Context as _;
 use dispr_proto::records::CellFeatures;
 use dispr_proto::{RunId, keys};
@@ -38,48 +39,40 @@ pub struct Args {
     /// Seed of the folds and the forests.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Cells drawn per class in report.html (all cells are in features.csv).
+    #[arg(long, default_value_t = run_page::DEFAULT_CELLS_PER_CLASS)]
+    pub cells_per_class: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let output = Store::open(&args.output)
         .with_context(|| format!("opening the output location {:?}", args.output))?;
-    let (records, source, skipped) = crate::runtime::block_on(load(&args, &output))??;
-    for s in &skipped {
-        eprintln!("warning: left out {s}");
-    }
-    let table = FeatureTable::from_records(&records);
-    let cv = CvConfig {
-        folds: args.folds as usize,
-        forest: ForestConfig {
-            trees: args.trees as usize,
-            max_depth: args.max_depth as usize,
-            seed: args.seed,
+    let options = ReportOptions {
+        level: args.level,
+        cv: CvConfig {
+            folds: args.folds as usize,
+            forest: ForestConfig {
+                trees: args.trees as usize,
+                max_depth: args.max_depth as usize,
+                seed: args.seed,
+            },
         },
+        cells_per_class: args.cells_per_class,
     };
-    // Compute on this (non-runtime) thread; rayon spreads the trees over the cores.
-    let report = report::build(args.run_id.as_str(), &source, &table, args.level, cv)?;
-    let (files, warnings) = report::files(&report, &table)?;
     let written = crate::runtime::block_on(async {
-        futures::stream::iter(files.into_iter().map(|(name, bytes)| {
-            let key = keys::report_file(&args.run_id, &name);
-            let output = &output;
-            async move {
-                output
-                    .put(&key, bytes.into())
-                    .await
-                    .with_context(|| format!("writing {}", output.uri_of(&key)))?;
-                anyhow::Ok(name)
-            }
-        }))
-        .buffer_unordered(8)
-        .try_collect::<Vec<_>>()
-        .await
+        let (records, source, skipped) = load(&args, &output).await?;
+        for s in &skipped {
+            eprintln!("warning: left out {s}");
+        }
+        // A run has a manifest and outputs to draw; a dataset's ground truth has only features.
+        let page = args.ground_truth_dataset.is_none();
+        run_page::write_report(&output, &args.run_id, records, source, &options, page).await
     })??;
-    for w in &warnings {
+    for w in &written.warnings {
         eprintln!("warning: {w}");
     }
-    println!("{}", report::summary(&report));
-    println!("{} files written to {}", written.len(), output.uri_of(&keys::report_prefix(&args.run_id)));
+    println!("{}", written.summary);
+    println!("{} files written to {}", written.files, output.uri_of(&keys::report_prefix(&args.run_id)));
     Ok(())
 }
 
@@ -132,6 +125,7 @@ mod tests {
             trees: 20,
             max_depth: 6,
             seed: 0,
+            cells_per_class: 2,
         }
     }
 

@@ -209,8 +209,22 @@ pub async fn write_run_report(
     options: &ReportOptions,
 ) -> anyhow::Result<Written> {
     let records = read_all(output, &keys::features_prefix(run), CellFeatures::decode).await?;
+    let source = format!("run {run} features in {}", output.uri());
+    write_report(output, run, records, source, options, true).await
+}
+
+/// The report of `records` (which came from `source`) under `runs/<run>/report/`; with `page`,
+/// report.html too (the run must then have a manifest in `output`).
+pub async fn write_report(
+    output: &Store,
+    run: &RunId,
+    records: Vec<CellFeatures>,
+    source: String,
+    options: &ReportOptions,
+    page: bool,
+) -> anyhow::Result<Written> {
     let table = FeatureTable::from_records(&records);
-    let (run_name, source) = (run.to_string(), format!("run {run} features in {}", output.uri()));
+    let run_name = run.to_string();
     let (level, cv) = (options.level, options.cv.clone());
     // The forests are compute: a blocking thread, with rayon spreading the trees over the cores.
     let (report, files, warnings) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -226,16 +240,25 @@ pub async fn write_run_report(
         }
     })
     .await??;
-    let page = collect(output, run, options.cells_per_class).await?;
-    let plots: BTreeMap<String, Vec<u8>> =
-        files.iter().filter(|(n, _)| n.ends_with(".png")).cloned().collect();
-    let html = render(&page, report.as_ref().ok(), &plots, report.as_ref().err().map(String::as_str));
     let summary = match &report {
         Ok(r) => crate::report::summary(r),
         Err(why) => format!("no classification: {why}\n"),
     };
-    let mut all = files;
-    all.push(("report.html".to_string(), html.into_bytes()));
+    let (mut all, mut warnings) = (files, warnings);
+    if page {
+        // The classification stands without the page: a run whose manifest or outputs cannot be
+        // read still gets its tables, with a warning saying why the page is missing.
+        match collect(output, run, options.cells_per_class).await {
+            Ok(page) => {
+                let plots: BTreeMap<String, Vec<u8>> =
+                    all.iter().filter(|(n, _)| n.ends_with(".png")).cloned().collect();
+                let html =
+                    render(&page, report.as_ref().ok(), &plots, report.as_ref().err().map(String::as_str));
+                all.push(("report.html".to_string(), html.into_bytes()));
+            }
+            Err(e) => warnings.push(format!("report.html not written: {e:#}")),
+        }
+    }
     let count = all.len();
     futures::stream::iter(all.into_iter().map(|(name, bytes)| {
         let key = keys::report_file(run, &name);
