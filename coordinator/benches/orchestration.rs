@@ -78,11 +78,11 @@ fn measure(mut cmd: Command) -> (f64, f64, String) {
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     loop {
-        if let Ok(text) = std::fs::read_to_string(&status_path) {
-            if let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) {
-                let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-                peak_kib = peak_kib.max(kib);
-            }
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            peak_kib = peak_kib.max(kib);
         }
         if child.try_wait().expect("waiting").is_some() {
             break;

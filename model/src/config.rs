@@ -117,19 +117,19 @@ impl ModelConfig {
             return err("needs at least one level, base_channels > 0 and num_res_blocks > 0".into());
         }
         let downs = self.channel_mults.len() - 1;
-        if self.resolution == 0 || self.resolution % (1 << downs) != 0 {
+        if self.resolution == 0 || !self.resolution.is_multiple_of(1 << downs) {
             return err(format!("resolution {} must be divisible by 2^{downs}", self.resolution));
         }
         for &m in &self.channel_mults {
             let c = m * self.base_channels;
-            if m == 0 || c % self.norm_groups != 0 {
+            if m == 0 || !c.is_multiple_of(self.norm_groups) {
                 return err(format!("width {c} is not divisible by norm_groups {}", self.norm_groups));
             }
         }
         if let Some(&l) = self.attention_levels.iter().find(|&&l| l >= self.channel_mults.len()) {
             return err(format!("attention level {l} does not exist"));
         }
-        if self.attention_chunk == 0 || self.base_channels % 2 != 0 {
+        if self.attention_chunk == 0 || !self.base_channels.is_multiple_of(2) {
             return err("attention_chunk must be > 0 and base_channels even".into());
         }
         Ok(())

@@ -147,7 +147,7 @@ mod tests {
         let mut v = vec![0.1f32; 100];
         v.extend(vec![0.8f32; 50]);
         let t = otsu_threshold(&v);
-        assert!(t >= 0.1 && t < 0.8, "{t}");
+        assert!((0.1..0.8).contains(&t), "{t}");
         let b = binarise(&v);
         assert_eq!(b.iter().filter(|&&x| x).count(), 50);
         assert_eq!(iou(&[true, true, false], &[true, false, false]), 0.5);

@@ -88,8 +88,8 @@ fn main() {
         let binary: Vec<bool> = cell.obj.iter().map(|&v| v > 127).collect();
         let dims = [64, 64, 64];
         let t3 = median_ms(|| drop(std::hint::black_box(features_3d(&binary, dims))), runs);
-        let tm = median_ms(|| drop(std::hint::black_box(surface_area(&binary, dims))), runs);
-        let tr = median_ms(|| drop(std::hint::black_box(surface_roughness(&binary, dims))), runs);
+        let tm = median_ms(|| _ = std::hint::black_box(surface_area(&binary, dims)), runs);
+        let tr = median_ms(|| _ = std::hint::black_box(surface_roughness(&binary, dims)), runs);
         let t2 =
             median_ms(|| drop(std::hint::black_box(features_2d(&cell.image, &cell.mask, 64, 64))), runs * 10);
         let float: Vec<f32> = cell.obj.iter().map(|&v| v as f32 / 255.0).collect();

@@ -48,14 +48,14 @@ fn volume_fixture(name: &str) -> Option<(Vec<bool>, [usize; 3])> {
             let r = (sq(y - 23.5) + sq(x - 23.5)).sqrt();
             sq(r - 14.0) + sq(z - 11.5) <= 25.0
         }),
-        "box_at_border" => grid3([16, 16, 16], |z, y, x| z < 10.0 && y >= 3.0 && x >= 2.0 && x < 12.0),
+        "box_at_border" => grid3([16, 16, 16], |z, y, x| z < 10.0 && y >= 3.0 && (2.0..12.0).contains(&x)),
         "two_balls" => grid3([30, 30, 50], |z, y, x| {
             sq(z - 14.5) + sq(y - 14.5) + sq(x - 12.0) <= 81.0
                 || sq(z - 14.5) + sq(y - 14.5) + sq(x - 36.0) <= 64.0
         }),
         "cup" => grid3([40, 40, 40], |z, y, x| {
             sq(z - 19.5) + sq(y - 19.5) + sq(x - 19.5) <= 196.0
-                && !(sq(z - 9.5) + sq(y - 19.5) + sq(x - 19.5) <= 100.0)
+                && sq(z - 9.5) + sq(y - 19.5) + sq(x - 19.5) > 100.0
         }),
         real => {
             let cell = real.strip_prefix("real_")?;

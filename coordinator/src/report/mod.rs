@@ -208,13 +208,13 @@ pub fn summary(report: &Report) -> String {
     s
 }
 
+/// Files of a report as `(name, bytes)`, and warnings about files left out.
+pub type ReportFiles = (Vec<(String, Vec<u8>)>, Vec<String>);
+
 /// The report's files, `(name under report/, bytes)`: report.json, summary.txt, metrics.csv
 /// (per class and set), confusion_<set>.csv, predictions.csv, features.csv and the PNG plots.
 /// A plot that cannot be drawn (no usable font, say) is left out with a warning in `warnings`.
-pub fn files(
-    report: &Report,
-    table: &FeatureTable,
-) -> Result<(Vec<(String, Vec<u8>)>, Vec<String>), anyhow::Error> {
+pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyhow::Error> {
     let mut out = vec![
         ("report.json".to_string(), serde_json::to_vec_pretty(report)?),
         ("summary.txt".to_string(), summary(report).into_bytes()),

@@ -28,7 +28,8 @@ impl FeatureTable {
     pub fn from_records(records: &[CellFeatures]) -> Self {
         let mut records: Vec<&CellFeatures> = records.iter().collect();
         records.sort_by(|a, b| a.cell.cmp(&b.cell));
-        let groups: [(&str, fn(&CellFeatures) -> Option<&FeatureMap>); 4] = [
+        type Group = (&'static str, fn(&CellFeatures) -> Option<&FeatureMap>);
+        let groups: [Group; 4] = [
             (PREFIX_2D, |r| Some(&r.features_2d)),
             (PREFIX_3D_MEAN, |r| Some(&r.mean_3d)),
             (PREFIX_3D_STD, |r| Some(&r.std_3d)),

@@ -225,7 +225,7 @@ pub async fn write_report(
 ) -> anyhow::Result<Written> {
     let table = FeatureTable::from_records(&records);
     let run_name = run.to_string();
-    let (level, cv) = (options.level, options.cv.clone());
+    let (level, cv) = (options.level, options.cv);
     // The forests are compute: a blocking thread, with rayon spreading the trees over the cores.
     let (report, files, warnings) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         match crate::report::build(&run_name, &source, &table, level, cv) {

@@ -80,7 +80,7 @@ fn main() {
     let predictor = Predictor::<B>::from_model(config.clone(), UNet::new(&config, &device), &device);
     let image = vec![128u8; 4096];
     let mask: Vec<u8> = (0..4096)
-        .map(|i| if (i % 64).abs_diff(32) < 12 && (i / 64usize).abs_diff(32) < 12 { 255 } else { 0 })
+        .map(|i: usize| if (i % 64).abs_diff(32) < 12 && (i / 64usize).abs_diff(32) < 12 { 255 } else { 0 })
         .collect();
     println!("\n| sampler (small, 1 cell x 1 sample) | seconds | s/step |");
     println!("|---|---|---|");
