@@ -22,7 +22,7 @@ pub struct Args {
     pub out: PathBuf,
     /// Synthetic cells to generate (classes in the proportions of the real 825-cell dataset,
     /// at least one of each of the 6 classes).
-    #[arg(long, default_value_t = 36, value_parser = clap::value_parser!(u32).range(12..=100_000))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(12..=100_000))]
     pub cells: u32,
     /// Run on this dataset instead of generating one: a folder, file:///path or s3://bucket/prefix
     /// in the layout of DESIGN.md (image/, mask/, optional obj/ and labels.csv), e.g.
@@ -32,11 +32,12 @@ pub struct Args {
     /// The model checkpoint (default: the committed demo model).
     #[arg(long, default_value = DEMO_CHECKPOINT)]
     pub model: String,
-    /// Sampler: ddpm-<steps>, ddim-<steps>[-eta<e>], dpmpp2m-<steps>, null.
-    #[arg(long, default_value = "dpmpp2m-10")]
+    /// Sampler: ddpm-<steps>, ddim-<steps>[-eta<e>], dpmpp2m-<steps>, null (no model: checks the
+    /// pipeline in seconds). The default keeps the demo within about 10 minutes on 2 CPU cores.
+    #[arg(long, default_value = "ddim-8")]
     pub sampler: SamplerSpec,
     /// Volumes sampled per cell.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub samples: u32,
     /// Seed of the synthetic dataset and of the run.
     #[arg(long, default_value_t = 1)]
