@@ -285,13 +285,14 @@ pub async fn count(store: &Store, prefix: &str) -> usize {
 }
 
 /// Every output object of a run (volumes, features, failures) by key relative to the run,
-/// leaving out what names the run's location (the manifest, submit's markers).
+/// leaving out what names the run's location (the manifest, submit's markers) and the per-job
+/// records (bookkeeping: which worker ran a job, and when).
 pub async fn run_outputs(store: &Store, run: &RunId) -> BTreeMap<String, Vec<u8>> {
     let prefix = keys::run_prefix(run);
     let mut out = BTreeMap::new();
     for key in store.list(&prefix).await.expect("listing a run") {
         let rel = key[prefix.len()..].to_string();
-        if rel == "manifest.json" || rel.starts_with("submitted/") {
+        if rel == "manifest.json" || rel.starts_with("submitted/") || rel.starts_with("jobs/") {
             continue;
         }
         let bytes = store.get(&key).await.expect("reading an output");
