@@ -168,11 +168,23 @@ fn close_connections_of(pid: i32) -> usize {
     closed
 }
 
-/// The `connection_name` in rabbitmqctl's rendering of client properties
-/// (`{"connection_name",longstr,<<"host-1234">>}`), or "".
+/// The `connection_name` in rabbitmqctl's rendering of client properties, which differs between
+/// versions: `{"connection_name","host-1234"}` (3.10 here) or
+/// `{"connection_name",longstr,<<"host-1234">>}`; "" when there is none.
 fn connection_name(props: &str) -> String {
     let Some(at) = props.find("\"connection_name\"") else { return String::new() };
-    let rest = &props[at..];
-    let Some(start) = rest.find("<<\"") else { return String::new() };
-    rest[start + 3..].split('"').next().unwrap_or_default().to_string()
+    let rest = &props[at + "\"connection_name\"".len()..];
+    let end = rest.find('}').unwrap_or(rest.len());
+    // The value is the last quoted string before the property's closing brace.
+    rest[..end].rsplit('"').nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn connection_names_are_read_in_both_renderings() {
+    let plain =
+        r#"[{"capabilities",[{"basic.nack",true}]},{"connection_name","vm-2660"},{"platform","rust"}]"#;
+    let tagged = r#"[{"connection_name",longstr,<<"vm-2660">>},{"platform","rust"}]"#;
+    assert_eq!(connection_name(plain), "vm-2660");
+    assert_eq!(connection_name(tagged), "vm-2660");
+    assert_eq!(connection_name(r#"[{"platform","rust"}]"#), "");
 }
