@@ -82,7 +82,9 @@ impl Samplers {
     }
 
     /// Downloads the checkpoint record into the cache unless it is there already, and checks its
-    /// sha256 either way (a cache on a shared volume may have been tampered with or truncated).
+    /// sha256 either way (a cache on a shared volume may have been tampered with or truncated);
+    /// then fetches the sidecar beside it, which holds the model's configuration. The record comes
+    /// first so that a wrong URI or a changed file is reported as such, not as a missing sidecar.
     async fn fetch_checkpoint(&self, model: &ModelRef) -> Result<PathBuf, SamplerError> {
         let permanent = |e: anyhow::Error| SamplerError::Permanent(e);
         if model.sha256.len() != 64 || !model.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -94,69 +96,17 @@ impl Samplers {
         let (dir, file) = split_uri(&model.uri).map_err(permanent)?;
         let sha = model.sha256.to_ascii_lowercase();
         let local = self.cache_dir.join(&sha).join(file);
-        // The model's configuration is in the sidecar beside the record: fetch it too.
-        let sidecar_local = dispr_model::sidecar_path(&local);
-        if !sidecar_local.exists() {
-            let sidecar_name =
-                sidecar_local.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            let store = Store::open(dir)
+        let store = || {
+            Store::open(dir)
                 .with_context(|| format!("cannot open the location of checkpoint {}", model.uri))
-                .map_err(permanent)?;
-            let bytes = match self
-                .retry
-                .store(&format!("download checkpoint sidecar {sidecar_name}"), || store.get(&sidecar_name))
-                .await
-            {
-                Ok(b) => b,
-                Err(StoreFailure::NotFound(e)) => {
-                    return Err(permanent(anyhow::Error::new(e).context(format!(
-                        "checkpoint {} has no sidecar {sidecar_name} beside it (written by `dispr-worker train`); \
-                         copy both files",
-                        model.uri
-                    ))));
-                }
-                Err(StoreFailure::Other(e)) => {
-                    return Err(SamplerError::Retriable(
-                        anyhow::Error::new(e).context(format!("could not download {sidecar_name}")),
-                    ));
-                }
-            };
-            let path = sidecar_local.clone();
-            tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-                .await
-                .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("cache write panicked: {e}")))?
-                .map_err(SamplerError::Retriable)?;
-        }
+                .map_err(permanent)
+        };
 
         if !local.exists() {
-            let store = Store::open(dir)
-                .with_context(|| format!("cannot open the location of checkpoint {}", model.uri))
-                .map_err(permanent)?;
-            let bytes = match self
-                .retry
-                .store(&format!("download checkpoint {}", model.uri), || store.get(file))
-                .await
-            {
-                Ok(b) => b,
-                Err(StoreFailure::NotFound(e)) => {
-                    return Err(permanent(anyhow::Error::new(e).context(format!(
-                        "checkpoint {} does not exist; check the --model URI given to submit",
-                        model.uri
-                    ))));
-                }
-                Err(StoreFailure::Other(e)) => {
-                    return Err(SamplerError::Retriable(
-                        anyhow::Error::new(e).context(format!("could not download checkpoint {}", model.uri)),
-                    ));
-                }
-            };
-            let local2 = local.clone();
-            tokio::task::spawn_blocking(move || write_atomically(&local2, &bytes))
-                .await
-                .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("cache write panicked: {e}")))?
-                .map_err(SamplerError::Retriable)?;
+            let missing =
+                format!("checkpoint {} does not exist; check the --model URI given to submit", model.uri);
+            self.download(&store()?, file, &local, missing).await?;
         }
-
         let local2 = local.clone();
         let actual = tokio::task::spawn_blocking(move || sha256_file(&local2))
             .await
@@ -171,7 +121,46 @@ impl Samplers {
                 model.uri
             )));
         }
+
+        let sidecar_local = dispr_model::sidecar_path(&local);
+        if !sidecar_local.exists() {
+            let sidecar_name =
+                sidecar_local.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let missing = format!(
+                "checkpoint {} has no sidecar {sidecar_name} beside it (written by `dispr-worker train`); \
+                 copy both files",
+                model.uri
+            );
+            self.download(&store()?, &sidecar_name, &sidecar_local, missing).await?;
+        }
         Ok(local)
+    }
+
+    /// Copies one object into the cache (atomically, so a crash never leaves half a file there).
+    /// A missing object is permanent, with `missing` as the message; anything else is retried.
+    async fn download(
+        &self,
+        store: &Store,
+        name: &str,
+        local: &Path,
+        missing: String,
+    ) -> Result<(), SamplerError> {
+        let bytes = match self.retry.store(&format!("download {name}"), || store.get(name)).await {
+            Ok(b) => b,
+            Err(StoreFailure::NotFound(e)) => {
+                return Err(SamplerError::Permanent(anyhow::Error::new(e).context(missing)));
+            }
+            Err(StoreFailure::Other(e)) => {
+                return Err(SamplerError::Retriable(
+                    anyhow::Error::new(e).context(format!("could not download {name}")),
+                ));
+            }
+        };
+        let local = local.to_path_buf();
+        tokio::task::spawn_blocking(move || write_atomically(&local, &bytes))
+            .await
+            .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("cache write panicked: {e}")))?
+            .map_err(SamplerError::Retriable)
     }
 }
 
