@@ -7,6 +7,9 @@
 //! without seeing each other's objects or messages.
 
 use dispr_store::{S3Settings, Store};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 /// The variables `scripts/test.sh` exports, in the order [`TestEnv::from_env`] reports them.
 pub const ENV_VARS: [&str; 6] = [
@@ -114,6 +117,40 @@ impl TestEnv {
             ("DISPR_AMQP_URL", self.amqp_url.clone()),
         ]
     }
+}
+
+/// Path of a workspace binary (`dispr-worker`, `dispr-coordinator`) in the calling test's own
+/// profile, built once per process so the scenarios always run the current code (cargo is a no-op
+/// when nothing changed).
+///
+/// The build selects what `cargo test --workspace --all-targets` selects, so its features unify
+/// the same way and, under the test command, every dependency is already built: a narrower
+/// selection (`-p dispr-worker --bins`) resolves other features and compiles the network stack
+/// a second time. A release run (benchmarks) builds just the two binaries.
+///
+/// # Panics
+/// When the build fails or the binary is not where cargo puts it.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps")
+        .to_path_buf();
+    BUILT.get_or_init(|| {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        if dir.ends_with("release") {
+            cmd.args(["build", "--release", "-p", "dispr-worker", "-p", "dispr-coordinator", "--bins"]);
+        } else {
+            cmd.args(["build", "--workspace", "--all-targets"]);
+        }
+        let status = cmd.status().expect("running cargo build for the binaries");
+        assert!(status.success(), "building dispr-worker and dispr-coordinator failed");
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing after the build", path.display());
+    path
 }
 
 /// `<test>-<8 hex digits>`, with the test name reduced to what S3 keys, queue names and run ids

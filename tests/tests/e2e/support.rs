@@ -8,37 +8,11 @@ use dispr_tests::{TestEnv, unique_name};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// `target/<profile>/`: the test executable lives in its `deps/` folder.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps")
-        .to_path_buf()
-}
-
-/// Path of a workspace binary, built (once per test process) with the test's own profile, so the
-/// scenarios always run the current code. Cargo is asked even when the binary exists: it is a
-/// no-op when nothing changed.
+/// Path of a workspace binary, built once per test process (see [`dispr_tests::workspace_bin`]).
 pub fn bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let dir = profile_dir();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "dispr-worker", "-p", "dispr-coordinator", "--bins"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build for the binaries");
-        assert!(status.success(), "building dispr-worker and dispr-coordinator failed");
-    });
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing after the build", path.display());
-    path
+    dispr_tests::workspace_bin(name)
 }
 
 /// One scenario's world: its own prefixes and run id on the shared services.

@@ -9,65 +9,23 @@
 //!    bookkeeping (the rest: decoding, the null shape, features, logs).
 //!
 //! Run against the services of scripts/test.sh, in release:
-//!   scripts/test.sh --release -p dispr-coordinator --bench orchestration -- --bench
+//!   scripts/test.sh --release -p dispr-tests --bench orchestration -- --bench
 //! Without `--bench` (as `cargo test --all-targets` runs it) it does a quick smoke run of both.
 
 use dispr_coordinator::broker::{Broker, BrokerArgs};
 use dispr_proto::{CellId, keys};
-use dispr_store::Store;
-use std::path::{Path, PathBuf};
+use dispr_tests::TestEnv;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Env {
-    amqp_url: String,
-    s3_vars: Vec<(&'static str, String)>,
-    bucket: String,
-}
-
-impl Env {
-    fn from_env() -> Self {
-        let var = |name: &str| {
-            std::env::var(name)
-                .unwrap_or_else(|_| panic!("{name} is not set: run the benchmark through scripts/test.sh"))
-        };
-        Env {
-            amqp_url: var("DISPR_TEST_AMQP_URL"),
-            s3_vars: vec![
-                ("AWS_ACCESS_KEY_ID", var("DISPR_TEST_S3_ACCESS_KEY")),
-                ("AWS_SECRET_ACCESS_KEY", var("DISPR_TEST_S3_SECRET_KEY")),
-                ("AWS_REGION", var("DISPR_TEST_S3_REGION")),
-                ("AWS_ENDPOINT_URL", var("DISPR_TEST_S3_ENDPOINT")),
-                ("DISPR_S3_PATH_STYLE", "true".into()),
-            ],
-            bucket: var("DISPR_TEST_S3_BUCKET"),
-        }
-    }
-
-    /// Sets the S3 variables for this process too (the benchmark opens stores itself).
-    fn export(&self) {
-        for (k, v) in &self.s3_vars {
-            // Single-threaded at this point: nothing reads the environment concurrently.
-            unsafe { std::env::set_var(k, v) };
-        }
-    }
-}
-
+/// `bench-<name>-<8 hex digits>`: a prefix no earlier run used.
 fn unique(name: &str) -> String {
-    format!("bench-{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    dispr_tests::unique_name(&format!("bench-{name}"))
 }
 
-/// `target/<profile>/`, where the binaries are.
 fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the bench has a path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_path_buf();
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-p", "dispr-worker", "-p", "dispr-coordinator", "--bins"]);
-    if dir.ends_with("release") {
-        cmd.arg("--release");
-    }
-    assert!(cmd.status().is_ok_and(|s| s.success()), "building the binaries failed");
-    dir.join(name)
+    dispr_tests::workspace_bin(name)
 }
 
 /// Runs a command to its end; returns (seconds, peak resident memory in MiB) from polling its
@@ -119,16 +77,15 @@ async fn delete_queues(url: &str, prefix: &str) {
 }
 
 /// Submit of `n` cells with the real binary: (seconds, peak MiB).
-async fn submit(env: &Env, n: usize) -> (f64, f64) {
+async fn submit(env: &TestEnv, n: usize) -> (f64, f64) {
     let data = empty_dataset(n);
     let prefix = format!("{}.", unique("submit"));
-    let output = format!("s3://{}/{}", env.bucket, unique("submit"));
+    let output = format!("s3://{}/{}", env.s3_bucket, unique("submit"));
     let mut cmd = Command::new(bin("dispr-coordinator"));
     cmd.args(["submit", "--sampler", "null", "--samples", "1", "--run-id", "bench"])
         .args(["--dataset", &data.path().to_string_lossy(), "--output", &output])
-        .env("DISPR_AMQP_URL", &env.amqp_url)
-        .env("DISPR_QUEUE_PREFIX", &prefix)
-        .envs(env.s3_vars.iter().cloned());
+        .envs(env.child_env())
+        .env("DISPR_QUEUE_PREFIX", &prefix);
     let (secs, mib, text) = measure(cmd);
     assert!(text.contains(&format!("published {n} jobs")), "{text}");
     delete_queues(&env.amqp_url, &prefix).await;
@@ -137,23 +94,19 @@ async fn submit(env: &Env, n: usize) -> (f64, f64) {
 
 /// End to end with `workers` worker processes: cells per second from the first publish to the
 /// last features file.
-async fn end_to_end(env: &Env, cells: usize, workers: usize) -> f64 {
+async fn end_to_end(env: &TestEnv, cells: usize, workers: usize) -> f64 {
     let name = unique("e2e");
     let prefix = format!("{name}.");
-    let root = format!("s3://{}/{name}", env.bucket);
-    let dataset = Store::open(&format!("{root}/data")).unwrap();
+    let root = format!("s3://{}/{name}", env.s3_bucket);
+    let dataset = env.open(&format!("{root}/data"));
     let (image, mask) = cell_tiffs();
     for i in 0..cells {
         let cell = CellId::new(format!("c{i:05}")).unwrap();
         dataset.put(&keys::dataset_image(&cell), image.clone().into()).await.unwrap();
         dataset.put(&keys::dataset_mask(&cell), mask.clone().into()).await.unwrap();
     }
-    let vars: Vec<(&str, String)> = env
-        .s3_vars
-        .iter()
-        .cloned()
-        .chain([("DISPR_AMQP_URL", env.amqp_url.clone()), ("DISPR_QUEUE_PREFIX", prefix.clone())])
-        .collect();
+    let mut vars = env.child_env();
+    vars.push(("DISPR_QUEUE_PREFIX", prefix.clone()));
     // Workers first, so they are connected and waiting when jobs arrive.
     let mut children: Vec<_> = (0..workers)
         .map(|_| {
@@ -176,7 +129,7 @@ async fn end_to_end(env: &Env, cells: usize, workers: usize) -> f64 {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let output = Store::open(&format!("{root}/out")).unwrap();
+    let output = env.open(&format!("{root}/out"));
     let run = dispr_proto::RunId::new("bench").unwrap();
     loop {
         let done = output.list(&keys::features_prefix(&run)).await.unwrap().len();
@@ -200,8 +153,8 @@ async fn end_to_end(env: &Env, cells: usize, workers: usize) -> f64 {
 
 /// Seconds per cell of the object operations a null-sampler cell does: two gets, an existence
 /// check, one 1 MiB volume put and a put-if-absent of the features record.
-async fn s3_per_cell(env: &Env, cells: usize) -> f64 {
-    let store = Store::open(&format!("s3://{}/{}", env.bucket, unique("s3"))).unwrap();
+async fn s3_per_cell(env: &TestEnv, cells: usize) -> f64 {
+    let store = env.open(&format!("s3://{}/{}", env.s3_bucket, unique("s3")));
     let (image, mask) = cell_tiffs();
     store.put("image.tif", image.into()).await.unwrap();
     store.put("mask.tif", mask.into()).await.unwrap();
@@ -220,7 +173,7 @@ async fn s3_per_cell(env: &Env, cells: usize) -> f64 {
 
 /// Seconds per job of the queue traffic of a job: its publish (confirmed), delivery and ack, and
 /// the four result messages a worker publishes for it (started, cell done, job done, confirmed).
-async fn queue_per_job(env: &Env, jobs: usize) -> f64 {
+async fn queue_per_job(env: &TestEnv, jobs: usize) -> f64 {
     use futures::StreamExt;
     use lapin::options::*;
     let prefix = format!("{}.", unique("queue"));
@@ -271,8 +224,7 @@ fn cell_tiffs() -> (Vec<u8>, Vec<u8>) {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let env = Env::from_env();
-    env.export();
+    let env = TestEnv::from_env();
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     rt.block_on(async {
         let (small, large) = if full { (20_000, 100_000) } else { (100, 300) };
