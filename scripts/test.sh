@@ -97,7 +97,10 @@ step "s3s-fs $S3S_VERSION"
     flock 9
     if ! "$S3S_BIN" --version 2>/dev/null | grep -qF "$S3S_VERSION"; then
         echo "installing s3s-fs $S3S_VERSION into .test-env/ (compiles once, a few minutes)"
-        cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked --root "$ENV_DIR"
+        # Optimised lightly: it compiles in about half the time of a full release build and is
+        # still far faster than the tests need.
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
+            cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked --root "$ENV_DIR"
     fi
 ) 9>"$ENV_DIR/install.lock"
 
