@@ -28,6 +28,8 @@ CONTRACT: dict[str, dict[str, set[str]]] = {
             "--queue-prefix",
             "--log-format",
             "--model-cache-dir",
+            "--max-jobs",
+            "--idle-timeout-secs",
         },
         "train": {"--dataset", "--out", "--config"},
     },
@@ -54,9 +56,9 @@ CONTRACT: dict[str, dict[str, set[str]]] = {
     },
 }
 
-# Flags the deploy files need beyond the agreed contract (asked of the worker's owner):
-# `serve --max-jobs 1` makes a worker take one job and exit, for KEDA's ScaledJob.
-REQUESTED: dict[str, dict[str, set[str]]] = {"dispr-worker": {"serve": {"--max-jobs"}}}
+# Flags the deploy files need beyond the agreed contract, asked of a binary's owner and not yet
+# built: reported as missing rather than failing. None at present.
+REQUESTED: dict[str, dict[str, set[str]]] = {}
 
 # The AWS SDK's own settings that the deploy files may set (DISPR_* ones are read from the
 # sources: workspace.env_read).

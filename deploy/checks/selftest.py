@@ -200,7 +200,7 @@ MUTATIONS = [
     Mutation(
         "ScaledJob worker that never exits",
         "deploy/k8s/components/scaledjob/worker-scaledjob.yaml",
-        'args: ["dispr-worker", "serve", "--max-jobs", "1"]',
+        'args: ["dispr-worker", "serve", "--max-jobs", "1", "--idle-timeout-secs", "120"]',
         'args: ["dispr-worker", "serve"]',
         "k8s",
         "worker pods",

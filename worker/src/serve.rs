@@ -12,7 +12,11 @@
 //! - on shutdown: stop consuming at once, give the jobs in hand `drain_timeout` to finish, nack
 //!   (requeue) the rest;
 //! - a lost connection is re-established with backoff; whatever was unacked is redelivered by the
-//!   broker and the redelivery skips the cells already done.
+//!   broker and the redelivery skips the cells already done;
+//! - with `max_jobs` (one Kubernetes Job per message, KEDA's ScaledJob) the worker cancels its
+//!   consumer as it takes its last job, before acking anything, so the broker never hands it a
+//!   message it would not run; it exits once the jobs in hand are settled. With `idle_timeout`
+//!   it also exits after that long without a job (a ScaledJob pod whose message went elsewhere).
 
 use crate::amqp::{self, QueueNames};
 use crate::pipeline::{JobError, JobRunner, ResultSink};
@@ -43,6 +47,10 @@ pub struct ServeConfig {
     pub delivery_limit: u32,
     /// This worker's name: the AMQP connection name, consumer tag and `worker` of results.
     pub worker: String,
+    /// Jobs to take before exiting (None: no limit).
+    pub max_jobs: Option<u64>,
+    /// Exit after this long with no job in hand (None: wait for jobs forever).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Why a broker session ended.
@@ -63,11 +71,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let health = &runner.telemetry().health;
     let mut delay = Duration::from_secs(1);
+    // Jobs still to take; counted across reconnections.
+    let mut remaining = config.max_jobs.unwrap_or(u64::MAX);
     loop {
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() || remaining == 0 {
             return Ok(());
         }
-        let end = session(config, runner, shutdown).await;
+        let end = session(config, runner, shutdown, &mut remaining).await;
         health.set_broker_connected(false);
         match end {
             Ok(SessionEnd::Shutdown) => return Ok(()),
@@ -92,12 +102,23 @@ pub async fn serve(
     }
 }
 
+/// Why a session stopped taking jobs.
+enum Stop {
+    /// A shutdown signal.
+    Signal,
+    /// `max_jobs` taken and settled, or idle for `idle_timeout`: exit like a shutdown.
+    Done(&'static str),
+    /// The connection or channel went away.
+    Lost(anyhow::Error),
+}
+
 /// One connection's life: set up, consume, and end on shutdown or loss. `Err` is a failure to
-/// set up.
+/// set up. `remaining` counts down the jobs this worker may still take.
 async fn session(
     config: &ServeConfig,
     runner: &JobRunner,
     shutdown: &CancellationToken,
+    remaining: &mut u64,
 ) -> anyhow::Result<SessionEnd> {
     let conn = tokio::select! {
         _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
@@ -105,7 +126,10 @@ async fn session(
     };
     let consume_ch = conn.create_channel().await?;
     amqp::declare_topology(&consume_ch, &config.queues, config.delivery_limit).await?;
-    consume_ch.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+    // Never more deliveries outstanding than jobs left to take: the broker would hand this worker
+    // messages it then returns, which counts against their delivery limit.
+    let prefetch = u16::try_from(*remaining).unwrap_or(u16::MAX).min(config.prefetch.max(1));
+    consume_ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let publish_ch = amqp::confirm_channel(&conn).await?;
     let mut consumer = consume_ch
         .basic_consume(
@@ -117,33 +141,43 @@ async fn session(
         .await?;
     let health = &runner.telemetry().health;
     health.set_broker_connected(true);
-    tracing::info!(queue = %config.queues.jobs, prefetch = config.prefetch, "waiting for jobs");
+    tracing::info!(queue = %config.queues.jobs, prefetch, "waiting for jobs");
 
     let ctx = Ctx { config, runner, publish_ch: &publish_ch };
     let mut in_hand = InHand::default();
-    let lost = loop {
+    let stop = loop {
+        if *remaining == 0 && in_hand.jobs.is_empty() {
+            break Stop::Done("took its --max-jobs jobs");
+        }
+        let idle_for = if in_hand.jobs.is_empty() { config.idle_timeout } else { None };
         tokio::select! {
-            _ = shutdown.cancelled() => break None,
+            _ = shutdown.cancelled() => break Stop::Signal,
+            _ = sleep_or_never(idle_for) => break Stop::Done("no job arrived within --idle-timeout-secs"),
             Some((tag, outcome)) = in_hand.jobs.next(), if !in_hand.jobs.is_empty() => {
                 in_hand.ackers.remove(&tag);
                 if let Handled::Lost(err) = outcome {
-                    break Some(err);
+                    break Stop::Lost(err);
                 }
             }
-            next = consumer.next(), if in_hand.jobs.len() < usize::from(config.prefetch.max(1)) => match next {
+            next = consumer.next(), if *remaining > 0 && in_hand.jobs.len() < usize::from(prefetch) => match next {
                 Some(Ok(delivery)) => {
+                    *remaining -= 1;
+                    if *remaining == 0 {
+                        // Before any ack frees a prefetch slot (the channel keeps the order).
+                        let _ = consume_ch.basic_cancel(config.worker.as_str().into(), BasicCancelOptions::default()).await;
+                    }
                     let tag = delivery.delivery_tag;
                     in_hand.ackers.insert(tag, delivery.acker.clone());
                     let ctx = &ctx;
                     in_hand.jobs.push(Box::pin(async move { (tag, ctx.handle(delivery).await) }));
                 }
-                Some(Err(err)) => break Some(err.into()),
-                None => break Some(anyhow::anyhow!("the broker cancelled the consumer (was the queue deleted?)")),
+                Some(Err(err)) => break Stop::Lost(err.into()),
+                None => break Stop::Lost(anyhow::anyhow!("the broker cancelled the consumer (was the queue deleted?)")),
             }
         }
     };
 
-    if let Some(err) = lost {
+    if let Stop::Lost(err) = stop {
         // The broker requeues what this connection held, but the jobs in hand keep computing:
         // their outputs are durable and their redelivery, here or elsewhere, skips the done cells.
         if !in_hand.jobs.is_empty() {
@@ -160,6 +194,9 @@ async fn session(
     }
 
     // Shutdown: stop consuming at once, then let the jobs in hand finish within the drain time.
+    if let Stop::Done(why) = stop {
+        tracing::info!("exiting: the worker {why}");
+    }
     health.set_draining();
     let _ = consume_ch.basic_cancel(config.worker.as_str().into(), BasicCancelOptions::default()).await;
     if !in_hand.jobs.is_empty() {
@@ -180,6 +217,14 @@ async fn session(
     let _ = conn.close(200, "worker shutting down".into()).await;
     tracing::info!("stopped consuming; bye");
     Ok(SessionEnd::Shutdown)
+}
+
+/// Sleeps for `duration`, or forever when there is none.
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 type HandleFuture<'a> = std::pin::Pin<Box<dyn Future<Output = (u64, Handled)> + Send + 'a>>;

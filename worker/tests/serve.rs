@@ -56,6 +56,8 @@ async fn serve_runs_a_job_reports_it_and_dead_letters_what_is_not_a_job() {
         drain_timeout: Duration::from_secs(10),
         delivery_limit: 3,
         worker: "worker-test".into(),
+        max_jobs: None,
+        idle_timeout: None,
     };
     let mut runner_config = RunnerConfig::new("worker-test");
     runner_config.model_cache_dir = dir.path().join("cache");
@@ -199,4 +201,74 @@ async fn the_binary_serves_probes_and_metrics_and_exits_0_on_sigterm() {
 
     let conn = amqp::connect(&amqp_url(), "worker-test-cleanup").await.unwrap();
     delete_queues(&conn.create_channel().await.unwrap(), &queues).await;
+}
+
+/// Waits up to `limit` for the child to exit; its exit code.
+async fn exit_code(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(started.elapsed() < limit, "the worker did not exit within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_jobs_1_the_binary_runs_one_job_and_exits_leaving_the_rest_untouched() {
+    let queues = QueueNames::with_prefix(&unique_prefix("maxjobs"));
+    let prefix = queues.jobs.trim_end_matches("dispr.jobs").to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = (dir.path().join("data"), dir.path().join("out"));
+    let cells = ["m1", "m2", "m3"];
+    for cell in cells {
+        write_cell(&data, cell, &good_image(), &good_mask());
+    }
+    let conn = amqp::connect(&amqp_url(), "worker-test-publisher").await.unwrap();
+    let ch = amqp::confirm_channel(&conn).await.unwrap();
+    amqp::declare_topology(&ch, &queues, 3).await.unwrap();
+    for (i, cell) in cells.iter().enumerate() {
+        let mut job = job("maxjobs", &data, &out, &[cell], 1);
+        job.job_id = format!("job{i}");
+        amqp::publish_confirmed(&ch, &queues.jobs, &job.encode()).await.unwrap();
+    }
+
+    // A prefetch above the limit must not pull the other jobs in (and return them later).
+    let run_worker = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dispr-worker"))
+            .args(["serve", "--queue-prefix", &prefix, "--http-addr", "127.0.0.1:0", "--prefetch", "4"])
+            .args(extra)
+            .env("DISPR_AMQP_URL", amqp_url())
+            .env("DISPR_MODEL_CACHE_DIR", dir.path().join("cache"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = run_worker(&["--max-jobs", "1"]);
+    assert_eq!(exit_code(&mut child, Duration::from_secs(60)).await, Some(0));
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains("--max-jobs"), "says why it exits:\n{log}");
+
+    let run = RunId::new("maxjobs").unwrap();
+    let done: Vec<&str> = cells
+        .into_iter()
+        .filter(|c| out.join(keys::features(&run, &CellId::new(*c).unwrap())).exists())
+        .collect();
+    assert_eq!(done, ["m1"], "exactly the first job ran");
+    // The other two wait on the queue, never delivered (a returned message would be marked).
+    for _ in 0..2 {
+        let m = ch.basic_get(queues.jobs.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap();
+        let m = m.expect("two jobs left on the queue");
+        assert!(!m.delivery.redelivered, "a job the worker did not run was delivered to it");
+    }
+
+    // On an empty queue, --idle-timeout-secs ends the wait.
+    let mut idle = run_worker(&["--max-jobs", "1", "--idle-timeout-secs", "1"]);
+    assert_eq!(exit_code(&mut idle, Duration::from_secs(30)).await, Some(0));
+    let mut log = String::new();
+    idle.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains("--idle-timeout-secs"), "says why it exits:\n{log}");
+    delete_queues(&ch, &queues).await;
 }

@@ -24,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 /// On SIGTERM or SIGINT the worker stops taking jobs at once, lets the jobs in hand finish for up
 /// to --drain-timeout-secs, returns what is unfinished to the queue and exits 0. Set the pod's
 /// terminationGracePeriodSeconds a little above the drain timeout.
+///
+/// For one Kubernetes Job per message (KEDA's ScaledJob) run `serve --max-jobs 1
+/// --idle-timeout-secs 120`: the worker takes one job, acks it once its outputs are durable and
+/// exits 0; if another pod got the message first, it exits after two idle minutes.
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -39,6 +43,14 @@ pub struct Args {
     /// Jobs held at once. With 2, the next job's inputs download while one samples.
     #[arg(long, env = "DISPR_PREFETCH", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+
+    /// Take this many jobs, finish them and exit 0 (default: no limit).
+    #[arg(long, env = "DISPR_MAX_JOBS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_jobs: Option<u64>,
+
+    /// Exit 0 after this many seconds with no job in hand (default: wait for jobs forever).
+    #[arg(long, env = "DISPR_IDLE_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: Option<u64>,
 
     /// Seconds the jobs in hand get to finish after SIGTERM before they are requeued.
     #[arg(long, env = "DISPR_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
@@ -103,6 +115,8 @@ async fn serve_until_signalled(args: Args) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         delivery_limit: args.delivery_limit,
         worker: worker.clone(),
+        max_jobs: args.max_jobs,
+        idle_timeout: args.idle_timeout_secs.map(Duration::from_secs),
     };
 
     let shutdown = CancellationToken::new();
