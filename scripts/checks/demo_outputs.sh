@@ -19,7 +19,11 @@ fi
 # The null sampler keeps this check to seconds on 2 CPU cores: it checks the pipeline, the files
 # and the page; the model's own tests check the model (a 12-cell model demo takes minutes here).
 echo "running a 12-cell demo into $work"
-cargo run --quiet --bin dispr-coordinator -- demo --out "$work/demo" --cells 12 --samples 2 --sampler null
+# Built with the test command's selection, so this reuses its build instead of compiling the
+# network stack again with another feature set (as `cargo run --bin` would).
+cargo build --quiet --workspace --all-targets
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+"$target_dir/debug/dispr-coordinator" demo --out "$work/demo" --cells 12 --samples 2 --sampler null
 
 python3 tests/python/check_outputs.py "$work/demo" demo
 shot=${DISPR_REPORT_SCREENSHOT:-$work/report.png}

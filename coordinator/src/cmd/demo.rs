@@ -8,12 +8,13 @@ use crate::prepare::prepare;
 use anyhow::Context as _;
 use dispr_proto::{RunId, SamplerSpec, keys};
 use dispr_store::Store;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The demonstration checkpoint committed with the sources (see model/checkpoints/README.md).
-pub const DEMO_CHECKPOINT: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../model/checkpoints/small-demo/model.mpk");
+/// The demonstration checkpoint committed with the sources (see model/checkpoints/README.md),
+/// built into the binary so that `demo` runs from any folder and inside the container images.
+const DEMO_RECORD: &[u8] = include_bytes!("../../../model/checkpoints/small-demo/model.mpk");
+const DEMO_SIDECAR: &[u8] = include_bytes!("../../../model/checkpoints/small-demo/model.json");
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,9 +30,10 @@ pub struct Args {
     /// ../shared/data/rbc-real-sample.
     #[arg(long)]
     pub dataset: Option<String>,
-    /// The model checkpoint (default: the committed demo model).
-    #[arg(long, default_value = DEMO_CHECKPOINT)]
-    pub model: String,
+    /// The model checkpoint, with its .json sidecar beside it (default: the demonstration model
+    /// built into this binary, written to <out>/model/ for the run to name).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Sampler: ddpm-<steps>, ddim-<steps>[-eta<e>], dpmpp2m-<steps>, null (no model: checks the
     /// pipeline in seconds). The default keeps the demo within about 10 minutes on 2 CPU cores.
     #[arg(long, default_value = "ddim-8")]
@@ -74,22 +76,25 @@ async fn demo(args: Args) -> anyhow::Result<()> {
             uri
         }
     };
-    if args.sampler != SamplerSpec::Null
-        && !std::path::Path::new(&args.model).exists()
-        && !args.model.contains("://")
-    {
-        anyhow::bail!(
-            "the model checkpoint {} does not exist; pass --model <checkpoint> (made by `dispr-worker train`) \
-             or --sampler null to run the pipeline without a model",
-            args.model
-        );
-    }
+    let model = match (&args.model, &args.sampler) {
+        (_, SamplerSpec::Null) => None,
+        (Some(model), _) => {
+            if !std::path::Path::new(model).exists() && !model.contains("://") {
+                anyhow::bail!(
+                    "the model checkpoint {model} does not exist; pass --model <checkpoint> (made by \
+                     `dispr-worker train`) or --sampler null to run the pipeline without a model"
+                );
+            }
+            Some(model.clone())
+        }
+        (None, _) => Some(write_demo_checkpoint(&out.join("model"))?),
+    };
 
     let spec = RunSpec {
         run_id: args.run_id.clone(),
         dataset_uri: dataset_uri.clone(),
         output_uri: out_uri.clone(),
-        model_uri: (args.sampler != SamplerSpec::Null).then(|| args.model.clone()),
+        model_uri: model,
         sampler: args.sampler.clone(),
         samples_per_cell: args.samples,
         seed: args.seed,
@@ -132,4 +137,45 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         run_dir.join("features").display()
     );
     Ok(())
+}
+
+/// Writes the built-in demonstration checkpoint and its sidecar into `dir` (unless the same bytes
+/// are there already); returns the record's path.
+fn write_demo_checkpoint(dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let record = dir.join("small-demo.mpk");
+    for (path, bytes) in [(record.clone(), DEMO_RECORD), (dispr_model::sidecar_path(&record), DEMO_SIDECAR)] {
+        if std::fs::read(&path).is_ok_and(|have| have == bytes) {
+            continue;
+        }
+        // Through a temporary file, so an interrupted demo never leaves half a checkpoint.
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(record.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_checkpoint_is_written_once_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = PathBuf::from(write_demo_checkpoint(&dir.path().join("model")).unwrap());
+        let sidecar = dispr_model::checkpoint::read_sidecar(&record).expect("a readable sidecar beside it");
+        assert_eq!(sidecar.record_sha256, dispr_model::sha256_file(&record).unwrap());
+        let modified = std::fs::metadata(&record).unwrap().modified().unwrap();
+
+        // A second demo in the same folder leaves the identical file alone...
+        write_demo_checkpoint(&dir.path().join("model")).unwrap();
+        assert_eq!(std::fs::metadata(&record).unwrap().modified().unwrap(), modified);
+        // ...and restores one that was damaged.
+        std::fs::write(&record, b"damaged").unwrap();
+        write_demo_checkpoint(&dir.path().join("model")).unwrap();
+        assert_eq!(std::fs::read(&record).unwrap(), DEMO_RECORD);
+        let device = Default::default();
+        dispr_model::Predictor::<dispr_model::CpuBackend>::load(&record, &device).expect("the model loads");
+    }
 }
