@@ -1,6 +1,6 @@
 //! Samplers over a trained noise predictor: ancestral DDPM (the published sampler, on the full
-//! or a respaced schedule), DDIM (eta configurable) and DPM-Solver++ (2M) on a respaced
-//! schedule. Each takes the predictor as a closure `(x_t, timestep) -> [eps_hat, v]`, so the tests
+//! or a respaced schedule), DDIM (eta configurable) on evenly respaced timesteps, and
+//! DPM-Solver++ (2M) on timesteps evenly spaced in log-SNR. Each takes the predictor as a closure `(x_t, timestep) -> [eps_hat, v]`, so the tests
 //! can drive them with an exact oracle instead of a network.
 
 use burn::tensor::Tensor;
@@ -39,12 +39,23 @@ pub fn sample<B: Backend>(
     let [d, h, w] = shape;
     let vol = [1, d, h, w];
     let x = noise.normal::<B>(vol, device);
+    let schedule = schedule_of(spec)?;
+    Ok(match spec {
+        SamplerSpec::Null => return Err(SamplerError::Null),
+        SamplerSpec::Ddpm { .. } => ddpm(&schedule, x, noise, denoise, progress),
+        SamplerSpec::Ddim { eta, .. } => ddim(&schedule, *eta, x, noise, denoise, progress),
+        SamplerSpec::DpmSolver2m { .. } => dpmpp_2m(&schedule, x, denoise, progress),
+    })
+}
+
+/// The timesteps a sampler visits: evenly spaced for DDPM and DDIM (as published), evenly
+/// spaced in log-SNR for DPM-Solver++ (see [`Schedule::log_snr_spaced`]).
+pub fn schedule_of(spec: &SamplerSpec) -> Result<Schedule, SamplerError> {
     let steps = spec.steps() as usize;
     Ok(match spec {
         SamplerSpec::Null => return Err(SamplerError::Null),
-        SamplerSpec::Ddpm { .. } => ddpm(&Schedule::respaced(steps), x, noise, denoise, progress),
-        SamplerSpec::Ddim { eta, .. } => ddim(&Schedule::respaced(steps), *eta, x, noise, denoise, progress),
-        SamplerSpec::DpmSolver2m { .. } => dpmpp_2m(&Schedule::respaced(steps), x, denoise, progress),
+        SamplerSpec::Ddpm { .. } | SamplerSpec::Ddim { .. } => Schedule::respaced(steps),
+        SamplerSpec::DpmSolver2m { .. } => Schedule::log_snr_spaced(steps),
     })
 }
 
@@ -105,7 +116,7 @@ fn ddim<B: Backend>(
 }
 
 /// DPM-Solver++ (2M) (Lu et al. 2022), the multistep second-order solver of the probability flow
-/// ODE in data prediction, on the respaced timesteps; its last step goes to the clean data
+/// ODE in data prediction, on log-SNR-spaced timesteps; its last step goes to the clean data
 /// (x = the final x_0 estimate), so it takes exactly `steps` model evaluations.
 fn dpmpp_2m<B: Backend>(
     s: &Schedule,
@@ -174,7 +185,7 @@ mod tests {
 
     fn moments(spec: &str) -> (f64, f64) {
         let spec: SamplerSpec = spec.parse().unwrap();
-        let sched = Schedule::respaced(spec.steps() as usize);
+        let sched = schedule_of(&spec).unwrap();
         let seeds: Vec<u64> = (0..16).collect();
         let mut noise = NoiseStreams::new(&seeds);
         let mut f = oracle(&sched);
@@ -219,13 +230,13 @@ mod tests {
             assert!((mean - MU).abs() < TOL, "{spec}: mean {mean} vs {MU}");
             assert!((std - S).abs() < TOL, "{spec}: std {std} vs {S}");
         }
-        // DPM-Solver++ 2M: the mean is right, but on this uniformly respaced schedule the std
-        // comes out at 0.248 (25 steps) instead of 0.2. Not yet explained (discretisation on a
-        // uniform-t grid, with a large last step in lambda, or a defect): open, see the model
-        // issue's report. Only the mean is asserted until then.
+        // DPM-Solver++ 2M, second order on its log-SNR grid, reproduces N(MU, S^2) within the
+        // tolerance: 0.2017 at 25 steps and 0.2039 at 10 (a float64 numpy replica of this
+        // sampler gives the same; on evenly spaced timesteps it gave 0.250 at 25 steps).
         for spec in ["dpmpp2m-25", "dpmpp2m-10"] {
-            let (mean, _) = moments(spec);
+            let (mean, std) = moments(spec);
             assert!((mean - MU).abs() < TOL, "{spec}: mean {mean} vs {MU}");
+            assert!((std - S).abs() < TOL, "{spec}: std {std} vs {S}");
         }
         // DDIM (eta = 0) matches its exact discrete solution (0.176 at 50 steps, 0.098 at 10).
         for steps in [50, 25, 10] {

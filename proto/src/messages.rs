@@ -23,7 +23,7 @@ pub enum SamplerSpec {
     Ddpm { steps: u32 },
     /// DDIM on a respaced schedule; `eta` = 0 is deterministic given the initial noise.
     Ddim { steps: u32, eta: f64 },
-    /// DPM-Solver++ (2M) on a respaced schedule.
+    /// DPM-Solver++ (2M) on timesteps evenly spaced in log-SNR.
     DpmSolver2m { steps: u32 },
     /// No model: a deterministic shape at once, for orchestration tests and benchmarks.
     Null,
