@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 use dispr_worker::cmd;
 
-/// Samples 3D cell shapes with DISPR: serves sampling jobs from RabbitMQ, or trains a model.
+/// Samples 3D cell shapes with DISPR: serves sampling jobs from RabbitMQ, trains a model, or
+/// scores a model's samplers.
 #[derive(Parser)]
 #[command(name = "dispr-worker", version, about, long_about, max_term_width = 100)]
 struct Cli {
@@ -17,6 +18,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Train a DISPR model on a dataset folder or S3 prefix.
     Train(cmd::train::Args),
+    /// Score a checkpoint's samplers on held-out cells: mean IoU and time per cell.
+    Evaluate(cmd::evaluate::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -24,6 +27,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Evaluate(args) => cmd::evaluate::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
+pub mod evaluate;
 pub mod serve;
 pub mod train;
