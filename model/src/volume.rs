@@ -67,55 +67,6 @@ pub fn upsample_3d(vol: &[f32], m: usize, factor: usize) -> Vec<f32> {
     out
 }
 
-/// Otsu's threshold of values in [0, 1] over 256 bins (the bin centre that maximises the
-/// between-class variance). Local stand-in for `dispr_shape::otsu`, which was not there yet
-/// when this crate was written; the model crate only needs it for validation IoU.
-pub fn otsu_threshold(values: &[f32]) -> f32 {
-    let mut hist = [0u64; 256];
-    for &v in values {
-        hist[((v.clamp(0.0, 1.0) * 255.0).round()) as usize] += 1;
-    }
-    let total: u64 = hist.iter().sum();
-    let sum_all: f64 = hist.iter().enumerate().map(|(i, &c)| i as f64 * c as f64).sum();
-    let (mut w0, mut sum0, mut best, mut best_t) = (0u64, 0.0f64, -1.0f64, 0usize);
-    for (t, &c) in hist.iter().enumerate() {
-        w0 += c;
-        sum0 += t as f64 * c as f64;
-        let w1 = total - w0;
-        if w0 == 0 || w1 == 0 {
-            continue;
-        }
-        let (m0, m1) = (sum0 / w0 as f64, (sum_all - sum0) / w1 as f64);
-        let between = w0 as f64 * w1 as f64 * (m0 - m1).powi(2);
-        if between > best {
-            best = between;
-            best_t = t;
-        }
-    }
-    best_t as f32 / 255.0
-}
-
-/// Binarises a sampled volume as the reference does: Otsu's threshold on x / max(x).
-pub fn binarise(vol: &[f32]) -> Vec<bool> {
-    let max = vol.iter().cloned().fold(0.0f32, f32::max);
-    if max <= 0.0 {
-        return vec![false; vol.len()];
-    }
-    let scaled: Vec<f32> = vol.iter().map(|&v| (v / max).max(0.0)).collect();
-    let t = otsu_threshold(&scaled);
-    scaled.iter().map(|&v| v > t).collect()
-}
-
-/// Intersection over union of two masks (1 when both are empty).
-pub fn iou(a: &[bool], b: &[bool]) -> f64 {
-    let (mut inter, mut union) = (0usize, 0usize);
-    for (&x, &y) in a.iter().zip(b) {
-        inter += (x && y) as usize;
-        union += (x || y) as usize;
-    }
-    if union == 0 { 1.0 } else { inter as f64 / union as f64 }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,16 +91,5 @@ mod tests {
         let u = upsample_3d(&v, m, 2);
         let row: Vec<f32> = u[..8].to_vec();
         assert_eq!(row, vec![0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0]);
-    }
-
-    #[test]
-    fn otsu_separates_two_modes_and_iou_counts() {
-        let mut v = vec![0.1f32; 100];
-        v.extend(vec![0.8f32; 50]);
-        let t = otsu_threshold(&v);
-        assert!((0.1..0.8).contains(&t), "{t}");
-        let b = binarise(&v);
-        assert_eq!(b.iter().filter(|&&x| x).count(), 50);
-        assert_eq!(iou(&[true, true, false], &[true, false, false]), 0.5);
     }
 }

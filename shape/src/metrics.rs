@@ -15,6 +15,17 @@ pub fn truth_mask(obj: &[u8]) -> Vec<bool> {
     obj.iter().map(|&v| v > TRUTH_THRESHOLD).collect()
 }
 
+/// Intersection over union of two binary volumes of one size (1 when both are empty): the
+/// `iou` of [`reconstruction`] without the other metrics, for validation during training.
+pub fn iou(pred: &[bool], truth: &[bool]) -> f64 {
+    let (mut inter, mut union) = (0u64, 0u64);
+    for (&p, &g) in pred.iter().zip(truth) {
+        inter += (p && g) as u64;
+        union += (p || g) as u64;
+    }
+    if union == 0 { 1.0 } else { inter as f64 / union as f64 }
+}
+
 /// The metrics' names, units and definitions (for the docs and the report).
 pub const METRICS: &[FeatureDescriptor] = &[
     FeatureDescriptor {
@@ -97,6 +108,8 @@ mod tests {
         let p = boxed(dims, 2, 6); // 64 of the 512 voxels
         let m = reconstruction(&p, &g, dims).unwrap();
         assert_eq!(m["iou"], 64.0 / 512.0);
+        assert_eq!(iou(&p, &g), m["iou"]);
+        assert_eq!(iou(&[false; 3], &[false; 3]), 1.0);
         assert_eq!(m["volume_error"], (512.0 - 64.0) / 512.0);
         assert!(m["surface_error"] > 0.5 && m["surface_error"] < 1.0, "{}", m["surface_error"]);
         let names: Vec<_> = METRICS.iter().map(|d| d.name).collect();

@@ -196,7 +196,7 @@ pub fn mean_iou<B: burn::tensor::backend::Backend>(
     let mut n = 0usize;
     for (cell, samples) in val.iter().zip(&volumes) {
         for vol in samples {
-            total += dispr_model::volume::iou(&dispr_shape::otsu::binarise(vol), &cell.truth);
+            total += dispr_shape::metrics::iou(&dispr_shape::otsu::binarise(vol), &cell.truth);
             n += 1;
         }
     }
