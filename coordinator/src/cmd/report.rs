@@ -2,24 +2,20 @@
 //! `runs/<run>/report/` and summarised on stdout.
 
 use crate::classify::{CvConfig, ForestConfig};
+use crate::cmd::run_args::RunRef;
 use crate::report::{Level, ground_truth};
 use crate::run_page::{self, ReportOptions};
 use anyhow::Context as _;
 use dispr_proto::records::CellFeatures;
-use dispr_proto::{RunId, keys};
+use dispr_proto::keys;
 use dispr_shape::dataset::Dataset;
 use dispr_store::Store;
 use futures::{StreamExt, TryStreamExt};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The run's output location (s3://bucket/prefix, file:///path or a folder): features are read
-    /// from, and the report written to, runs/<run>/ under it.
-    #[arg(long, env = "DISPR_OUTPUT")]
-    pub output: String,
-    /// The run to report on.
-    #[arg(long, env = "DISPR_RUN_ID")]
-    pub run_id: RunId,
+    #[command(flatten)]
+    pub run: RunRef,
     /// Instead of the run's features, compute features from this dataset's ground truth
     /// (image/, mask/ and obj/ volumes standing in for predicted ones).
     #[arg(long)]
@@ -45,8 +41,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let output = Store::open(&args.output)
-        .with_context(|| format!("opening the output location {:?}", args.output))?;
+    let output = args.run.output_store()?;
     let options = ReportOptions {
         level: args.level,
         cv: CvConfig {
@@ -66,13 +61,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         // A run has a manifest and outputs to draw; a dataset's ground truth has only features.
         let page = args.ground_truth_dataset.is_none();
-        run_page::write_report(&output, &args.run_id, records, source, &options, page).await
+        run_page::write_report(&output, &args.run.run_id, records, source, &options, page).await
     })??;
     for w in &written.warnings {
         eprintln!("warning: {w}");
     }
     println!("{}", written.summary);
-    println!("{} files written to {}", written.files, output.uri_of(&keys::report_prefix(&args.run_id)));
+    println!("{} files written to {}", written.files, output.uri_of(&keys::report_prefix(&args.run.run_id)));
     Ok(())
 }
 
@@ -81,14 +76,14 @@ async fn load(args: &Args, output: &Store) -> anyhow::Result<(Vec<CellFeatures>,
     if let Some(uri) = &args.ground_truth_dataset {
         let store = Store::open(uri).with_context(|| format!("opening the dataset {uri:?}"))?;
         let dataset = Dataset::open(store).await?;
-        let (records, skipped) = ground_truth::records(&dataset, &args.run_id).await?;
+        let (records, skipped) = ground_truth::records(&dataset, &args.run.run_id).await?;
         return Ok((
             records,
             format!("ground truth of dataset {uri} (obj > {})", ground_truth::OBJ_THRESHOLD),
             skipped,
         ));
     }
-    let prefix = keys::features_prefix(&args.run_id);
+    let prefix = keys::features_prefix(&args.run.run_id);
     let listed = output.list(&prefix).await.with_context(|| format!("listing {}", output.uri_of(&prefix)))?;
     if listed.is_empty() {
         anyhow::bail!(
@@ -104,7 +99,7 @@ async fn load(args: &Args, output: &Store) -> anyhow::Result<(Vec<CellFeatures>,
     .buffered(16)
     .try_collect()
     .await?;
-    Ok((records, format!("run {} features in {}", args.run_id, output.uri()), Vec::new()))
+    Ok((records, format!("run {} features in {}", args.run.run_id, output.uri()), Vec::new()))
 }
 
 #[cfg(test)]
@@ -112,13 +107,12 @@ mod tests {
     use super::*;
     use crate::report::Report;
     use dispr_proto::records::FeatureMap;
-    use dispr_proto::{CellId, SCHEMA_VERSION};
+    use dispr_proto::{CellId, RunId, SCHEMA_VERSION};
     use std::path::{Path, PathBuf};
 
     fn args(output: &Path, run: &str) -> Args {
         Args {
-            output: output.to_string_lossy().into_owned(),
-            run_id: RunId::new(run).unwrap(),
+            run: RunRef { output: output.to_string_lossy().into_owned(), run_id: RunId::new(run).unwrap() },
             ground_truth_dataset: None,
             level: Level::Class,
             folds: 5,

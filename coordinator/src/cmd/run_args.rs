@@ -1,9 +1,31 @@
-//! Flags shared by `submit` and `local`: what the run is and how its jobs are planned.
+//! Flags shared by the subcommands: what a new run is and how its jobs are planned (`submit`,
+//! `local`), and which existing run to look at (`status`, `watch`, `report`).
 
 use crate::manifest::RunSpec;
 use crate::plan::{self, Cost, DEFAULT_CONSUMER_TIMEOUT_SECS};
+use anyhow::Context;
 use dispr_proto::{RunId, SamplerSpec};
+use dispr_store::Store;
 use std::time::Duration;
+
+/// An existing run: where it writes and its id.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunRef {
+    /// The run's output location, as given to submit (s3://bucket/prefix, file:///path or a
+    /// folder): its records are under runs/<run id>/ there.
+    #[arg(long, env = "DISPR_OUTPUT")]
+    pub output: String,
+    /// The run's id.
+    #[arg(long, env = "DISPR_RUN_ID")]
+    pub run_id: RunId,
+}
+
+impl RunRef {
+    /// The store at the run's output location.
+    pub fn output_store(&self) -> anyhow::Result<Store> {
+        Store::open(&self.output).with_context(|| format!("opening the output location {:?}", self.output))
+    }
+}
 
 /// What the run is: everything its manifest records.
 #[derive(Debug, Clone, clap::Args)]

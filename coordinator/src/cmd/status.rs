@@ -2,20 +2,16 @@
 //! without consuming anything; `--json` for scripts.
 
 use crate::broker::{Broker, BrokerArgs, QueueDepths};
+use crate::cmd::run_args::RunRef;
 use crate::status::{Counts, StoredRun};
-use anyhow::Context;
 use dispr_proto::RunId;
-use dispr_store::Store;
 use serde::Serialize;
 use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The output the run was submitted with.
-    #[arg(long, env = "DISPR_OUTPUT")]
-    pub output: String,
-    #[arg(long, env = "DISPR_RUN_ID")]
-    pub run_id: RunId,
+    #[command(flatten)]
+    pub run: RunRef,
     #[command(flatten)]
     pub broker: BrokerArgs,
     /// Skip the broker (queue depths): for runs of `local`, or when it is unreachable.
@@ -51,8 +47,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn status(args: Args) -> anyhow::Result<()> {
-    let output = Store::open(&args.output).with_context(|| format!("opening the output {}", args.output))?;
-    let stored = StoredRun::read(&output, &args.run_id).await?;
+    let output = args.run.output_store()?;
+    let stored = StoredRun::read(&output, &args.run.run_id).await?;
     let counts = stored.counts();
     let (queues, broker_error) = if args.no_broker {
         (None, None)
@@ -64,7 +60,7 @@ async fn status(args: Args) -> anyhow::Result<()> {
         }
     };
     let report = StatusReport {
-        run_id: args.run_id.clone(),
+        run_id: args.run.run_id.clone(),
         output: output.uri().to_string(),
         sampler: stored.manifest.sampler.to_string(),
         samples_per_cell: stored.manifest.samples_per_cell,

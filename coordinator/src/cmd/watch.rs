@@ -9,6 +9,7 @@
 
 use crate::broker::{Broker, BrokerArgs};
 use crate::cells::Finished;
+use crate::cmd::run_args::RunRef;
 use crate::metrics::{self, Metrics};
 use crate::status::StoredRun;
 use crate::tally::Tally;
@@ -24,11 +25,8 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The output the run was submitted with.
-    #[arg(long, env = "DISPR_OUTPUT")]
-    pub output: String,
-    #[arg(long, env = "DISPR_RUN_ID")]
-    pub run_id: RunId,
+    #[command(flatten)]
+    pub run: RunRef,
     #[command(flatten)]
     pub broker: BrokerArgs,
     /// Address of the coordinator's /metrics and /healthz.
@@ -51,8 +49,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn watch(args: Args) -> anyhow::Result<()> {
-    let output = Store::open(&args.output).with_context(|| format!("opening the output {}", args.output))?;
-    let stored = StoredRun::read(&output, &args.run_id).await?;
+    let output = args.run.output_store()?;
+    let stored = StoredRun::read(&output, &args.run.run_id).await?;
     let mut tally = Tally::new(stored.cells, &stored.finished);
     let metrics = Arc::new(Metrics::default());
     metrics.update(&mut tally);
@@ -62,7 +60,7 @@ async fn watch(args: Args) -> anyhow::Result<()> {
     let bar = crate::progress::bar(tally.total() as u64, "watching");
     bar.set_position(tally.finished() as u64);
     let mut rescans =
-        spawn_rescans(output.clone(), args.run_id.clone(), Duration::from_secs(args.rescan_secs.max(1)));
+        spawn_rescans(output.clone(), args.run.run_id.clone(), Duration::from_secs(args.rescan_secs.max(1)));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_log = Instant::now();
     let logging = !std::io::stderr().is_terminal();
@@ -94,7 +92,7 @@ async fn watch(args: Args) -> anyhow::Result<()> {
                 delivery = consumer.next() => match delivery {
                     Some(Ok(delivery)) => {
                         match JobResult::decode(&delivery.data) {
-                            Ok(result) if result.run_id == args.run_id => {
+                            Ok(result) if result.run_id == args.run.run_id => {
                                 let change = tally.apply(&result);
                                 metrics.record(&mut tally, &result.worker, change);
                                 bar.set_position(tally.finished() as u64);
@@ -143,7 +141,7 @@ async fn watch(args: Args) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        print!("run {}: {summary}", args.run_id);
+        print!("run {}: {summary}", args.run.run_id);
     }
     Ok(())
 }
