@@ -140,6 +140,24 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         .to_path_buf();
     BUILT.get_or_init(|| {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        // cargo gives this test process the variables of its own crate (CARGO_MANIFEST_DIR,
+        // CARGO_PKG_NAME, OUT_DIR, ...). Build scripts such as ring's and aws-lc's declare
+        // rerun-if-env-changed on some of them, so an inner cargo that inherits them reruns those
+        // scripts and recompiles the TLS and AWS stack; it must see the environment the test
+        // command had.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            let crate_var = key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    key,
+                    "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+                );
+            if crate_var {
+                cmd.env_remove(key);
+            }
+        }
         if dir.ends_with("release") {
             cmd.args(["build", "--release", "-p", "dispr-worker", "-p", "dispr-coordinator", "--bins"]);
         } else {

@@ -92,6 +92,17 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
             }
             Err(err) => {
                 // lapin's error text never includes the URI; it is safe to show.
+                if let lapin::ErrorKind::IOError(io) = err.kind()
+                    && is_certificate_error(io)
+                {
+                    return Err(anyhow::Error::new(err)).with_context(|| {
+                        format!(
+                            "could not connect to RabbitMQ at {shown}: its TLS certificate is not trusted here; \
+                             add the CA that signed it to the system's trust store, or point SSL_CERT_FILE at a \
+                             PEM file holding it"
+                        )
+                    });
+                }
                 if started.elapsed() + delay > CONNECT_GIVE_UP_AFTER || is_permanent_connect_error(&err) {
                     return Err(anyhow::Error::new(err)).with_context(|| {
                         format!(
@@ -131,8 +142,15 @@ fn is_permanent_connect_error(err: &lapin::Error) -> bool {
             !matches!(amqp.kind(), AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED))
         }
         lapin::ErrorKind::InvalidProtocolVersion(_) => true,
+        lapin::ErrorKind::IOError(io) => is_certificate_error(io),
         _ => false,
     }
+}
+
+/// A TLS server certificate this machine does not trust (rustls: "invalid peer certificate:
+/// UnknownIssuer", a wrong name, expired): waiting will not change it.
+fn is_certificate_error(err: &std::io::Error) -> bool {
+    err.to_string().to_ascii_lowercase().contains("certificate")
 }
 
 fn quorum_args() -> FieldTable {

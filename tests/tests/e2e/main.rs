@@ -13,4 +13,5 @@ mod outages;
 mod poison;
 mod sigterm_drain;
 mod submit_resume;
+mod tls;
 mod worker_killed;

@@ -25,6 +25,8 @@ pub struct Ctx {
     pub run: RunId,
     /// Logs of the processes the scenario started.
     pub logs: tempfile::TempDir,
+    /// More environment for the child processes (e.g. SSL_CERT_FILE).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Ctx {
@@ -40,6 +42,7 @@ impl Ctx {
             root: format!("s3://{}/{name}", env.s3_bucket),
             run: RunId::new(format!("run-{name}")).expect("unique names are valid run ids"),
             logs: tempfile::tempdir().expect("a temporary folder for logs"),
+            extra_env: Vec::new(),
             name,
             env,
         }
@@ -64,6 +67,7 @@ impl Ctx {
         let mut env = self.env.child_env();
         env.push(("DISPR_QUEUE_PREFIX", self.queue_prefix.clone()));
         env.push(("RUST_LOG", "info".into()));
+        env.extend(self.extra_env.iter().cloned());
         env
     }
 
@@ -107,13 +111,22 @@ impl Ctx {
 
     /// Starts a `dispr-worker serve` process; its output goes to `worker-<label>.log`.
     pub fn spawn_worker(&self, label: &str, extra: &[&str]) -> Worker {
+        self.spawn_worker_without(label, extra, &[])
+    }
+
+    /// As [`spawn_worker`](Self::spawn_worker), without the environment variables `unset`.
+    pub fn spawn_worker_without(&self, label: &str, extra: &[&str], unset: &[&str]) -> Worker {
         let log = self.logs.path().join(format!("worker-{label}.log"));
         let file = std::fs::File::create(&log).expect("creating a worker log");
-        let child = Command::new(bin("dispr-worker"))
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--model-cache-dir"])
+        let mut cmd = Command::new(bin("dispr-worker"));
+        cmd.args(["serve", "--http-addr", "127.0.0.1:0", "--model-cache-dir"])
             .arg(self.logs.path().join("model-cache"))
             .args(extra)
-            .envs(self.child_env())
+            .envs(self.child_env());
+        for var in unset {
+            cmd.env_remove(var);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("cloning a file handle"))
             .stderr(file)
