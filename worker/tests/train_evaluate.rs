@@ -57,57 +57,33 @@ fn train_resumes_and_evaluate_scores_each_sampler_on_the_held_out_cells() {
     assert!(out.join("model-step0000002.mpk").exists() && out.join("model-step0000004.mpk").exists());
 
     let latest = out.join("latest.mpk");
-    let eval = worker(&[
-        "evaluate",
-        "--checkpoint",
-        latest.to_str().unwrap(),
-        "--dataset",
-        data,
-        "--cells",
-        "2",
-        "--samplers",
-        "ddim-2,dpmpp2m-3",
-    ]);
+    let evaluate = |samplers: &str| {
+        let args = ["evaluate", "--checkpoint", latest.to_str().unwrap(), "--dataset", data, "--cells", "2"];
+        worker(&[&args[..], &["--samplers", samplers]].concat())
+    };
+    // One row per sampler: its name, model evaluations, seconds per cell and mean IoU.
+    let rows = |out: &Output| -> Vec<Vec<String>> {
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let rows = text.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| sampler"));
+        rows.map(|l| l.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()).collect()
+    };
+    let eval = evaluate("ddim-2,dpmpp2m-3");
     assert!(eval.status.success());
     let table = String::from_utf8_lossy(&eval.stdout);
     assert!(table.contains("step 4") && table.contains("2 held-out cells"), "{table}");
-    for (sampler, evaluations) in [("ddim-2", "2"), ("dpmpp2m-3", "3")] {
-        let row = table.lines().find(|l| l.starts_with(&format!("| {sampler} |"))).expect(sampler);
-        let cols: Vec<&str> = row.split('|').map(str::trim).collect();
-        assert_eq!(cols[2], evaluations, "{row}");
-        let iou: f64 = cols[4].parse().unwrap();
-        assert!((0.0..=1.0).contains(&iou), "{row}");
+    let rows_seen = rows(&eval);
+    let names: Vec<(&str, &str)> = rows_seen.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
+    assert_eq!(names, [("ddim-2", "2"), ("dpmpp2m-3", "3")], "{table}");
+    for row in &rows_seen {
+        let iou: f64 = row[3].parse().unwrap();
+        assert!((0.0..=1.0).contains(&iou), "{row:?}");
     }
     // The same seeds and sampler as training's validation give the same score.
-    let val = worker(&[
-        "evaluate",
-        "--checkpoint",
-        latest.to_str().unwrap(),
-        "--dataset",
-        data,
-        "--cells",
-        "2",
-        "--samplers",
-        "ddim-2",
-    ]);
     let want = sidecar(&out.join("latest.json"))["validation"]["mean_iou"].as_f64().unwrap();
-    let row = String::from_utf8_lossy(&val.stdout)
-        .lines()
-        .find(|l| l.starts_with("| ddim-2 |"))
-        .unwrap()
-        .to_string();
-    let got: f64 = row.split('|').nth(4).unwrap().trim().parse().unwrap();
+    let got: f64 = rows(&evaluate("ddim-2"))[0][3].parse().unwrap();
     assert!((got - want).abs() < 1e-4, "evaluate {got} vs train's validation {want}");
 
-    let null = worker(&[
-        "evaluate",
-        "--checkpoint",
-        latest.to_str().unwrap(),
-        "--dataset",
-        data,
-        "--samplers",
-        "null",
-    ]);
+    let null = evaluate("null");
     assert!(!null.status.success());
     assert!(String::from_utf8_lossy(&null.stderr).contains("does not use the model"));
 }
