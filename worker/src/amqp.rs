@@ -14,7 +14,7 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
 use std::time::Duration;
 
 /// The names of the queues and exchange of one deployment. Tests give each run its own prefix so
@@ -224,21 +224,31 @@ pub async fn confirm_channel(conn: &Connection) -> anyhow::Result<Channel> {
 /// waits for the broker's confirm. `ch` must be a [`confirm_channel`]. Returns an error when the
 /// broker nacks the message or cannot route it.
 pub async fn publish_confirmed(ch: &Channel, queue: &str, payload: &[u8]) -> anyhow::Result<()> {
+    confirmed(publish(ch, queue, payload).await?, queue).await
+}
+
+/// Publishes `payload` like [`publish_confirmed`] without waiting for the confirm: many messages
+/// can then be in flight at once, each confirmed later through [`confirmed`].
+pub async fn publish(ch: &Channel, queue: &str, payload: &[u8]) -> anyhow::Result<PublisherConfirm> {
     let props = BasicProperties::default()
         .with_delivery_mode(2) // persistent
         .with_content_type("application/json".into());
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
-            payload,
-            props,
-        )
-        .await
-        .with_context(|| format!("could not publish to {queue:?}"))?
-        .await
-        .with_context(|| format!("no confirm from RabbitMQ for a message to {queue:?}"))?;
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+        payload,
+        props,
+    )
+    .await
+    .with_context(|| format!("could not publish to {queue:?}"))
+}
+
+/// Waits for the broker's confirm of a message published to `queue`: an error when it nacks the
+/// message or cannot route it.
+pub async fn confirmed(confirm: PublisherConfirm, queue: &str) -> anyhow::Result<()> {
+    let confirm =
+        confirm.await.with_context(|| format!("no confirm from RabbitMQ for a message to {queue:?}"))?;
     if confirm.is_nack() {
         anyhow::bail!("RabbitMQ refused (nacked) a message to {queue:?}; see the broker's log");
     }

@@ -4,9 +4,12 @@
 //! For each cell of a job: skip it if its features record exists (it is done), read and check its
 //! image and mask, sample its K volumes (all cells of the job in one batch, on a blocking thread),
 //! write each volume, compute the features and write `features/<cell>.json` last, with
-//! put-if-absent. Bad input fails the cell for good (`failures/<cell>.json` and a `CellFailed`
-//! result); storage trouble is retried and then handed back as [`JobError::Retriable`] so the
-//! caller can requeue the job. Results go to a [`ResultSink`] as they happen.
+//! put-if-absent. The cells of a job are independent, so their object operations run
+//! [`IO_CONCURRENCY`] at a time and their features on up to one blocking thread per core: one
+//! cell at a time would leave the worker waiting on round trips. Bad input fails the cell for
+//! good (`failures/<cell>.json` and a `CellFailed` result); storage trouble is retried and then
+//! handed back as [`JobError::Retriable`] so the caller can requeue the job. Results go to a
+//! [`ResultSink`] as they happen, in the order the cells finish.
 
 use crate::cell::{self, Checked, InputError, OutputError};
 use crate::retry::{Retry, StoreFailure};
@@ -18,12 +21,17 @@ use dispr_proto::seed::sample_seed;
 use dispr_proto::{CellFailure, CellId, Job, JobRecord, ResultBody, SCHEMA_VERSION, keys};
 use dispr_shape::dataset::{CellBytes, Label, label_from_name, parse_labels};
 use dispr_store::{Store, StoreError};
+use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
+
+/// Object operations of a job in flight at once. Enough to hide round trips to S3 (a few ms
+/// each) behind one another; few enough not to flood the store or hold many volumes at once.
+const IO_CONCURRENCY: usize = 16;
 
 /// Where a job's results go. `report` returns when the result is on its way; delivery failures
 /// are the sink's business (the AMQP sink remembers them and the job is then not acked).
@@ -105,6 +113,9 @@ pub struct JobRunner {
     /// One sampling batch at a time: jobs run concurrently so that the next job's downloads and
     /// the last job's uploads overlap sampling, but two batches would only fight over the device.
     compute: tokio::sync::Semaphore,
+    /// Cells whose features are being computed: one per core, so that a job's cells share the
+    /// CPU without crowding out the I/O and the sampler's own threads.
+    features: tokio::sync::Semaphore,
 }
 
 /// A failure to record for a cell.
@@ -123,6 +134,9 @@ impl JobRunner {
             stores: Mutex::new(HashMap::new()),
             labels: Default::default(),
             compute: tokio::sync::Semaphore::new(1),
+            features: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+            ),
         }
     }
 
@@ -138,7 +152,9 @@ impl JobRunner {
         let metrics = &self.telemetry.metrics;
         metrics.in_flight.inc();
         let started = Instant::now();
-        let result = self.run_job(job, sink).instrument(span.clone()).await;
+        // Boxed: the job's future nests many others, and callers that nest it further (a worker's
+        // session) would otherwise exceed the compiler's layout depth limit.
+        let result = Box::pin(self.run_job(job, sink)).instrument(span.clone()).await;
         metrics.in_flight.dec();
         metrics.job_seconds.observe(started.elapsed().as_secs_f64());
         span.in_scope(|| match &result {
@@ -174,19 +190,27 @@ impl JobRunner {
             )))
         })?;
         let mut summary = JobSummary::default();
-        let retriable = |e: anyhow::Error| JobError::Retriable(e);
 
         // Cells whose features exist are done: report them again (the first report may have
         // been lost with a worker) and leave them alone.
+        let output = &output;
+        // (The futures are made before they are streamed: a stream's closure over borrowed cells
+        // trips the compiler's Send check of the job future.)
+        let checks: Vec<_> = (job.cells.iter())
+            .map(|cell| {
+                let key = keys::features(&job.run_id, cell);
+                async move {
+                    self.config
+                        .retry
+                        .store(&format!("check {key}"), || output.exists(&key))
+                        .await
+                        .map_err(|e| storage(e, format!("could not check {key}")))
+                }
+            })
+            .collect();
+        let done: Vec<bool> = futures::stream::iter(checks).buffered(IO_CONCURRENCY).try_collect().await?;
         let mut todo = Vec::new();
-        for cell in &job.cells {
-            let key = keys::features(&job.run_id, cell);
-            let done = self
-                .config
-                .retry
-                .store(&format!("check {key}"), || output.exists(&key))
-                .await
-                .map_err(|e| retriable(anyhow::Error::new(e.into_inner())))?;
+        for (cell, done) in job.cells.iter().zip(done) {
             if done {
                 summary.skipped += 1;
                 self.telemetry.metrics.cells.get_or_create(&[("outcome", "skipped")]).inc();
@@ -200,15 +224,15 @@ impl JobRunner {
             let mut faults = Vec::new();
             if let Some((sampler, inputs)) = self.prepare(job, &todo, &mut faults).await? {
                 compute_seconds = self
-                    .sample_and_write(job, &output, sampler, inputs, sink, &mut summary, &mut faults)
+                    .sample_and_write(job, output, sampler, inputs, sink, &mut summary, &mut faults)
                     .await?;
             }
             for fault in faults {
-                self.record_failure(job, &output, fault, sink).await?;
+                self.record_failure(job, output, fault, sink).await?;
                 summary.failed += 1;
             }
         }
-        self.record_job(job, &output, sink.worker(), started_ms, compute_seconds, &summary).await;
+        self.record_job(job, output, sink.worker(), started_ms, compute_seconds, &summary).await;
         sink.report(ResultBody::JobDone { started_ms, compute_seconds }).await;
         Ok(summary)
     }
@@ -290,9 +314,17 @@ impl JobRunner {
             }
         };
 
+        let dataset = &dataset;
+        let reads: Vec<_> = (cells.iter())
+            .map(|cell| async move { Ok::<_, JobError>((cell, self.fetch_inputs(dataset, cell).await?)) })
+            .collect();
+        let read: Vec<_> = futures::stream::iter(reads)
+            .buffered(IO_CONCURRENCY / 3) // three reads per cell
+            .try_collect()
+            .await?;
         let mut fetched = Vec::new();
-        for cell in cells {
-            match self.fetch_inputs(&dataset, cell).await? {
+        for (cell, files) in read {
+            match files {
                 Ok(files) => {
                     let label = labels.get(cell).cloned().or_else(|| label_from_name(cell.as_str()));
                     fetched.push((cell.clone(), label, files));
@@ -331,12 +363,12 @@ impl JobRunner {
             return Ok(Ok(l.clone()));
         }
         let key = keys::DATASET_LABELS;
-        let bytes =
-            self.config.retry.store(&format!("read {key}"), || dataset.get_opt(key)).await.map_err(|e| {
-                JobError::Retriable(
-                    anyhow::Error::new(e.into_inner()).context(format!("could not read {key}")),
-                )
-            })?;
+        let bytes = self
+            .config
+            .retry
+            .store(&format!("read {key}"), || dataset.get_opt(key))
+            .await
+            .map_err(|e| storage(e, format!("could not read {key}")))?;
         let labels = match bytes {
             Some(b) => match parse_labels(&b) {
                 Ok(l) => l,
@@ -361,36 +393,36 @@ impl JobRunner {
         cell: &CellId,
     ) -> Result<Result<CellBytes, anyhow::Error>, JobError> {
         let retry = &self.config.retry;
-        let storage = |key: &str, e: StoreError| {
+        let failed = |key: &str, e: StoreError| {
             JobError::Retriable(
                 anyhow::Error::new(e).context(format!("could not read {key} of {}", dataset.uri())),
             )
         };
-        let mut required = Vec::with_capacity(2);
-        for key in [keys::dataset_image(cell), keys::dataset_mask(cell)] {
-            match retry.store(&format!("read {key}"), || dataset.get(&key)).await {
-                Ok(bytes) => required.push(bytes),
-                Err(StoreFailure::NotFound(e)) => {
-                    return Ok(Err(anyhow::Error::new(e).context(format!(
-                        "cell {cell} is not in the dataset {}: {key} does not exist; check the cell id and \
-                         the dataset URI",
-                        dataset.uri()
-                    ))));
-                }
-                Err(StoreFailure::Other(e)) => return Err(storage(&key, e)),
-            }
-        }
-        let truth_key = keys::dataset_obj(cell);
-        let truth = retry
-            .store(&format!("read {truth_key}"), || dataset.get_opt(&truth_key))
-            .await
-            .map_err(|e| storage(&truth_key, e.into_inner()))?;
-        let mask = required.pop();
-        let image = required.pop();
-        let (Some(image), Some(mask)) = (image, mask) else {
-            return Err(JobError::Retriable(anyhow::anyhow!("internal: image and mask were not both read")));
+        let (image_key, mask_key, truth_key) =
+            (keys::dataset_image(cell), keys::dataset_mask(cell), keys::dataset_obj(cell));
+        let reading = [&image_key, &mask_key, &truth_key].map(|key| format!("read {key}"));
+        let (image, mask, truth) = tokio::join!(
+            retry.store(&reading[0], || dataset.get(&image_key)),
+            retry.store(&reading[1], || dataset.get(&mask_key)),
+            retry.store(&reading[2], || dataset.get_opt(&truth_key)),
+        );
+        // A missing image or mask is the cell's fault; any other failure is the store's.
+        let required = |key: &str, read: Result<bytes::Bytes, StoreFailure>| match read {
+            Ok(bytes) => Ok(Ok(bytes)),
+            Err(StoreFailure::NotFound(e)) => Ok(Err(anyhow::Error::new(e).context(format!(
+                "cell {cell} is not in the dataset {}: {key} does not exist; check the cell id and the \
+                 dataset URI",
+                dataset.uri()
+            )))),
+            Err(StoreFailure::Other(e)) => Err(failed(key, e)),
         };
-        Ok(Ok(CellBytes { image, mask, obj: truth }))
+        let image = required(&image_key, image)?;
+        let mask = required(&mask_key, mask)?;
+        let truth = truth.map_err(|e| failed(&truth_key, e.into_inner()))?;
+        Ok(match (image, mask) {
+            (Ok(image), Ok(mask)) => Ok(CellBytes { image, mask, obj: truth }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        })
     }
 
     /// Samples every prepared cell in one batch, then writes each cell's outputs. Cells whose
@@ -415,60 +447,79 @@ impl JobRunner {
         };
         let per_cell = compute_seconds / cells.len().max(1) as f64;
 
-        for (prepared, volumes) in cells.into_iter().zip(volumes) {
-            let cell_started = Instant::now();
-            let cell = prepared.checked.input.cell.clone();
+        let mut finished = futures::stream::iter(cells.into_iter().zip(volumes))
+            .map(|(prepared, volumes)| self.finish_cell(job, output, prepared, volumes))
+            .buffer_unordered(IO_CONCURRENCY);
+        while let Some(finished) = finished.next().await {
+            match finished? {
+                Ok((cell, seconds)) => {
+                    let seconds = per_cell + seconds;
+                    let metrics = &self.telemetry.metrics;
+                    metrics.cells.get_or_create(&[("outcome", "done")]).inc();
+                    metrics.cell_seconds.observe(seconds);
+                    self.telemetry.health.progressed();
+                    summary.done += 1;
+                    sink.report(ResultBody::CellDone { cell, seconds }).await;
+                }
+                Err(fault) => faults.push(fault),
+            }
+        }
+        Ok(compute_seconds)
+    }
+
+    /// Measures a sampled cell and writes its outputs, the features record last. Returns the
+    /// seconds it took, or the fault of a cell whose samples cannot be measured.
+    async fn finish_cell(
+        &self,
+        job: &Job,
+        output: &Store,
+        prepared: Prepared,
+        volumes: Vec<crate::sampler::Volume>,
+    ) -> Result<Result<(CellId, f64), CellFault>, JobError> {
+        let started = Instant::now();
+        let cell = prepared.checked.input.cell.clone();
+        let made = {
+            // The semaphore is never closed, so acquiring only waits.
+            let _core = self.features.acquire().await.map_err(|e| JobError::Retriable(e.into()))?;
             let run = job.run_id.clone();
-            let made = tokio::task::spawn_blocking(move || {
+            tokio::task::spawn_blocking(move || {
                 cell::outputs(&run, &prepared.checked, &prepared.seeds, volumes)
             })
             .await
-            .map_err(|e| JobError::Retriable(anyhow::anyhow!("feature computation panicked: {e}")))?;
-            let outputs = match made {
-                Ok(o) => o,
-                Err(e @ (OutputError::EmptySample { .. } | OutputError::Features { .. })) => {
-                    faults.push(CellFault { cell, error: e.into() });
-                    continue;
-                }
-                Err(e @ OutputError::Encode { .. }) => return Err(JobError::Retriable(e.into())),
-            };
-
-            for (k, tiff) in outputs.volume_tiffs.into_iter().enumerate() {
-                let key = keys::volume(&job.run_id, &cell, k as u32);
-                let data = bytes::Bytes::from(tiff);
-                self.config
-                    .retry
-                    .store(&format!("write {key}"), || output.put(&key, data.clone()))
-                    .await
-                    .map_err(|e| {
-                        JobError::Retriable(
-                            anyhow::Error::new(e.into_inner()).context(format!("could not write {key}")),
-                        )
-                    })?;
+            .map_err(|e| JobError::Retriable(anyhow::anyhow!("feature computation panicked: {e}")))?
+        };
+        let outputs = match made {
+            Ok(o) => o,
+            Err(e @ (OutputError::EmptySample { .. } | OutputError::Features { .. })) => {
+                return Ok(Err(CellFault { cell, error: e.into() }));
             }
-            // Last: the done-marker. Another delivery of this job may have written it first;
-            // its bytes are the same, so either way the cell is done.
-            let key = keys::features(&job.run_id, &cell);
-            let data = bytes::Bytes::from(outputs.features.encode());
-            self.config
-                .retry
-                .store(&format!("write {key}"), || output.put_if_absent(&key, data.clone()))
-                .await
-                .map_err(|e| {
-                    JobError::Retriable(
-                        anyhow::Error::new(e.into_inner()).context(format!("could not write {key}")),
-                    )
-                })?;
+            Err(e @ OutputError::Encode { .. }) => return Err(JobError::Retriable(e.into())),
+        };
 
-            let seconds = per_cell + cell_started.elapsed().as_secs_f64();
-            let metrics = &self.telemetry.metrics;
-            metrics.cells.get_or_create(&[("outcome", "done")]).inc();
-            metrics.cell_seconds.observe(seconds);
-            self.telemetry.health.progressed();
-            summary.done += 1;
-            sink.report(ResultBody::CellDone { cell, seconds }).await;
+        // In order, one at a time: the job's other cells keep the store busy meanwhile, and a cell
+        // cut short leaves samples 0..k, never a gap.
+        for (k, tiff) in outputs.volume_tiffs.into_iter().enumerate() {
+            self.put(output, &keys::volume(&job.run_id, &cell, k as u32), tiff.into()).await?;
         }
-        Ok(compute_seconds)
+        // Last: the done-marker. Another delivery of this job may have written it first; its
+        // bytes are the same, so either way the cell is done.
+        let key = keys::features(&job.run_id, &cell);
+        let data = bytes::Bytes::from(outputs.features.encode());
+        self.config
+            .retry
+            .store(&format!("write {key}"), || output.put_if_absent(&key, data.clone()))
+            .await
+            .map_err(|e| storage(e, format!("could not write {key}")))?;
+        Ok(Ok((cell, started.elapsed().as_secs_f64())))
+    }
+
+    /// Writes an object, retrying what may pass.
+    async fn put(&self, store: &Store, key: &str, data: bytes::Bytes) -> Result<(), JobError> {
+        self.config
+            .retry
+            .store(&format!("write {key}"), || store.put(key, data.clone()))
+            .await
+            .map_err(|e| storage(e, format!("could not write {key}")))
     }
 
     /// Runs the sampler on a blocking thread, forwarding progress at most every
@@ -551,14 +602,7 @@ impl JobRunner {
             at_ms: now_ms(),
         };
         let key = keys::failure(&job.run_id, &fault.cell);
-        let data = bytes::Bytes::from(record.encode());
-        self.config.retry.store(&format!("write {key}"), || output.put(&key, data.clone())).await.map_err(
-            |e| {
-                JobError::Retriable(
-                    anyhow::Error::new(e.into_inner()).context(format!("could not write {key}")),
-                )
-            },
-        )?;
+        self.put(output, &key, record.encode().into()).await?;
         self.telemetry.metrics.cells.get_or_create(&[("outcome", "failed")]).inc();
         sink.report(ResultBody::CellFailed { cell: fault.cell, reason }).await;
         Ok(())
@@ -588,6 +632,11 @@ fn prepare_cell(
     let checked = cell::check_inputs(cell, label, files)?;
     let seeds = (0..samples).map(|k| sample_seed(run_seed, cell, k)).collect();
     Ok(Prepared { checked, seeds })
+}
+
+/// A store call that failed for good, as a reason to retry the job later.
+fn storage(failure: StoreFailure, what: String) -> JobError {
+    JobError::Retriable(anyhow::Error::new(failure.into_inner()).context(what))
 }
 
 fn now_ms() -> u64 {

@@ -28,7 +28,7 @@ use lapin::options::{
     BasicRejectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Acker, Channel};
+use lapin::{Acker, Channel, PublisherConfirm};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -279,12 +279,13 @@ impl Ctx<'_> {
             job_id: job.job_id.clone(),
             worker: &self.config.worker,
             failed: AtomicBool::new(false),
+            unconfirmed: std::sync::Mutex::new(Vec::new()),
         };
         sink.report(ResultBody::Started { cells: job.cells.len() as u32 }).await;
         // Runs to the end even after a shutdown signal: the session's drain decides how long
         // it may take, and nacks the job if it runs out of time.
         match self.runner.run(&job, &sink).await {
-            Ok(_) if sink.failed.load(Ordering::Relaxed) => {
+            Ok(_) if !sink.all_confirmed().await => {
                 // Outputs are durable but some result did not reach the broker: give the job back;
                 // its redelivery skips the done cells and reports them again.
                 metrics.jobs.get_or_create(&[("outcome", "requeued")]).inc();
@@ -316,8 +317,10 @@ fn settle(result: lapin::Result<bool>) -> Handled {
     }
 }
 
-/// Publishes a job's results to the results queue with confirms. After a failed publish it
-/// stops trying (the channel is most likely gone) and remembers, so the job is not acked.
+/// Publishes a job's results to the results queue with confirms. It does not wait for each
+/// confirm (one round trip per cell would pace the job); [`AmqpSink::all_confirmed`] waits for
+/// them all before the job is acked. After a failed publish it stops trying (the channel is most
+/// likely gone) and remembers, so the job is not acked.
 struct AmqpSink<'a> {
     ch: &'a Channel,
     queue: &'a str,
@@ -325,6 +328,27 @@ struct AmqpSink<'a> {
     job_id: String,
     worker: &'a str,
     failed: AtomicBool,
+    unconfirmed: std::sync::Mutex<Vec<PublisherConfirm>>,
+}
+
+impl AmqpSink<'_> {
+    fn fail(&self, err: anyhow::Error) {
+        tracing::warn!(error = %format!("{err:#}"), "could not publish a result; the job will not be acked");
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the confirms of every result published so far: true when the broker has them
+    /// all, durably.
+    async fn all_confirmed(&self) -> bool {
+        // A poisoned lock only means a publisher panicked while pushing; the list is still valid.
+        let pending = std::mem::take(&mut *self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()));
+        for confirm in pending {
+            if let Err(err) = amqp::confirmed(confirm, self.queue).await {
+                self.fail(err);
+            }
+        }
+        !self.failed.load(Ordering::Relaxed)
+    }
 }
 
 impl ResultSink for AmqpSink<'_> {
@@ -333,9 +357,9 @@ impl ResultSink for AmqpSink<'_> {
             return;
         }
         let message = JobResult::new(self.run.clone(), self.job_id.clone(), self.worker, body).encode();
-        if let Err(err) = amqp::publish_confirmed(self.ch, self.queue, &message).await {
-            tracing::warn!(error = %format!("{err:#}"), "could not publish a result; the job will not be acked");
-            self.failed.store(true, Ordering::Relaxed);
+        match amqp::publish(self.ch, self.queue, &message).await {
+            Ok(confirm) => self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()).push(confirm),
+            Err(err) => self.fail(err),
         }
     }
 }
