@@ -235,17 +235,31 @@ async fn end_to_end(env: &TestEnv, root: &str, cells: usize, shape: Shape) -> E2
     E2e { cells_per_second: cells as f64 / secs, cpu_ms }
 }
 
-/// Seconds per cell of the object operations a null-sampler cell does (two gets, an existence
-/// check, one 1 MiB volume put and a put-if-absent of the features record), with `in_flight`
-/// cells at a time: the latency of one cell's operations at 1, the store's throughput above.
-async fn s3_per_cell(env: &TestEnv, cells: usize, in_flight: usize) -> f64 {
-    use futures::StreamExt;
+/// A fresh prefix holding a cell's `image.tif` and `mask.tif`, and outputs the size of a cell's.
+struct S3Cell {
+    store: dispr_store::Store,
+    /// A 64^3 float32 volume TIFF's size.
+    volume: bytes::Bytes,
+    /// A features record's size.
+    features: bytes::Bytes,
+}
+
+async fn s3_cell(env: &TestEnv) -> S3Cell {
     let store = env.open(&format!("s3://{}/{}", env.s3_bucket, unique("s3")));
     let (image, mask) = cell_tiffs();
     store.put("image.tif", image.into()).await.unwrap();
     store.put("mask.tif", mask.into()).await.unwrap();
     let volume = bytes::Bytes::from(vec![7u8; 64 * 64 * 64 * 4 + 1024]);
     let features = bytes::Bytes::from(vec![b' '; 6 * 1024]);
+    S3Cell { store, volume, features }
+}
+
+/// Seconds per cell of the object operations a null-sampler cell does (two gets, an existence
+/// check, one 1 MiB volume put and a put-if-absent of the features record), with `in_flight`
+/// cells at a time: the latency of one cell's operations at 1, the store's throughput above.
+async fn s3_per_cell(env: &TestEnv, cells: usize, in_flight: usize) -> f64 {
+    use futures::StreamExt;
+    let S3Cell { store, volume, features } = s3_cell(env).await;
     let started = Instant::now();
     futures::stream::iter(0..cells)
         .map(|i| {
@@ -266,11 +280,7 @@ async fn s3_per_cell(env: &TestEnv, cells: usize, in_flight: usize) -> f64 {
 
 /// Mean milliseconds of each kind of object operation a cell does, one at a time.
 async fn s3_latencies(env: &TestEnv, n: usize) -> Vec<(&'static str, f64)> {
-    let store = env.open(&format!("s3://{}/{}", env.s3_bucket, unique("s3")));
-    let (image, _) = cell_tiffs();
-    store.put("image.tif", image.into()).await.unwrap();
-    let volume = bytes::Bytes::from(vec![7u8; 64 * 64 * 64 * 4 + 1024]);
-    let features = bytes::Bytes::from(vec![b' '; 6 * 1024]);
+    let S3Cell { store, volume, features } = s3_cell(env).await;
     let mut times =
         vec![("get 4 KiB", 0.0), ("head (missing)", 0.0), ("put 1 MiB", 0.0), ("put-if-absent 6 KiB", 0.0)];
     for i in 0..n {

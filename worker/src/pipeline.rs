@@ -199,13 +199,7 @@ impl JobRunner {
         let checks: Vec<_> = (job.cells.iter())
             .map(|cell| {
                 let key = keys::features(&job.run_id, cell);
-                async move {
-                    self.config
-                        .retry
-                        .store(&format!("check {key}"), || output.exists(&key))
-                        .await
-                        .map_err(|e| storage(e, format!("could not check {key}")))
-                }
+                async move { self.retried("check", &key, || output.exists(&key)).await }
             })
             .collect();
         let done: Vec<bool> = futures::stream::iter(checks).buffered(IO_CONCURRENCY).try_collect().await?;
@@ -363,12 +357,7 @@ impl JobRunner {
             return Ok(Ok(l.clone()));
         }
         let key = keys::DATASET_LABELS;
-        let bytes = self
-            .config
-            .retry
-            .store(&format!("read {key}"), || dataset.get_opt(key))
-            .await
-            .map_err(|e| storage(e, format!("could not read {key}")))?;
+        let bytes = self.retried("read", key, || dataset.get_opt(key)).await?;
         let labels = match bytes {
             Some(b) => match parse_labels(&b) {
                 Ok(l) => l,
@@ -393,11 +382,8 @@ impl JobRunner {
         cell: &CellId,
     ) -> Result<Result<CellBytes, anyhow::Error>, JobError> {
         let retry = &self.config.retry;
-        let failed = |key: &str, e: StoreError| {
-            JobError::Retriable(
-                anyhow::Error::new(e).context(format!("could not read {key} of {}", dataset.uri())),
-            )
-        };
+        let failed =
+            |key: &str, e: StoreFailure| storage(e, format!("could not read {key} of {}", dataset.uri()));
         let (image_key, mask_key, truth_key) =
             (keys::dataset_image(cell), keys::dataset_mask(cell), keys::dataset_obj(cell));
         let reading = [&image_key, &mask_key, &truth_key].map(|key| format!("read {key}"));
@@ -414,11 +400,11 @@ impl JobRunner {
                  dataset URI",
                 dataset.uri()
             )))),
-            Err(StoreFailure::Other(e)) => Err(failed(key, e)),
+            Err(other) => Err(failed(key, other)),
         };
         let image = required(&image_key, image)?;
         let mask = required(&mask_key, mask)?;
-        let truth = truth.map_err(|e| failed(&truth_key, e.into_inner()))?;
+        let truth = truth.map_err(|e| failed(&truth_key, e))?;
         Ok(match (image, mask) {
             (Ok(image), Ok(mask)) => Ok(CellBytes { image, mask, obj: truth }),
             (Err(e), _) | (_, Err(e)) => Err(e),
@@ -505,21 +491,27 @@ impl JobRunner {
         // bytes are the same, so either way the cell is done.
         let key = keys::features(&job.run_id, &cell);
         let data = bytes::Bytes::from(outputs.features.encode());
-        self.config
-            .retry
-            .store(&format!("write {key}"), || output.put_if_absent(&key, data.clone()))
-            .await
-            .map_err(|e| storage(e, format!("could not write {key}")))?;
+        self.retried("write", &key, || output.put_if_absent(&key, data.clone())).await?;
         Ok(Ok((cell, started.elapsed().as_secs_f64())))
     }
 
     /// Writes an object, retrying what may pass.
     async fn put(&self, store: &Store, key: &str, data: bytes::Bytes) -> Result<(), JobError> {
+        self.retried("write", key, || store.put(key, data.clone())).await
+    }
+
+    /// Runs a store call on `key` with retries; what still fails hands the job back for a later
+    /// attempt ("could not <verb> <key>").
+    async fn retried<T, F, Fut>(&self, verb: &str, key: &str, op: F) -> Result<T, JobError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         self.config
             .retry
-            .store(&format!("write {key}"), || store.put(key, data.clone()))
+            .store(&format!("{verb} {key}"), op)
             .await
-            .map_err(|e| storage(e, format!("could not write {key}")))
+            .map_err(|e| storage(e, format!("could not {verb} {key}")))
     }
 
     /// Runs the sampler on a blocking thread, forwarding progress at most every
