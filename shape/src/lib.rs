@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod features;
+pub mod floor;
 pub mod metrics;
 pub mod otsu;
 pub mod preview;
