@@ -116,3 +116,19 @@ fn kinds_differ_in_shape() {
     let spiky = surface_per_volume(Kind::EchinocyteIII);
     assert!(spiky > sphere * 1.15, "echinocyte III {spiky} vs spherocyte {sphere}");
 }
+
+/// `synth --cells 825 --seed 3` once wrote `A_cell_clusters000730` with an all-zero mask: its
+/// first turn put the cluster's cells above and below the central slice. A turn whose slice shows
+/// too little cell is drawn again.
+#[test]
+fn no_cell_has_an_empty_mask() {
+    let specs = synth::plan(synth::REAL_TOTAL);
+    let spec = &specs[729];
+    assert_eq!(spec.id.as_str(), "A_cell_clusters000730");
+    let cell = synth::generate(3, spec);
+    let pixels = synth::mask_pixels(&cell.mask);
+    assert!(pixels >= synth::MIN_MASK_PIXELS, "{}: {pixels} mask pixels", spec.id);
+    // Still the central slice of its obj, and still deterministic.
+    assert_eq!(stats(&cell).mask_mismatch, 0);
+    assert_eq!(encode_cell(&cell).unwrap(), encode_cell(&synth::generate(3, spec)).unwrap());
+}

@@ -11,8 +11,8 @@ mod plan;
 mod render;
 pub mod sdf;
 
-pub use plan::{Kind, REAL_COUNTS, REAL_TOTAL, SynthSpec, kind_counts, plan};
-pub use render::CENTRAL_SLICE;
+pub use plan::{Kind, REAL_COUNTS, REAL_TOTAL, SynthSpec, kind_counts, plan, plan_with_min};
+pub use render::{CENTRAL_SLICE, MIN_MASK_PIXELS, mask_pixels};
 
 use crate::dataset::CellData;
 use rand::SeedableRng;

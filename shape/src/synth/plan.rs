@@ -104,10 +104,12 @@ fn apportion(total: usize, weights: &[usize], min_each: usize) -> Vec<usize> {
     shares
 }
 
-/// Cells per kind for a dataset of `n` cells: the real class sizes scaled to `n`, every class at
-/// least once when `n >= 12`, and every SDE sub-class at least once when the SDE class has 7 or
-/// more cells. At `n = 825` it is exactly the real dataset's split.
-pub fn kind_counts(n: usize) -> Vec<(Kind, usize)> {
+/// Cells per kind for a dataset of `n` cells: the real class sizes scaled to `n`, every class
+/// raised to at least `min_per_class` cells (taken from the largest class; as many as `n`
+/// allows, and at least one each when `n >= 6`), and every SDE sub-class at least once when the
+/// SDE class has 7 or more cells. At `n = 825` and a minimum of at most 12 it is exactly the real
+/// dataset's split.
+pub fn kind_counts(n: usize, min_per_class: usize) -> Vec<(Kind, usize)> {
     // Classes first (SDE as one), so the class sizes are right; then SDE's sub-classes.
     let sde: Vec<(Kind, usize)> =
         REAL_COUNTS.iter().copied().filter(|(k, _)| k.prefix().subclass.is_some()).collect();
@@ -115,7 +117,8 @@ pub fn kind_counts(n: usize) -> Vec<(Kind, usize)> {
         REAL_COUNTS.iter().copied().filter(|(k, _)| k.prefix().subclass.is_none()).collect();
     let mut class_weights = vec![sde.iter().map(|(_, c)| c).sum::<usize>()];
     class_weights.extend(others.iter().map(|(_, c)| *c));
-    let class_shares = apportion(n, &class_weights, 1);
+    let min_each = min_per_class.min(n / class_weights.len()).max(1);
+    let class_shares = apportion(n, &class_weights, min_each);
     let sde_weights: Vec<usize> = sde.iter().map(|(_, c)| *c).collect();
     let sde_shares = apportion(class_shares[0], &sde_weights, 1);
     let mut counts: Vec<(Kind, usize)> = sde.iter().zip(sde_shares).map(|((k, _), c)| (*k, c)).collect();
@@ -123,11 +126,19 @@ pub fn kind_counts(n: usize) -> Vec<(Kind, usize)> {
     counts
 }
 
-/// The cells of a synthetic dataset of `n` cells, numbered from 1 and named like the real
-/// dataset's files: `<prefix><index:06>`, e.g. `0.00_discocyte000123`.
+/// The cells of a synthetic dataset of `n` cells in the real class proportions (each class at
+/// least once from 6 cells), numbered from 1 and named like the real dataset's files:
+/// `<prefix><index:06>`, e.g. `0.00_discocyte000123`.
 pub fn plan(n: usize) -> Vec<SynthSpec> {
+    plan_with_min(n, 1)
+}
+
+/// [`plan`] with every class raised to at least `min_per_class` cells where `n` allows (see
+/// [`kind_counts`]): with 10 per class, every test fold of a stratified 5-fold cross-validation
+/// holds 2 cells of every class.
+pub fn plan_with_min(n: usize, min_per_class: usize) -> Vec<SynthSpec> {
     let mut specs = Vec::with_capacity(n);
-    for (kind, count) in kind_counts(n) {
+    for (kind, count) in kind_counts(n, min_per_class) {
         for _ in 0..count {
             let index = specs.len() as u64 + 1;
             let name = format!("{}{index:06}", kind.prefix().prefix);
@@ -147,7 +158,7 @@ mod tests {
 
     #[test]
     fn full_size_reproduces_the_real_split() {
-        let counts = kind_counts(REAL_TOTAL);
+        let counts = kind_counts(REAL_TOTAL, 1);
         for (kind, real) in REAL_COUNTS {
             let got = counts.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c);
             assert_eq!(got, Some(real), "{kind:?}");
@@ -157,7 +168,7 @@ mod tests {
     #[test]
     fn every_class_appears_from_twelve_cells() {
         for n in [12, 13, 20, 50, 100, 333] {
-            let counts = kind_counts(n);
+            let counts = kind_counts(n, 1);
             assert_eq!(counts.iter().map(|(_, c)| c).sum::<usize>(), n);
             let mut per_class = std::collections::BTreeMap::new();
             for (k, c) in &counts {
@@ -167,13 +178,40 @@ mod tests {
             assert!(per_class.values().all(|&c| c >= 1), "n={n}: {per_class:?}");
         }
         // Enough SDE cells: every sub-class shows up.
-        assert!(kind_counts(20).iter().all(|(_, c)| *c >= 1));
+        assert!(kind_counts(20, 1).iter().all(|(_, c)| *c >= 1));
         // Proportions hold at other sizes: SDE is about 73%.
         let sde: usize =
-            kind_counts(100).iter().filter(|(k, _)| k.prefix().subclass.is_some()).map(|(_, c)| c).sum();
+            kind_counts(100, 1).iter().filter(|(k, _)| k.prefix().subclass.is_some()).map(|(_, c)| c).sum();
         assert!((70..=75).contains(&sde), "{sde}");
-        assert!(kind_counts(0).iter().all(|(_, c)| *c == 0));
-        assert_eq!(kind_counts(3).iter().map(|(_, c)| c).sum::<usize>(), 3);
+        assert!(kind_counts(0, 1).iter().all(|(_, c)| *c == 0));
+        assert_eq!(kind_counts(3, 1).iter().map(|(_, c)| c).sum::<usize>(), 3);
+    }
+
+    #[test]
+    fn a_minimum_per_class_raises_the_small_classes_and_keeps_the_rest_proportional() {
+        let per_class = |n: usize, min: usize| {
+            let mut m = std::collections::BTreeMap::new();
+            for (k, c) in kind_counts(n, min) {
+                *m.entry(k.prefix().class).or_insert(0) += c;
+            }
+            m
+        };
+        // The demo's dataset: 210 cells, at least 10 in every class.
+        let demo = per_class(210, 10);
+        assert_eq!(demo.values().sum::<usize>(), 210);
+        assert!(demo.values().all(|&c| c >= 10), "{demo:?}");
+        // Classes above the minimum keep their share of the real dataset (88/825 acanthocytes,
+        // 69/825 clusters); the cells the small classes need come from the largest (SDE).
+        assert_eq!(demo["acanthocyte"], 22, "{demo:?}");
+        assert_eq!(demo["cluster"], 18, "{demo:?}");
+        assert_eq!(demo["SDE"], 210 - 22 - 18 - 3 * 10, "{demo:?}");
+        assert_eq!(plan_with_min(210, 10).len(), 210);
+        // Already above the minimum: the real split is untouched.
+        assert_eq!(kind_counts(REAL_TOTAL, 10), kind_counts(REAL_TOTAL, 1));
+        // Too few cells for the minimum: as many as fit, every class still present.
+        let small = per_class(30, 10);
+        assert!(small.values().all(|&c| c >= 5), "{small:?}");
+        assert_eq!(small.values().sum::<usize>(), 30);
     }
 
     #[test]

@@ -182,14 +182,44 @@ fn stain(field: &Volume<f32>, rng: &mut Rng64) -> Image2d<u8> {
     Image2d { dims: [SIDE, SIDE], data }
 }
 
+/// A cell's mask must have at least this many pixels inside (above 127): a central slice that
+/// misses the shape (a cluster turned so that its cells lie above and below the slice, a cup
+/// cut through its hollow) would give a cell no one can segment, and no 2D features.
+pub const MIN_MASK_PIXELS: usize = 64;
+/// Turns tried before keeping the one whose slice shows the most cell.
+const MAX_TURNS: usize = 32;
+
+/// Pixels of a mask inside the cell (above 127, the middle of its anti-aliasing).
+pub fn mask_pixels(mask: &Image2d<u8>) -> usize {
+    mask.data.iter().filter(|&&m| m > 127).count()
+}
+
 /// Renders `phantom` (in cell units, centred) into obj, mask and image, turning it at random.
-pub fn render(mut phantom: Phantom, rng: &mut Rng64) -> Rendered {
-    phantom.rotate(&super::phantoms::random_rotation(rng));
-    let extent = rng.random_range(48.0..58.0f32);
-    let at = place(&phantom, extent);
-    let field = distance_field(&phantom, &at);
-    let obj = field.map(|d| (occupancy(d) * 255.0).round() as u8);
-    let mask = obj.slice_z(CENTRAL_SLICE).map(mask_level);
+/// A turn whose central slice shows less than [`MIN_MASK_PIXELS`] of cell is drawn again (from
+/// the same random stream, so the dataset stays a function of its seed); cells whose first turn
+/// is fine are unchanged by this.
+pub fn render(phantom: Phantom, rng: &mut Rng64) -> Rendered {
+    let turn = |rng: &mut Rng64| {
+        let mut turned = phantom.clone();
+        turned.rotate(&super::phantoms::random_rotation(rng));
+        let extent = rng.random_range(48.0..58.0f32);
+        let at = place(&turned, extent);
+        let field = distance_field(&turned, &at);
+        let obj = field.map(|d| (occupancy(d) * 255.0).round() as u8);
+        let mask = obj.slice_z(CENTRAL_SLICE).map(mask_level);
+        (mask_pixels(&mask), field, obj, mask)
+    };
+    let mut best = turn(rng);
+    for _ in 1..MAX_TURNS {
+        if best.0 >= MIN_MASK_PIXELS {
+            break;
+        }
+        let next = turn(rng);
+        if next.0 > best.0 {
+            best = next;
+        }
+    }
+    let (_, field, obj, mask) = best;
     let image = stain(&field, rng);
     Rendered { obj, mask, image }
 }
