@@ -83,12 +83,14 @@ pub async fn run(
 
     // Results are tallied while jobs are fed; the tally ends when every worker has stopped.
     let mut tally = Tally::new(prepared.cells.len(), &prepared.finished);
-    progress.set_position(tally.finished() as u64);
+    crate::progress::start_at(progress, tally.finished() as u64);
     let tally_results = async {
         while let Some(result) = result_rx.recv().await {
             tally.apply(&result);
             progress.set_position(tally.finished() as u64);
-            progress.set_message(tally.line());
+            if tally.failed() > 0 {
+                progress.set_message(format!("({} failed)", tally.failed()));
+            }
         }
     };
     let feed = async {

@@ -1,5 +1,6 @@
 //! The async runtime and logging the commands run on.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Runs `fut` to completion on a multi-threaded tokio runtime. Commands are synchronous at the
@@ -12,7 +13,21 @@ pub fn block_on<F: Future>(fut: F) -> anyhow::Result<F::Output> {
 /// Logs to stderr, `info` and above unless RUST_LOG says otherwise; `json` gives one JSON object
 /// per line for log collectors. Safe to call more than once (later calls do nothing).
 pub fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    init(json, "info");
+}
+
+/// Logging for commands that draw a progress bar (`demo`, `local`): on a terminal, warnings and
+/// errors only, written above the bar, unless `verbose` (then every job's line too); when stderr
+/// is not a terminal (a log file, a pipe, CI) `info` as usual, since no bar is drawn there.
+/// RUST_LOG overrides both.
+pub fn init_logging_with_bar(verbose: bool) {
+    let level = if verbose || !std::io::stderr().is_terminal() { "info" } else { "warn" };
+    init(false, level);
+}
+
+fn init(json: bool, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| crate::progress::LogWriter);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

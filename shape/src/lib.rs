@@ -4,6 +4,7 @@
 pub mod dataset;
 pub mod features;
 pub mod floor;
+pub mod hostile;
 pub mod metrics;
 pub mod otsu;
 pub mod preview;

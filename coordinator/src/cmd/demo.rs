@@ -16,14 +16,21 @@ use std::time::Instant;
 const DEMO_RECORD: &[u8] = include_bytes!("../../../model/checkpoints/small-demo/model.mpk");
 const DEMO_SIDECAR: &[u8] = include_bytes!("../../../model/checkpoints/small-demo/model.json");
 
+/// The default demo dataset: 210 cells, the real proportions with every class raised to 10
+/// (SDE 140, acanthocytes 22, clusters 18, keratocytes, knizocytes and multilobate 10 each).
+pub const DEFAULT_CELLS: u32 = 210;
+/// Cells per class the demo's dataset has at least (where --cells allows).
+pub const MIN_CELLS_PER_CLASS: usize = 10;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Folder for everything the demo writes: dataset/ (when generated) and runs/<run>/.
     #[arg(long, default_value = "dispr-demo")]
     pub out: PathBuf,
-    /// Synthetic cells to generate (classes in the proportions of the real 825-cell dataset,
-    /// at least one of each of the 6 classes).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(12..=100_000))]
+    /// Synthetic cells to generate: the class proportions of the real 825-cell dataset with at
+    /// least 10 cells in every class (as many as --cells allows), so that every test fold of the
+    /// 5-fold cross-validation holds 2 cells of each class and the classification means something.
+    #[arg(long, default_value_t = DEFAULT_CELLS, value_parser = clap::value_parser!(u32).range(12..=100_000))]
     pub cells: u32,
     /// Run on this dataset instead of generating one: a folder, file:///path or s3://bucket/prefix
     /// in the layout of DESIGN.md (image/, mask/, optional obj/ and labels.csv), e.g.
@@ -51,10 +58,14 @@ pub struct Args {
     /// Names the run (its outputs go under <out>/runs/<run>/).
     #[arg(long, default_value = "demo")]
     pub run_id: RunId,
+    /// Log every job on a terminal too (by default a terminal gets the progress bar and
+    /// warnings; a log file or pipe gets every line).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::runtime::init_logging(false);
+    crate::runtime::init_logging_with_bar(args.verbose);
     crate::runtime::block_on(demo(args))?
 }
 
@@ -72,7 +83,8 @@ async fn demo(args: Args) -> anyhow::Result<()> {
             let uri = folder.to_string_lossy().into_owned();
             let store = Store::open(&uri).with_context(|| format!("opening {uri}"))?;
             eprintln!("[1/3] generating {} synthetic cells into {}", args.cells, folder.display());
-            let summary = generate_into(&store, args.cells as usize, args.seed, 0).await?;
+            let summary =
+                generate_into(&store, args.cells as usize, MIN_CELLS_PER_CLASS, args.seed, 0).await?;
             eprintln!("      done in {:.1} s: {:?}", summary.elapsed.as_secs_f64(), summary.class_counts);
             uri
         }
@@ -111,22 +123,39 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         args.sampler,
         args.workers
     );
+    let sampling = Instant::now();
     let bar = crate::progress::bar(prepared.cells.len() as u64, "cells");
     let outcome = crate::local::run(&prepared, 1, args.workers, &bar).await?;
     bar.finish_and_clear();
     eprint!("      {}", outcome.summary);
+    eprintln!("      sampled in {:.1} s", sampling.elapsed().as_secs_f64());
 
-    eprintln!("[3/3] classifier report and report.html");
-    let report = crate::run_page::write_run_report(
-        &prepared.output,
-        &args.run_id,
-        &crate::run_page::ReportOptions::demo(),
-    )
-    .await?;
-    println!("{}", report.summary);
+    let options = crate::run_page::ReportOptions::demo();
+    eprintln!(
+        "[3/3] classifier report and report.html: {}-fold cross-validation x {} seeds per feature set",
+        options.cv.folds, options.cv.repeats
+    );
+    let reporting = Instant::now();
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message("training random forests");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = crate::run_page::write_run_report(&prepared.output, &args.run_id, &options).await;
+    spinner.finish_and_clear();
+    let report = report?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!("      reported in {:.1} s", reporting.elapsed().as_secs_f64());
+    println!("\n{}", report.summary);
 
     let run_dir = out.join(keys::run_prefix(&args.run_id));
-    println!("\nDone in {:.1} s. Look at:", started.elapsed().as_secs_f64());
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "Done in {:.1} s ({}m {:02}s wall time). Look at:",
+        wall,
+        (wall / 60.0) as u64,
+        wall as u64 % 60
+    );
     println!("  {}  the run report (open it in a browser)", run_dir.join("report/report.html").display());
     println!(
         "  {}  one row per cell, every feature (pandas, R, a spreadsheet)",

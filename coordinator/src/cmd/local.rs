@@ -18,10 +18,14 @@ pub struct Args {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Log every job on a terminal too (by default a terminal gets the progress bar and
+    /// warnings; a log file or pipe gets every line).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::runtime::init_logging(false);
+    crate::runtime::init_logging_with_bar(args.verbose);
     crate::runtime::block_on(local(args))?
 }
 

@@ -4,13 +4,11 @@
 use crate::classify::{CvConfig, ForestConfig};
 use crate::cmd::run_args::RunRef;
 use crate::report::{Level, ground_truth};
-use crate::run_page::{self, ReportOptions};
+use crate::run_page::{self, ReportInputs, ReportOptions};
 use anyhow::Context as _;
 use dispr_proto::keys;
-use dispr_proto::records::CellFeatures;
 use dispr_shape::dataset::Dataset;
 use dispr_store::Store;
-use futures::{StreamExt, TryStreamExt};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -32,10 +30,15 @@ pub struct Args {
     /// Maximum depth of the trees.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_depth: u32,
-    /// Seed of the folds and the forests.
+    /// Seed of the folds and the forests (repetition r uses seed + r).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Cells drawn per class in report.html (all cells are in features.csv).
+    /// Repetitions of the whole cross-validation, each with its own seed: figures are reported
+    /// as mean and standard deviation over them (one split of small classes is noisy).
+    #[arg(long, default_value_t = crate::classify::DEFAULT_REPEATS as u32, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeats: u32,
+    /// Cells drawn per class in report.html: the best, median and worst by IoU for 3, evenly
+    /// spread over the IoU ranking for more (all cells are in features.csv).
     #[arg(long, default_value_t = run_page::DEFAULT_CELLS_PER_CLASS)]
     pub cells_per_class: usize,
 }
@@ -46,6 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         level: args.level,
         cv: CvConfig {
             folds: args.folds as usize,
+            repeats: args.repeats as usize,
             forest: ForestConfig {
                 trees: args.trees as usize,
                 max_depth: args.max_depth as usize,
@@ -55,13 +59,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cells_per_class: args.cells_per_class,
     };
     let written = crate::runtime::block_on(async {
-        let (records, source, skipped) = load(&args, &output).await?;
-        for s in &skipped {
-            eprintln!("warning: left out {s}");
+        match &args.ground_truth_dataset {
+            Some(uri) => {
+                let inputs = ground_truth_inputs(uri, &args.run.run_id).await?;
+                // A dataset's ground truth has no run: no manifest, outputs or page.
+                run_page::write_report(&output, &args.run.run_id, inputs, &options, None).await
+            }
+            None => {
+                let prefix = keys::features_prefix(&args.run.run_id);
+                let listed = output
+                    .list(&prefix)
+                    .await
+                    .with_context(|| format!("listing {}", output.uri_of(&prefix)))?;
+                if listed.is_empty() {
+                    anyhow::bail!(
+                        "no cell features under {}: the run has finished no cell yet (see `dispr-coordinator status`), \
+                         or the run id or output location is wrong; use --ground-truth-dataset to report on a dataset's true shapes",
+                        output.uri_of(&prefix)
+                    );
+                }
+                run_page::write_run_report(&output, &args.run.run_id, &options).await
+            }
         }
-        // A run has a manifest and outputs to draw; a dataset's ground truth has only features.
-        let page = args.ground_truth_dataset.is_none();
-        run_page::write_report(&output, &args.run.run_id, records, source, &options, page).await
     })??;
     for w in &written.warnings {
         eprintln!("warning: {w}");
@@ -71,42 +90,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The records to report on, where they came from, and the cells left out (with why).
-async fn load(args: &Args, output: &Store) -> anyhow::Result<(Vec<CellFeatures>, String, Vec<String>)> {
-    if let Some(uri) = &args.ground_truth_dataset {
-        let store = Store::open(uri).with_context(|| format!("opening the dataset {uri:?}"))?;
-        let dataset = Dataset::open(store).await?;
-        let (records, skipped) = ground_truth::records(&dataset, &args.run.run_id).await?;
-        return Ok((
-            records,
-            format!("ground truth of dataset {uri} (obj > {})", ground_truth::OBJ_THRESHOLD),
-            skipped,
-        ));
-    }
-    let prefix = keys::features_prefix(&args.run.run_id);
-    let listed = output.list(&prefix).await.with_context(|| format!("listing {}", output.uri_of(&prefix)))?;
-    if listed.is_empty() {
-        anyhow::bail!(
-            "no cell features under {}: the run has finished no cell yet (see `dispr-coordinator status`), \
-             or the run id or output location is wrong; use --ground-truth-dataset to report on a dataset's true shapes",
-            output.uri_of(&prefix)
-        );
-    }
-    let records: Vec<CellFeatures> = futures::stream::iter(listed.iter().map(|key| async move {
-        let bytes = output.get(key).await.with_context(|| format!("reading {}", output.uri_of(key)))?;
-        CellFeatures::decode(&bytes).with_context(|| format!("decoding {}", output.uri_of(key)))
-    }))
-    .buffered(16)
-    .try_collect()
-    .await?;
-    Ok((records, format!("run {} features in {}", args.run.run_id, output.uri()), Vec::new()))
+/// A report's inputs from a dataset's ground truth alone: its true shapes are the ceiling rows
+/// (no predicted ones); cells whose files cannot be used are listed with the reason.
+async fn ground_truth_inputs(uri: &str, run: &dispr_proto::RunId) -> anyhow::Result<ReportInputs> {
+    let store = Store::open(uri).with_context(|| format!("opening the dataset {uri:?}"))?;
+    let dataset = Dataset::open(store).await?;
+    let (truth, unclassified) = ground_truth::records(&dataset, run).await?;
+    Ok(ReportInputs {
+        predicted: Vec::new(),
+        truth,
+        unclassified,
+        reconstruction: None,
+        source: format!("ground truth of dataset {uri} (obj > {})", ground_truth::OBJ_THRESHOLD),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::Report;
-    use dispr_proto::records::FeatureMap;
+    use dispr_proto::records::{CellFeatures, FeatureMap};
     use dispr_proto::{CellId, RunId, SCHEMA_VERSION};
     use std::path::{Path, PathBuf};
 
@@ -119,6 +122,7 @@ mod tests {
             trees: 20,
             max_depth: 6,
             seed: 0,
+            repeats: 2,
             cells_per_class: 2,
         }
     }
@@ -155,13 +159,15 @@ mod tests {
         run(args(out.path(), "run1")).unwrap();
         let report = read_report(out.path(), "run1");
         assert_eq!(report.cells.len(), 20);
-        assert_eq!(report.feature_sets[1].metrics.macro_f1, 1.0);
+        assert_eq!(report.feature_sets[1].macro_f1.mean, 1.0);
         for f in [
             "features.csv",
             "metrics.csv",
             "predictions.csv",
             "summary.txt",
-            "confusion_3d.png",
+            "confusion_predicted3d.png",
+            "confusion_2dpredicted3d.png",
+            "unclassified.csv",
             "f1_per_class.png",
         ] {
             assert!(out.path().join("runs/run1/report").join(f).is_file(), "{f} missing");
@@ -192,14 +198,16 @@ mod tests {
         assert_eq!(report.classes.len(), 4);
         let csv = std::fs::read_to_string(out.path().join("runs/gt/report/features.csv")).unwrap();
         assert_eq!(csv.lines().count(), 26);
-        assert!(csv.lines().next().unwrap().contains("3d_mean_surface_area"));
+        assert!(csv.lines().next().unwrap().contains("true_3d_surface_area"));
+        // The true shapes are the ceiling rows; there are no predicted ones to compare.
+        let names: Vec<_> = report.feature_sets.iter().map(|r| (r.name.as_str(), r.ceiling)).collect();
+        assert_eq!(names, [("2D", false), ("true 3D", true), ("2D + true 3D", true)]);
         for r in &report.feature_sets {
-            assert!(
-                r.metrics.macro_f1 > 0.0 && r.metrics.macro_f1 <= 1.0,
-                "{}: {}",
-                r.name,
-                r.metrics.macro_f1
-            );
+            assert!(r.macro_f1.mean > 0.0 && r.macro_f1.mean <= 1.0, "{}: {:?}", r.name, r.macro_f1);
+            assert_eq!(r.repetitions.len(), 2);
         }
+        assert_eq!(report.recovered, None);
+        // No class holds half of the 25 cells: all 4 are minority classes.
+        assert_eq!(report.minority_classes.len(), 4);
     }
 }

@@ -1,33 +1,44 @@
-//! Features of a dataset's ground truth standing in for a run's predictions: the 2D features of
-//! each cell's image and mask and the 3D features of its `obj/` volume (binarised at > 127, the
-//! middle of its 0..255 anti-aliasing), as one sample. This measures how well the true 3D
-//! shapes classify, the ceiling a predicted shape can reach.
+//! Features of a dataset's ground truth: the 2D features of each cell's image and mask and the
+//! 3D features of its `obj/` volume (binarised at > 127, the middle of its 0..255 anti-aliasing),
+//! as one sample. They measure how well the true 3D shapes classify: the ceiling a predicted
+//! shape can reach. [`records`] makes them for a whole dataset (`report --ground-truth-dataset`);
+//! [`for_run`] for the cells of a run, together with each cell's reconstruction scores against
+//! the extrusion floor, from one read of its files.
 
+use super::Unclassified;
+use super::reconstruction::{CellReconstruction, cell_scores};
 use dispr_proto::records::{CellFeatures, SampleFeatures, aggregate};
-use dispr_proto::{CellId, RunId, SCHEMA_VERSION};
-use dispr_shape::dataset::{CellData, Dataset, decode_cell};
+use dispr_proto::{CellId, RunId, SCHEMA_VERSION, keys};
+use dispr_shape::dataset::{CellBytes, CellData, Dataset, DatasetCell, decode_cell};
 use dispr_shape::features::{features_2d, features_3d};
+use dispr_shape::tiff_io;
+use dispr_shape::volume::SIDE;
+use dispr_store::Store;
 use futures::{StreamExt, TryStreamExt};
 use rayon::prelude::*;
 
 pub use dispr_shape::metrics::TRUTH_THRESHOLD as OBJ_THRESHOLD;
 
-/// Cells fetched at once: bounds memory (a 64^3 obj is 256 KiB) while keeping the store busy.
-const CHUNK: usize = 64;
+/// Cells fetched at once: bounds memory (a 64^3 obj is 256 KiB, a sample 1 MiB) while keeping
+/// the store busy.
+const CHUNK: usize = 32;
 
 /// The feature records of every cell of `dataset` that has a ground-truth volume, and the cells
 /// left out with the reason. Fetching is async; decoding and features run on rayon's threads,
 /// off the async runtime.
-pub async fn records(dataset: &Dataset, run: &RunId) -> anyhow::Result<(Vec<CellFeatures>, Vec<String>)> {
+pub async fn records(
+    dataset: &Dataset,
+    run: &RunId,
+) -> anyhow::Result<(Vec<CellFeatures>, Vec<Unclassified>)> {
     let cells: Vec<CellId> = dataset.index.cells.iter().filter(|c| c.has_obj).map(|c| c.id.clone()).collect();
-    let mut skipped: Vec<String> = dataset
+    let mut skipped: Vec<Unclassified> = dataset
         .index
         .cells
         .iter()
         .filter(|c| !c.has_obj)
-        .map(|c| format!("{}: no obj/{}.tif ground truth", c.id, c.id))
+        .map(|c| Unclassified { cell: c.id.to_string(), reason: format!("no ground truth obj/{}.tif", c.id) })
         .collect();
-    let mut records = Vec::with_capacity(cells.len());
+    let mut out = Vec::with_capacity(cells.len());
     for chunk in cells.chunks(CHUNK) {
         let fetched: Vec<_> = futures::stream::iter(chunk.iter().map(|id| dataset.fetch_cell(id)))
             .buffered(16)
@@ -39,20 +50,125 @@ pub async fn records(dataset: &Dataset, run: &RunId) -> anyhow::Result<(Vec<Cell
             fetched
                 .par_iter()
                 .map(|(cell, bytes)| {
-                    let data = decode_cell(cell, bytes, geometry).map_err(|e| format!("{}: {e}", cell.id))?;
-                    record(&data, &run).map_err(|e| format!("{}: {e}", cell.id))
+                    let data = decode_cell(cell, bytes, geometry).map_err(|e| unclassified(cell, e))?;
+                    record(&data, &run).map_err(|e| unclassified(cell, e))
                 })
                 .collect::<Vec<_>>()
         })
         .await?;
         for r in done {
             match r {
-                Ok(rec) => records.push(rec),
-                Err(reason) => skipped.push(reason),
+                Ok(rec) => out.push(rec),
+                Err(u) => skipped.push(u),
             }
         }
     }
-    Ok((records, skipped))
+    Ok((out, skipped))
+}
+
+fn unclassified(cell: &DatasetCell, e: impl std::fmt::Display) -> Unclassified {
+    Unclassified { cell: cell.id.to_string(), reason: e.to_string() }
+}
+
+/// A run's cell on its way to being scored: its record, dataset entry and files, and its
+/// samples' volume TIFFs (key, bytes).
+type Fetched = (CellFeatures, DatasetCell, CellBytes, Vec<(String, bytes::Bytes)>);
+
+/// What [`for_run`] found.
+pub struct RunTruth {
+    /// Ground-truth feature records of the run's cells that have usable ground truth.
+    pub truth: Vec<CellFeatures>,
+    /// Reconstruction scores (model and floor against `obj > 0`) of those cells.
+    pub reconstruction: Vec<CellReconstruction>,
+    /// The run's cells whose ground truth is missing or unusable, and why.
+    pub problems: Vec<Unclassified>,
+}
+
+/// For each cell of `run_records` that has ground truth in `dataset`: its ground-truth features
+/// record and its reconstruction scores, from its dataset files and the run's volumes. `None`
+/// when the dataset has no ground truth at all. Fetching is async; the work runs on rayon's
+/// threads.
+pub async fn for_run(
+    dataset: &Dataset,
+    output: &Store,
+    run: &RunId,
+    run_records: &[CellFeatures],
+) -> anyhow::Result<Option<RunTruth>> {
+    if !dataset.index.cells.iter().any(|c| c.has_obj) {
+        return Ok(None);
+    }
+    let mut problems = Vec::new();
+    let mut wanted = Vec::new();
+    for rec in run_records {
+        match dataset.index.get(&rec.cell) {
+            Some(c) if c.has_obj => wanted.push(rec),
+            Some(_) => problems.push(Unclassified {
+                cell: rec.cell.to_string(),
+                reason: format!(
+                    "no ground truth obj/{}.tif (other cells have it, and the ceiling rows compare the same cells)",
+                    rec.cell
+                ),
+            }),
+            None => problems.push(Unclassified {
+                cell: rec.cell.to_string(),
+                reason: "the run has it but the dataset no longer lists it".into(),
+            }),
+        }
+    }
+    let (mut truth, mut reconstruction) = (Vec::new(), Vec::new());
+    for chunk in wanted.chunks(CHUNK) {
+        let fetched: Vec<Fetched> = futures::stream::iter(chunk.iter().map(|rec| async move {
+            let (cell, files) = dataset.fetch_cell(&rec.cell).await?;
+            let mut volumes = Vec::with_capacity(rec.samples.len());
+            for s in &rec.samples {
+                let key = keys::volume(run, &rec.cell, s.k);
+                let bytes = output
+                    .get(&key)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", output.uri_of(&key)))?;
+                volumes.push((key, bytes));
+            }
+            anyhow::Ok(((*rec).clone(), cell, files, volumes))
+        }))
+        .buffered(8)
+        .try_collect()
+        .await?;
+        let geometry = dataset.geometry;
+        let run = run.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            fetched
+                .par_iter()
+                .map(|(rec, cell, files, volumes)| {
+                    let data = decode_cell(cell, files, geometry).map_err(|e| unclassified(cell, e))?;
+                    let truth =
+                        record(&data, &run).map_err(|e| unclassified(cell, format!("ground truth: {e}")))?;
+                    let samples = volumes
+                        .iter()
+                        .map(|(key, bytes)| {
+                            tiff_io::read_volume_f32(bytes, key, "predicted volume", [SIDE, SIDE, SIDE])
+                                .map(|v| v.data)
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| unclassified(cell, e))?;
+                    let obj = data.obj.as_ref().map(|o| o.data.as_slice()).unwrap_or_default();
+                    let scores =
+                        cell_scores(cell.id.as_str(), rec.class.clone(), &samples, &data.mask.data, obj);
+                    Ok((truth, scores))
+                })
+                .collect::<Vec<Result<_, Unclassified>>>()
+        })
+        .await?;
+        for r in done {
+            match r {
+                Ok((t, scores)) => {
+                    truth.push(t);
+                    reconstruction.extend(scores);
+                }
+                Err(u) => problems.push(u),
+            }
+        }
+    }
+    Ok(Some(RunTruth { truth, reconstruction, problems }))
 }
 
 /// One cell's record from its decoded files.

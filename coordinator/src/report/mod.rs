@@ -1,5 +1,7 @@
-//! The classification report of a run: which cell types the 2D features, the (predicted) 3D
-//! features and both together tell apart, by a cross-validated random forest.
+//! The classification report of a run: which cell types the 2D features, the predicted 3D
+//! features and both together tell apart, by a cross-validated random forest, and (where the
+//! dataset has ground truth) the same for the true 3D shapes, the ceiling: the question a run
+//! answers is how much of the gain true shapes give over 2D the predicted shapes recover.
 //!
 //! The data model ([`Report`]) is plain serialisable structs so that other front ends (the HTML
 //! report, the demo) render the same numbers; [`files`] turns a report into the files written
@@ -7,15 +9,27 @@
 
 pub mod ground_truth;
 pub mod plots;
+pub mod reconstruction;
 pub mod table;
 
-use crate::classify::{CvConfig, Metrics, cross_val_predict, evaluate};
+use crate::classify::{CvConfig, Metrics, evaluate, repeated_cross_val_predict};
+pub use reconstruction::Reconstruction;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 pub use table::FeatureTable;
 
+/// Feature-set names, in report order.
+pub const SET_2D: &str = "2D";
+pub const SET_PREDICTED: &str = "predicted 3D";
+pub const SET_2D_PREDICTED: &str = "2D + predicted 3D";
+pub const SET_TRUE: &str = "true 3D";
+pub const SET_2D_TRUE: &str = "2D + true 3D";
+
 /// The reference study's macro F1 (2D features, DISPR 3D features), printed beside ours.
-pub const REFERENCE_MACRO_F1: [(&str, f64); 2] = [("2D", 0.375), ("3D", 0.399)];
+pub const REFERENCE_MACRO_F1: [(&str, f64); 2] = [(SET_2D, 0.375), (SET_PREDICTED, 0.399)];
+
+/// A ceiling gain smaller than this (macro F1) makes the recovered share meaningless.
+pub const MIN_CEILING_GAIN: f64 = 0.01;
 
 /// How class imbalance is handled, stated in the report.
 pub const IMBALANCE: &str = "class-weighted trees: each bootstrap sample weighted n/(k*n_c) on the training fold \
@@ -31,14 +45,63 @@ pub enum Level {
     Subclass,
 }
 
+/// Mean and sample standard deviation of a figure over the cross-validation's repetitions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Stat {
+    /// Mean and standard deviation (n - 1 in the denominator; 0 for a single value).
+    pub fn of(values: &[f64]) -> Stat {
+        let n = values.len();
+        if n == 0 {
+            return Stat { mean: 0.0, std: 0.0 };
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let var =
+            if n > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        Stat { mean, std: var.sqrt() }
+    }
+
+    /// `0.598 ± 0.012`.
+    pub fn show(&self) -> String {
+        format!("{:.3} ± {:.3}", self.mean, self.std)
+    }
+}
+
+/// One class's precision, recall and F1 over the repetitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassStat {
+    pub class: String,
+    pub precision: Stat,
+    pub recall: Stat,
+    pub f1: Stat,
+    /// Cells of the class (each repetition classifies every cell once).
+    pub support: usize,
+}
+
 /// One feature set's cross-validated results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureSetResult {
-    /// "2D", "3D" or "2D+3D".
+    /// [`SET_2D`], [`SET_PREDICTED`], [`SET_2D_PREDICTED`], [`SET_TRUE`] or [`SET_2D_TRUE`].
     pub name: String,
+    /// Computed from the dataset's true shapes: the ceiling, not a result of the run.
+    pub ceiling: bool,
     pub features: Vec<String>,
-    pub metrics: Metrics,
-    /// Out-of-fold prediction per cell (class names), in [`Report::cells`] order.
+    pub macro_f1: Stat,
+    /// Macro F1 over [`Report::minority_classes`]; `None` when there are none.
+    pub minority_macro_f1: Option<Stat>,
+    pub accuracy: Stat,
+    /// Per class, in [`Report::classes`] order.
+    pub per_class: Vec<ClassStat>,
+    /// `confusion[true][predicted]`, summed over the repetitions.
+    pub confusion: Vec<Vec<usize>>,
+    /// Each repetition's metrics, in seed order.
+    pub repetitions: Vec<Metrics>,
+    /// The first repetition's out-of-fold prediction per cell (class names), in
+    /// [`Report::cells`] order.
     pub predictions: Vec<String>,
 }
 
@@ -49,23 +112,46 @@ pub struct ClassCount {
     pub cells: usize,
 }
 
+/// A cell of the dataset or the run that is not in the classification, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Unclassified {
+    pub cell: String,
+    pub reason: String,
+}
+
+/// The share of the ceiling's gain over 2D that the predicted shapes recover:
+/// (F1(2D + predicted 3D) - F1(2D)) / (F1(2D + true 3D) - F1(2D)), on mean F1s. `None` where the
+/// true shapes gain less than [`MIN_CEILING_GAIN`] over 2D (nothing to recover).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Recovered {
+    pub macro_f1: Option<f64>,
+    pub minority_macro_f1: Option<f64>,
+}
+
 /// `report.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub run_id: String,
-    /// Where the features came from: the run's records or a dataset's ground truth.
+    /// Where the features came from: the run's records and/or a dataset's ground truth.
     pub source: String,
     pub level: Level,
-    /// The labelled cells classified, sorted.
+    /// The cells classified, sorted.
     pub cells: Vec<String>,
     pub truth: Vec<String>,
-    /// Cells left out for having no label.
-    pub unlabelled_cells: usize,
     pub classes: Vec<ClassCount>,
+    /// The classes outside the majority: every class but one holding at least half of the
+    /// classified cells (all classes when none does).
+    pub minority_classes: Vec<String>,
     pub cv: CvConfig,
     pub imbalance: String,
     pub feature_sets: Vec<FeatureSetResult>,
+    /// Present when both the predicted and the ceiling rows are.
+    pub recovered: Option<Recovered>,
     pub reference_macro_f1: Vec<(String, f64)>,
+    /// Model against extrusion floor, where the dataset has ground truth and the run has volumes.
+    pub reconstruction: Option<Reconstruction>,
+    /// Cells left out of the classification, with the reason (sorted by cell).
+    pub unclassified: Vec<Unclassified>,
     pub seconds: f64,
 }
 
@@ -79,23 +165,85 @@ pub enum ReportError {
     TooFewLabelled { labelled: usize, classes: usize, folds: usize, level: &'static str },
 }
 
-/// The feature sets of the study: column prefixes of each.
-pub fn feature_sets() -> [(&'static str, Vec<&'static str>); 3] {
+/// The feature sets of the study: name, column prefixes, whether it is a ceiling row. A set is
+/// reported when the table has columns of each of its prefixes.
+pub fn feature_sets() -> [(&'static str, Vec<&'static str>, bool); 5] {
+    use table::{PREFIX_2D, PREFIX_3D_MEAN, PREFIX_TRUE_3D};
     [
-        ("2D", vec![table::PREFIX_2D]),
-        ("3D", vec![table::PREFIX_3D_MEAN]),
-        ("2D+3D", vec![table::PREFIX_2D, table::PREFIX_3D_MEAN]),
+        (SET_2D, vec![PREFIX_2D], false),
+        (SET_PREDICTED, vec![PREFIX_3D_MEAN], false),
+        (SET_2D_PREDICTED, vec![PREFIX_2D, PREFIX_3D_MEAN], false),
+        (SET_TRUE, vec![PREFIX_TRUE_3D], true),
+        (SET_2D_TRUE, vec![PREFIX_2D, PREFIX_TRUE_3D], true),
     ]
 }
 
-/// Cross-validates a random forest on each feature set of `table`. Compute-heavy (seconds to a
-/// minute on 2 cores): call it from a blocking thread, never on the async runtime.
+/// The minority classes of `counts`: all but a class holding at least half of the cells.
+pub fn minority_classes(counts: &[ClassCount]) -> Vec<String> {
+    let total: usize = counts.iter().map(|c| c.cells).sum();
+    counts.iter().filter(|c| 2 * c.cells < total || total == 0).map(|c| c.class.clone()).collect()
+}
+
+/// The results of one feature set from its repetitions' predictions.
+fn summarise_set(
+    name: &str,
+    ceiling: bool,
+    features: Vec<String>,
+    class_names: &[String],
+    minority: &[usize],
+    y: &[usize],
+    runs: &[Vec<usize>],
+) -> FeatureSetResult {
+    let repetitions: Vec<Metrics> = runs.iter().map(|p| evaluate(class_names, y, p)).collect();
+    let over = |f: &dyn Fn(&Metrics) -> f64| Stat::of(&repetitions.iter().map(f).collect::<Vec<_>>());
+    let k = class_names.len();
+    let mut confusion = vec![vec![0usize; k]; k];
+    for m in &repetitions {
+        for (row, add) in confusion.iter_mut().zip(&m.confusion) {
+            for (v, a) in row.iter_mut().zip(add) {
+                *v += a;
+            }
+        }
+    }
+    let per_class = (0..k)
+        .map(|c| ClassStat {
+            class: class_names[c].clone(),
+            precision: over(&|m| m.per_class[c].precision),
+            recall: over(&|m| m.per_class[c].recall),
+            f1: over(&|m| m.per_class[c].f1),
+            support: y.iter().filter(|&&v| v == c).count(),
+        })
+        .collect();
+    let minority_macro_f1 = (!minority.is_empty())
+        .then(|| over(&|m| minority.iter().map(|&c| m.per_class[c].f1).sum::<f64>() / minority.len() as f64));
+    FeatureSetResult {
+        name: name.to_string(),
+        ceiling,
+        features,
+        macro_f1: over(&|m| m.macro_f1),
+        minority_macro_f1,
+        accuracy: over(&|m| m.accuracy),
+        per_class,
+        confusion,
+        predictions: runs
+            .first()
+            .map(|p| p.iter().map(|&c| class_names[c].clone()).collect())
+            .unwrap_or_default(),
+        repetitions,
+    }
+}
+
+/// Cross-validates a random forest on each feature set of `table`, `cv.repeats` times.
+/// `unclassified` are the cells the caller already left out (failed, unfinished, without ground
+/// truth), with reasons; cells of `table` without a label join them. Compute-heavy (a minute or
+/// more on 2 cores): call it from a blocking thread, never on the async runtime.
 pub fn build(
     run_id: &str,
     source: &str,
     table: &FeatureTable,
     level: Level,
     cv: CvConfig,
+    mut unclassified: Vec<Unclassified>,
 ) -> Result<Report, ReportError> {
     let started = std::time::Instant::now();
     let labels: Vec<Option<String>> = match level {
@@ -106,6 +254,14 @@ pub fn build(
         }
     };
     let labelled: Vec<usize> = (0..table.cells.len()).filter(|&i| labels[i].is_some()).collect();
+    // A cell in the table is classified (or left out below for want of a label), whatever else
+    // the caller found about it.
+    unclassified.retain(|u| table.cells.binary_search(&u.cell).is_err());
+    unclassified.extend((0..table.cells.len()).filter(|&i| labels[i].is_none()).map(|i| Unclassified {
+        cell: table.cells[i].clone(),
+        reason: "no label: labels.csv does not list it and its name has no class prefix".into(),
+    }));
+    unclassified.sort();
     let mut class_names: Vec<String> = labelled.iter().filter_map(|&i| labels[i].clone()).collect();
     class_names.sort();
     class_names.dedup();
@@ -119,62 +275,142 @@ pub fn build(
     }
     let truth_names: Vec<String> = labelled.iter().filter_map(|&i| labels[i].clone()).collect();
     let y: Vec<usize> = truth_names.iter().map(|c| class_names.binary_search(c).unwrap_or(0)).collect();
-    let classes = class_names
+    let classes: Vec<ClassCount> = class_names
         .iter()
         .enumerate()
         .map(|(k, c)| ClassCount { class: c.clone(), cells: y.iter().filter(|&&v| v == k).count() })
         .collect();
+    let minority = minority_classes(&classes);
+    let minority_idx: Vec<usize> =
+        (0..class_names.len()).filter(|&k| minority.contains(&class_names[k])).collect();
 
     let mut results = Vec::new();
-    for (name, prefixes) in feature_sets() {
-        let columns = table.columns_with(&prefixes);
-        if columns.is_empty() {
+    for (name, prefixes, ceiling) in feature_sets() {
+        if prefixes.iter().any(|p| table.columns_with(&[p]).is_empty()) {
             continue;
         }
+        let columns = table.columns_with(&prefixes);
         let x = table.dense(&labelled, &columns);
-        let predicted = cross_val_predict(&x, &y, class_names.len(), &cv);
-        results.push(FeatureSetResult {
-            name: name.to_string(),
-            features: columns.iter().map(|&c| table.columns[c].clone()).collect(),
-            metrics: evaluate(&class_names, &y, &predicted),
-            predictions: predicted.iter().map(|&p| class_names[p].clone()).collect(),
-        });
+        let runs = repeated_cross_val_predict(&x, &y, class_names.len(), &cv);
+        let features = columns.iter().map(|&c| table.columns[c].clone()).collect();
+        results.push(summarise_set(name, ceiling, features, &class_names, &minority_idx, &y, &runs));
     }
-    Ok(Report {
+    let mut report = Report {
         run_id: run_id.to_string(),
         source: source.to_string(),
         level,
         cells: labelled.iter().map(|&i| table.cells[i].clone()).collect(),
         truth: truth_names,
-        unlabelled_cells: table.cells.len() - labelled.len(),
         classes,
+        minority_classes: minority,
         cv,
         imbalance: IMBALANCE.to_string(),
         feature_sets: results,
+        recovered: None,
         reference_macro_f1: REFERENCE_MACRO_F1.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        seconds: started.elapsed().as_secs_f64(),
+        reconstruction: None,
+        unclassified,
+        seconds: 0.0,
+    };
+    report.recovered = recovered(&report);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The recovered share of `report`'s ceiling gain, when it has the rows it needs.
+fn recovered(report: &Report) -> Option<Recovered> {
+    let set = |name: &str| report.feature_sets.iter().find(|s| s.name == name);
+    let (base, predicted, ceiling) = (set(SET_2D)?, set(SET_2D_PREDICTED)?, set(SET_2D_TRUE)?);
+    let share = |f: fn(&FeatureSetResult) -> Option<f64>| {
+        let (b, p, c) = (f(base)?, f(predicted)?, f(ceiling)?);
+        (c - b >= MIN_CEILING_GAIN).then(|| (p - b) / (c - b))
+    };
+    Some(Recovered {
+        macro_f1: share(|s| Some(s.macro_f1.mean)),
+        minority_macro_f1: share(|s| s.minority_macro_f1.map(|m| m.mean)),
     })
 }
 
-/// The summary printed by `dispr-coordinator report`: macro F1 per feature set beside the
-/// reference study's, then per-class F1.
+impl Report {
+    /// The feature set called `name`.
+    pub fn set(&self, name: &str) -> Option<&FeatureSetResult> {
+        self.feature_sets.iter().find(|s| s.name == name)
+    }
+
+    /// How the classification was made, in one sentence.
+    pub fn protocol(&self) -> String {
+        let seeds: Vec<u64> = self.cv.seeds().collect();
+        let seeds = match seeds.as_slice() {
+            [one] => format!("seed {one}"),
+            [first, .., last] => format!("{} seeds ({first}..{last})", seeds.len()),
+            [] => String::new(),
+        };
+        format!(
+            "{} labelled cells in {} classes; random forest of {} trees (depth {}); stratified {}-fold \
+             cross-validation repeated over {seeds}: figures are mean ± standard deviation over the repetitions",
+            self.cells.len(),
+            self.classes.len(),
+            self.cv.forest.trees,
+            self.cv.forest.max_depth,
+            self.cv.folds,
+        )
+    }
+
+    /// The line that answers the study's question, or why it cannot: how much of the ceiling's
+    /// gain over 2D the predicted shapes recover.
+    pub fn recovered_line(&self) -> Option<String> {
+        let (base, predicted) = (self.set(SET_2D)?, self.set(SET_2D_PREDICTED));
+        let ceiling = self.set(SET_2D_TRUE)?;
+        let Some(predicted) = predicted else {
+            return Some(format!(
+                "True shapes take macro F1 from {:.3} (2D) to {:.3} (2D + true 3D); this report has no predicted shapes to compare.",
+                base.macro_f1.mean, ceiling.macro_f1.mean
+            ));
+        };
+        let r = self.recovered?;
+        let pct = |v: Option<f64>| {
+            v.map_or("undefined (true shapes add nothing over 2D)".to_string(), |v| {
+                format!("{:.0}%", 100.0 * v)
+            })
+        };
+        let mut line = format!(
+            "Predicted shapes recover {} of the gain true shapes give over 2D: macro F1 {:.3} (2D) -> {:.3} \
+             (2D + predicted 3D), ceiling {:.3} (2D + true 3D)",
+            pct(r.macro_f1),
+            base.macro_f1.mean,
+            predicted.macro_f1.mean,
+            ceiling.macro_f1.mean
+        );
+        if let (Some(b), Some(p), Some(c)) =
+            (base.minority_macro_f1, predicted.minority_macro_f1, ceiling.minority_macro_f1)
+        {
+            let _ = write!(
+                line,
+                "; minority classes {}: {:.3} -> {:.3}, ceiling {:.3}",
+                pct(r.minority_macro_f1),
+                b.mean,
+                p.mean,
+                c.mean
+            );
+        }
+        line.push('.');
+        Some(line)
+    }
+}
+
+/// The summary printed by `dispr-coordinator report` and `demo` (and summary.txt): the macro F1
+/// table with the ceiling rows and the recovered share, F1 per class, the reconstruction against
+/// the floor and the unclassified cells.
 pub fn summary(report: &Report) -> String {
     let mut s = String::new();
+    let _ = writeln!(s, "{} ({:.0} s)", report.protocol(), report.seconds);
+    if !report.minority_classes.is_empty() {
+        let _ = writeln!(s, "minority classes: {}", report.minority_classes.join(", "));
+    }
     let _ = writeln!(
         s,
-        "{} labelled cells in {} classes ({}-fold stratified CV, random forest {} trees, depth {}, seed {}; {}s)",
-        report.cells.len(),
-        report.classes.len(),
-        report.cv.folds,
-        report.cv.forest.trees,
-        report.cv.forest.max_depth,
-        report.cv.forest.seed,
-        report.seconds.round()
-    );
-    let _ = writeln!(
-        s,
-        "\n{:<8} {:>9} {:>9} {:>9} {:>22}",
-        "features", "columns", "macro F1", "accuracy", "reference macro F1"
+        "\n{:<26} {:>7} {:>15} {:>15} {:>15} {:>9}",
+        "features", "columns", "macro F1", "minority F1", "accuracy", "reference"
     );
     for r in &report.feature_sets {
         let reference = report
@@ -183,27 +419,66 @@ pub fn summary(report: &Report) -> String {
             .find(|(k, _)| *k == r.name)
             .map(|(_, v)| format!("{v:.3}"))
             .unwrap_or("-".into());
+        let name = if r.ceiling { format!("{} (ceiling)", r.name) } else { r.name.clone() };
         let _ = writeln!(
             s,
-            "{:<8} {:>9} {:>9.3} {:>9.3} {:>22}",
-            r.name,
+            "{:<26} {:>7} {:>15} {:>15} {:>15} {:>9}",
+            name,
             r.features.len(),
-            r.metrics.macro_f1,
-            r.metrics.accuracy,
+            r.macro_f1.show(),
+            r.minority_macro_f1.map_or("-".into(), |m| m.show()),
+            r.accuracy.show(),
             reference
         );
     }
-    let _ = write!(s, "\n{:<24} {:>7}", "F1 per class", "cells");
+    if let Some(line) = report.recovered_line() {
+        let _ = writeln!(s, "\n{line}");
+    }
+    let _ = write!(s, "\n{:<24} {:>6}", format!("F1 per class ({}x CV)", report.cv.repeats), "cells");
     for r in &report.feature_sets {
-        let _ = write!(s, " {:>7}", r.name);
+        let _ = write!(s, " {:>18}", r.name);
     }
     s.push('\n');
     for (k, c) in report.classes.iter().enumerate() {
-        let _ = write!(s, "{:<24} {:>7}", c.class, c.cells);
+        let _ = write!(s, "{:<24} {:>6}", c.class, c.cells);
         for r in &report.feature_sets {
-            let _ = write!(s, " {:>7.3}", r.metrics.per_class[k].f1);
+            let _ = write!(s, " {:>18}", r.per_class[k].f1.show());
         }
         s.push('\n');
+    }
+    if let Some(rec) = &report.reconstruction {
+        let _ = writeln!(
+            s,
+            "\nReconstruction against the ground truth (obj > 0), mean per cell; floor: the mask extruded along z"
+        );
+        let _ = writeln!(
+            s,
+            "{:<24} {:>6} {:>10} {:>10} {:>12} {:>12} {:>12}",
+            "class", "cells", "model IoU", "floor IoU", "model vol.e", "floor vol.e", "model > floor"
+        );
+        for g in rec.per_class.iter().chain(std::iter::once(&rec.all)) {
+            let _ = writeln!(
+                s,
+                "{:<24} {:>6} {:>10.3} {:>10.3} {:>12.3} {:>12.3} {:>12}",
+                g.class,
+                g.cells,
+                g.model_iou,
+                g.floor_iou,
+                g.model_volume_error,
+                g.floor_volume_error,
+                format!("{}/{}", g.model_beats_floor, g.cells)
+            );
+        }
+    }
+    if !report.unclassified.is_empty() {
+        let _ = writeln!(s, "\n{} cell(s) not classified:", report.unclassified.len());
+        for u in report.unclassified.iter().take(20) {
+            let _ = writeln!(s, "  {}: {}", u.cell, u.reason);
+        }
+        if report.unclassified.len() > 20 {
+            let _ =
+                writeln!(s, "  ... and {} more (report.json lists them all)", report.unclassified.len() - 20);
+        }
     }
     s
 }
@@ -212,8 +487,10 @@ pub fn summary(report: &Report) -> String {
 pub type ReportFiles = (Vec<(String, Vec<u8>)>, Vec<String>);
 
 /// The report's files, `(name under report/, bytes)`: report.json, summary.txt, metrics.csv
-/// (per class and set), confusion_<set>.csv, predictions.csv, features.csv and the PNG plots.
-/// A plot that cannot be drawn (no usable font, say) is left out with a warning in `warnings`.
+/// (per class and set: mean and std over the repetitions), confusion_<set>.csv (summed over the
+/// repetitions), predictions.csv (first repetition), unclassified.csv, reconstruction.csv (where
+/// there is ground truth), features.csv and the PNG plots. A plot that cannot be drawn (no usable
+/// font, say) is left out with a warning in `warnings`.
 pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyhow::Error> {
     let mut out = vec![
         ("report.json".to_string(), serde_json::to_vec_pretty(report)?),
@@ -222,28 +499,58 @@ pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyho
     ];
 
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["feature_set", "class", "precision", "recall", "f1", "support"])?;
+    w.write_record([
+        "feature_set",
+        "ceiling",
+        "class",
+        "precision",
+        "precision_std",
+        "recall",
+        "recall_std",
+        "f1",
+        "f1_std",
+        "support",
+    ])?;
     for r in &report.feature_sets {
-        for c in &r.metrics.per_class {
+        for c in &r.per_class {
             let row = [
                 r.name.clone(),
+                r.ceiling.to_string(),
                 c.class.clone(),
-                c.precision.to_string(),
-                c.recall.to_string(),
-                c.f1.to_string(),
+                c.precision.mean.to_string(),
+                c.precision.std.to_string(),
+                c.recall.mean.to_string(),
+                c.recall.std.to_string(),
+                c.f1.mean.to_string(),
+                c.f1.std.to_string(),
                 c.support.to_string(),
             ];
             w.write_record(&row)?;
         }
-        let row = [
-            r.name.clone(),
-            "macro".into(),
-            String::new(),
-            String::new(),
-            r.metrics.macro_f1.to_string(),
-            report.cells.len().to_string(),
-        ];
-        w.write_record(&row)?;
+        let mut summary_rows = vec![("macro", Some(r.macro_f1), report.cells.len())];
+        let minority_cells = report
+            .classes
+            .iter()
+            .filter(|c| report.minority_classes.contains(&c.class))
+            .map(|c| c.cells)
+            .sum();
+        summary_rows.push(("minority macro", r.minority_macro_f1, minority_cells));
+        for (what, stat, support) in summary_rows {
+            let Some(stat) = stat else { continue };
+            let row = [
+                r.name.clone(),
+                r.ceiling.to_string(),
+                what.to_string(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                stat.mean.to_string(),
+                stat.std.to_string(),
+                support.to_string(),
+            ];
+            w.write_record(&row)?;
+        }
     }
     out.push(("metrics.csv".into(), w.into_inner().map_err(|e| e.into_error())?));
 
@@ -252,7 +559,7 @@ pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyho
         let mut header = vec!["true \\ predicted".to_string()];
         header.extend(report.classes.iter().map(|c| c.class.clone()));
         w.write_record(&header)?;
-        for (k, row) in r.metrics.confusion.iter().enumerate() {
+        for (k, row) in r.confusion.iter().enumerate() {
             let mut rec = vec![report.classes[k].class.clone()];
             rec.extend(row.iter().map(|v| v.to_string()));
             w.write_record(&rec)?;
@@ -274,10 +581,41 @@ pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyho
     }
     out.push(("predictions.csv".into(), w.into_inner().map_err(|e| e.into_error())?));
 
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["cell", "reason"])?;
+    for u in &report.unclassified {
+        w.write_record([&u.cell, &u.reason])?;
+    }
+    out.push(("unclassified.csv".into(), w.into_inner().map_err(|e| e.into_error())?));
+
+    if let Some(rec) = &report.reconstruction {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record([
+            "cell",
+            "class",
+            "model_iou",
+            "floor_iou",
+            "model_volume_error",
+            "floor_volume_error",
+        ])?;
+        for c in &rec.cells {
+            w.write_record([
+                c.cell.clone(),
+                c.class.clone().unwrap_or_default(),
+                c.model_iou.to_string(),
+                c.floor_iou.to_string(),
+                c.model_volume_error.to_string(),
+                c.floor_volume_error.to_string(),
+            ])?;
+        }
+        out.push(("reconstruction.csv".into(), w.into_inner().map_err(|e| e.into_error())?));
+    }
+
     let mut warnings = Vec::new();
     for r in &report.feature_sets {
         let name = format!("confusion_{}.png", file_tag(&r.name));
-        match plots::confusion_png(&format!("{} features: confusion matrix", r.name), report, &r.metrics) {
+        let title = format!("{} features: confusion matrix ({} repetitions)", r.name, r.repetitions.len());
+        match plots::confusion_png(&title, report, &r.confusion) {
             Ok(png) => out.push((name, png)),
             Err(e) => warnings.push(format!("{name} not drawn: {e}")),
         }
@@ -289,7 +627,7 @@ pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyho
     Ok((out, warnings))
 }
 
-/// "2D+3D" -> "2d3d": feature-set names as they appear in file names.
+/// "2D + true 3D" -> "2dtrue3d": feature-set names as they appear in file names.
 pub fn file_tag(name: &str) -> String {
     name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase()
 }
@@ -301,66 +639,224 @@ mod tests {
     use dispr_proto::records::{CellFeatures, FeatureMap};
     use dispr_proto::{CellId, RunId, SCHEMA_VERSION};
 
+    fn record(i: usize, class: &str, f2: f64, f3: f64) -> CellFeatures {
+        let f3 = FeatureMap::from([("volume".to_string(), f3)]);
+        CellFeatures {
+            schema_version: SCHEMA_VERSION,
+            run_id: RunId::new("r").unwrap(),
+            cell: CellId::new(format!("{class}{i:03}")).unwrap(),
+            class: Some(class.to_string()),
+            subclass: None,
+            features_2d: FeatureMap::from([("area".to_string(), f2)]),
+            samples: vec![],
+            mean_3d: f3.clone(),
+            std_3d: f3.keys().map(|k| (k.clone(), 0.0)).collect(),
+            mean_metrics: None,
+        }
+    }
+
+    const CLASSES: [&str; 3] = ["alpha", "beta", "gamma"];
+
     /// 3 classes: told apart by a 3D feature only; the 2D feature is noise.
     fn records() -> Vec<CellFeatures> {
         (0..45)
             .map(|i| {
-                let class = ["alpha", "beta", "gamma"][i % 3];
-                let f2 = FeatureMap::from([("area".to_string(), ((i * 37) % 11) as f64)]);
-                let f3 = FeatureMap::from([("volume".to_string(), (i % 3) as f64 * 10.0 + (i % 4) as f64)]);
-                CellFeatures {
-                    schema_version: SCHEMA_VERSION,
-                    run_id: RunId::new("r").unwrap(),
-                    cell: CellId::new(format!("{class}{i:03}")).unwrap(),
-                    class: Some(class.to_string()),
-                    subclass: None,
-                    features_2d: f2,
-                    samples: vec![],
-                    mean_3d: f3.clone(),
-                    std_3d: f3.keys().map(|k| (k.clone(), 0.0)).collect(),
-                    mean_metrics: None,
-                }
+                record(i, CLASSES[i % 3], ((i * 37) % 11) as f64, (i % 3) as f64 * 10.0 + (i % 4) as f64)
             })
             .collect()
     }
 
+    /// The same cells seen twice: predicted shapes that tell alpha from the rest but confuse beta
+    /// and gamma, and true shapes that tell all three apart.
+    fn predicted_and_truth() -> (Vec<CellFeatures>, Vec<CellFeatures>) {
+        let predicted = (0..45)
+            .map(|i| {
+                let c = i % 3;
+                record(
+                    i,
+                    CLASSES[c],
+                    ((i * 37) % 11) as f64,
+                    if c == 0 { 0.0 } else { 10.0 + (i % 7) as f64 },
+                )
+            })
+            .collect();
+        let truth = (0..45)
+            .map(|i| record(i, CLASSES[i % 3], ((i * 37) % 11) as f64, (i % 3) as f64 * 10.0))
+            .collect();
+        (predicted, truth)
+    }
+
     fn cv() -> CvConfig {
-        CvConfig { folds: 5, forest: ForestConfig { trees: 30, max_depth: 5, seed: 1 } }
+        CvConfig { folds: 5, repeats: 3, forest: ForestConfig { trees: 30, max_depth: 5, seed: 1 } }
     }
 
     #[test]
     fn three_feature_sets_are_reported_and_the_informative_one_wins() {
         let table = FeatureTable::from_records(&records());
         assert_eq!(table.columns, vec!["2d_area", "3d_mean_volume", "3d_std_volume"]);
-        let report = build("r", "test", &table, Level::Class, cv()).unwrap();
+        let report = build("r", "test", &table, Level::Class, cv(), vec![]).unwrap();
         let names: Vec<_> = report.feature_sets.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["2D", "3D", "2D+3D"]);
-        let f1 = |i: usize| report.feature_sets[i].metrics.macro_f1;
-        assert_eq!(f1(1), 1.0, "the 3D feature separates the classes");
-        assert!(f1(0) < 0.8, "the 2D feature is noise: {}", f1(0));
+        assert_eq!(names, [SET_2D, SET_PREDICTED, SET_2D_PREDICTED]);
+        assert!(report.feature_sets.iter().all(|s| !s.ceiling && s.repetitions.len() == 3));
+        let f1 = |i: usize| report.feature_sets[i].macro_f1;
+        assert_eq!(f1(1), Stat { mean: 1.0, std: 0.0 }, "the 3D feature separates the classes");
+        assert!(f1(0).mean < 0.8, "the 2D feature is noise: {:?}", f1(0));
+        // The noise classifies differently with each seed.
+        assert!(f1(0).std > 0.0, "{:?}", f1(0));
         assert_eq!(report.classes.iter().map(|c| c.cells).sum::<usize>(), 45);
+        // Every class has a third of the cells: none is the majority.
+        assert_eq!(report.minority_classes, CLASSES);
+        // Without ground truth there is no ceiling and nothing to recover.
+        assert_eq!(report.recovered, None);
+        assert_eq!(report.recovered_line(), None);
         let text = summary(&report);
-        assert!(text.contains("0.375") && text.contains("gamma"), "{text}");
+        assert!(
+            text.contains("0.375") && text.contains("gamma") && text.contains("repeated over 3 seeds (1..3)"),
+            "{text}"
+        );
+        // The confusion matrix counts every cell once per repetition.
+        assert_eq!(report.feature_sets[0].confusion.iter().flatten().sum::<usize>(), 45 * 3);
+    }
+
+    #[test]
+    fn the_ceiling_rows_and_the_recovered_share() {
+        let (predicted, truth) = predicted_and_truth();
+        let table = FeatureTable::from_sources(&predicted, &truth);
+        assert!(table.columns.contains(&"true_3d_volume".to_string()), "{:?}", table.columns);
+        let report = build("r", "test", &table, Level::Class, cv(), vec![]).unwrap();
+        let rows: Vec<_> = report.feature_sets.iter().map(|r| (r.name.as_str(), r.ceiling)).collect();
+        assert_eq!(
+            rows,
+            [
+                (SET_2D, false),
+                (SET_PREDICTED, false),
+                (SET_2D_PREDICTED, false),
+                (SET_TRUE, true),
+                (SET_2D_TRUE, true)
+            ]
+        );
+        let f1 = |name: &str| report.set(name).unwrap().macro_f1.mean;
+        assert_eq!(f1(SET_TRUE), 1.0);
+        assert!(f1(SET_2D_PREDICTED) > f1(SET_2D) && f1(SET_2D_PREDICTED) < f1(SET_2D_TRUE));
+        let share = report.recovered.unwrap().macro_f1.unwrap();
+        let expected = (f1(SET_2D_PREDICTED) - f1(SET_2D)) / (f1(SET_2D_TRUE) - f1(SET_2D));
+        assert!((share - expected).abs() < 1e-12 && share > 0.0 && share < 1.0, "{share}");
+        let line = report.recovered_line().unwrap();
+        assert!(line.starts_with(&format!("Predicted shapes recover {:.0}%", 100.0 * share)), "{line}");
+        let text = summary(&report);
+        assert!(text.contains("2D + true 3D (ceiling)") && text.contains(&line), "{text}");
+    }
+
+    #[test]
+    fn truth_without_a_gain_over_2d_recovers_nothing_by_definition() {
+        // The 2D feature alone separates the classes: true shapes cannot add anything.
+        let recs: Vec<CellFeatures> =
+            (0..30).map(|i| record(i, CLASSES[i % 3], (i % 3) as f64, 0.0)).collect();
+        let report =
+            build("r", "test", &FeatureTable::from_sources(&recs, &recs), Level::Class, cv(), vec![])
+                .unwrap();
+        assert_eq!(report.recovered, Some(Recovered { macro_f1: None, minority_macro_f1: None }));
+        assert!(report.recovered_line().unwrap().contains("undefined (true shapes add nothing over 2D)"));
+    }
+
+    #[test]
+    fn minority_classes_are_those_outside_a_majority() {
+        let counts = |v: &[(&str, usize)]| {
+            v.iter().map(|(c, n)| ClassCount { class: c.to_string(), cells: *n }).collect::<Vec<_>>()
+        };
+        assert_eq!(minority_classes(&counts(&[("SDE", 140), ("a", 22), ("b", 10)])), ["a", "b"]);
+        assert_eq!(
+            minority_classes(&counts(&[("a", 8), ("b", 8), ("c", 6), ("d", 3)])),
+            ["a", "b", "c", "d"]
+        );
+        // Minority macro F1 is the mean F1 of those classes.
+        let mut recs = records();
+        for r in recs.iter_mut().take(30) {
+            r.class = Some("alpha".into());
+        }
+        let report =
+            build("r", "test", &FeatureTable::from_records(&recs), Level::Class, cv(), vec![]).unwrap();
+        assert_eq!(report.minority_classes, ["beta", "gamma"]);
+        let set = &report.feature_sets[0];
+        let means: Vec<f64> =
+            set.repetitions.iter().map(|m| (m.per_class[1].f1 + m.per_class[2].f1) / 2.0).collect();
+        assert!((set.minority_macro_f1.unwrap().mean - Stat::of(&means).mean).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cells_left_out_are_named_with_the_reason() {
+        let mut recs = records();
+        recs[4].class = None;
+        let unlabelled = recs[4].cell.to_string();
+        let given = vec![
+            Unclassified { cell: "zz_failed".into(), reason: "failed: the mask is empty".into() },
+            // Classified after all: a stale reason is dropped.
+            Unclassified { cell: recs[0].cell.to_string(), reason: "stale".into() },
+        ];
+        let report =
+            build("r", "test", &FeatureTable::from_records(&recs), Level::Class, cv(), given).unwrap();
+        let names: Vec<_> = report.unclassified.iter().map(|u| u.cell.as_str()).collect();
+        assert_eq!(names, [unlabelled.as_str(), "zz_failed"]);
+        assert!(report.unclassified[0].reason.contains("no label"));
+        assert_eq!(report.cells.len(), 44);
+        let text = summary(&report);
+        assert!(
+            text.contains("2 cell(s) not classified")
+                && text.contains("zz_failed: failed: the mask is empty"),
+            "{text}"
+        );
+        let (files, _) = files(&report, &FeatureTable::from_records(&recs)).unwrap();
+        let csv = &files.iter().find(|(n, _)| n == "unclassified.csv").unwrap().1;
+        assert!(String::from_utf8_lossy(csv).contains("zz_failed,failed: the mask is empty"));
+    }
+
+    #[test]
+    fn stat_is_mean_and_sample_standard_deviation() {
+        assert_eq!(Stat::of(&[1.0, 3.0]), Stat { mean: 2.0, std: 2f64.sqrt() });
+        assert_eq!(Stat::of(&[0.5]), Stat { mean: 0.5, std: 0.0 });
+        assert_eq!(Stat::of(&[0.6, 0.6]).show(), "0.600 ± 0.000");
     }
 
     #[test]
     fn files_hold_json_csv_and_png() {
-        let table = FeatureTable::from_records(&records());
-        let report = build("r", "test", &table, Level::Class, cv()).unwrap();
+        let (predicted, truth) = predicted_and_truth();
+        let table = FeatureTable::from_sources(&predicted, &truth);
+        let report = build("r", "test", &table, Level::Class, cv(), vec![]).unwrap();
         let (files, warnings) = files(&report, &table).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let get =
             |name: &str| &files.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} missing")).1;
         let back: Report = serde_json::from_slice(get("report.json")).unwrap();
-        assert_eq!(back, report);
+        assert_eq!((&back.cells, &back.classes, back.cv), (&report.cells, &report.classes, report.cv));
+        for (a, b) in back.feature_sets.iter().zip(&report.feature_sets) {
+            assert_eq!(
+                (&a.name, a.ceiling, &a.confusion, &a.predictions),
+                (&b.name, b.ceiling, &b.confusion, &b.predictions)
+            );
+            assert!((a.macro_f1.mean - b.macro_f1.mean).abs() < 1e-12);
+        }
         let csv = String::from_utf8(get("features.csv").clone()).unwrap();
         assert_eq!(csv.lines().count(), 46);
-        assert!(csv.starts_with("cell,class,subclass,samples,2d_area,3d_mean_volume,3d_std_volume"));
-        for png in ["confusion_2d.png", "confusion_3d.png", "confusion_2d3d.png", "f1_per_class.png"] {
+        assert!(
+            csv.starts_with(
+                "cell,class,subclass,samples,2d_area,3d_mean_volume,3d_std_volume,true_3d_volume"
+            ),
+            "{}",
+            csv.lines().next().unwrap()
+        );
+        for png in [
+            "confusion_2d.png",
+            "confusion_predicted3d.png",
+            "confusion_2dpredicted3d.png",
+            "confusion_true3d.png",
+            "confusion_2dtrue3d.png",
+            "f1_per_class.png",
+        ] {
             assert!(get(png).starts_with(b"\x89PNG"), "{png}");
         }
         let metrics = String::from_utf8(get("metrics.csv").clone()).unwrap();
-        assert!(metrics.contains("3D,macro,,,1,45"), "{metrics}");
+        assert!(metrics.contains("true 3D,true,macro,,,,,1,0,45"), "{metrics}");
+        assert!(metrics.contains("2D,false,minority macro,"), "{metrics}");
     }
 
     #[test]
@@ -369,7 +865,8 @@ mod tests {
         for (i, r) in recs.iter_mut().enumerate().filter(|(_, r)| r.class.as_deref() == Some("alpha")) {
             r.subclass = Some(format!("alpha_{}", i % 2));
         }
-        let report = build("r", "test", &FeatureTable::from_records(&recs), Level::Subclass, cv()).unwrap();
+        let report =
+            build("r", "test", &FeatureTable::from_records(&recs), Level::Subclass, cv(), vec![]).unwrap();
         let names: Vec<_> = report.classes.iter().map(|c| c.class.as_str()).collect();
         assert_eq!(names, ["alpha_0", "alpha_1", "beta", "gamma"]);
         assert_eq!(report.cells.len(), 45);
@@ -382,7 +879,7 @@ mod tests {
         for r in &mut recs {
             r.class = Some("alpha".into());
         }
-        let err = build("r", "test", &FeatureTable::from_records(&recs), Level::Class, cv())
+        let err = build("r", "test", &FeatureTable::from_records(&recs), Level::Class, cv(), vec![])
             .unwrap_err()
             .to_string();
         assert!(err.contains("at least 5 labelled cells in at least 2 classes"), "{err}");

@@ -2,13 +2,19 @@
 //! and the per-class F1 of the feature sets side by side.
 
 use super::Report;
-use crate::classify::Metrics;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 const FONT: &str = "sans-serif";
-/// One colour per feature set, in report order (2D, 3D, 2D+3D).
-const SET_COLOURS: [RGBColor; 3] = [RGBColor(86, 180, 233), RGBColor(230, 159, 0), RGBColor(0, 158, 115)];
+/// One colour per feature set, in report order (2D, predicted 3D, 2D + predicted 3D, and the
+/// ceiling's true 3D, 2D + true 3D in greys).
+const SET_COLOURS: [RGBColor; 5] = [
+    RGBColor(86, 180, 233),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(170, 170, 170),
+    RGBColor(110, 110, 110),
+];
 
 fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -47,7 +53,7 @@ pub(crate) fn text(
 }
 
 /// Confusion matrix: cells coloured by the fraction of the true class (row), labelled with counts.
-pub fn confusion_png(title: &str, report: &Report, metrics: &Metrics) -> anyhow::Result<Vec<u8>> {
+pub fn confusion_png(title: &str, report: &Report, confusion: &[Vec<usize>]) -> anyhow::Result<Vec<u8>> {
     let k = report.classes.len().max(1) as i32;
     let cell = (520 / k).clamp(30, 90);
     let (left, top) = (200, 70);
@@ -61,7 +67,7 @@ pub fn confusion_png(title: &str, report: &Report, metrics: &Metrics) -> anyhow:
             16,
             Pos::new(HPos::Center, VPos::Center),
         )?;
-        for (t, row) in metrics.confusion.iter().enumerate() {
+        for (t, row) in confusion.iter().enumerate() {
             let total: usize = row.iter().sum();
             for (p, &n) in row.iter().enumerate() {
                 let frac = if total > 0 { n as f64 / total as f64 } else { 0.0 };
@@ -105,19 +111,22 @@ pub fn confusion_png(title: &str, report: &Report, metrics: &Metrics) -> anyhow:
     })
 }
 
-/// Per-class F1 of every feature set, grouped bars, with the macro F1 in the legend.
+/// Per-class F1 of every feature set (mean over the repetitions, a whisker of one standard
+/// deviation each way), grouped bars, with the macro F1 in the legend.
 pub fn f1_png(report: &Report) -> anyhow::Result<Vec<u8>> {
     let k = report.classes.len().max(1) as i32;
     let sets = report.feature_sets.len().max(1) as i32;
-    let (left, top, plot_h) = (60, 60, 320);
     let group = (720 / k).clamp(60, 160);
-    let size = ((left + group * k + 30) as u32, (top + plot_h + 90) as u32);
+    // The legend: two columns of feature sets above the plot.
+    let legend_rows = (sets + 1) / 2;
+    let (left, top, plot_h) = (60, 50 + 20 * legend_rows, 320);
+    let size = ((left + group * k + 30).max(700) as u32, (top + plot_h + 60) as u32);
     render(size, |root| {
         text(
             root,
-            "F1 per class by feature set",
-            (size.0 as i32 / 2, 20),
-            20,
+            &format!("F1 per class by feature set (mean of {} repetitions, ± 1 std)", report.cv.repeats),
+            (size.0 as i32 / 2, 18),
+            18,
             Pos::new(HPos::Center, VPos::Center),
         )?;
         let base = top + plot_h;
@@ -137,18 +146,27 @@ pub fn f1_png(report: &Report) -> anyhow::Result<Vec<u8>> {
                 Pos::new(HPos::Right, VPos::Center),
             )?;
         }
-        let bar = (group - 16) / sets;
+        let bar = ((group - 16) / sets).max(2);
+        let y_of = |v: f64| base - (v.clamp(0.0, 1.0) * plot_h as f64).round() as i32;
         for (s, r) in report.feature_sets.iter().enumerate() {
             let colour = SET_COLOURS[s % SET_COLOURS.len()];
-            for (c, m) in r.metrics.per_class.iter().enumerate() {
+            for (c, m) in r.per_class.iter().enumerate() {
                 let x0 = left + c as i32 * group + 8 + s as i32 * bar;
-                let h = (m.f1 * plot_h as f64).round() as i32;
-                root.draw(&Rectangle::new([(x0, base - h), (x0 + bar - 2, base)], colour.filled()))
+                root.draw(&Rectangle::new([(x0, y_of(m.f1.mean)), (x0 + bar - 2, base)], colour.filled()))
                     .map_err(err)?;
+                if m.f1.std > 0.0 {
+                    let xm = x0 + (bar - 2) / 2;
+                    root.draw(&PathElement::new(
+                        vec![(xm, y_of(m.f1.mean - m.f1.std)), (xm, y_of(m.f1.mean + m.f1.std))],
+                        BLACK.stroke_width(1),
+                    ))
+                    .map_err(err)?;
+                }
             }
-            let legend = format!("{} (macro F1 {:.3})", r.name, r.metrics.macro_f1);
-            let ly = top - 22;
-            let lx = left + s as i32 * 230;
+            let ceiling = if r.ceiling { ", ceiling" } else { "" };
+            let legend = format!("{} (macro F1 {:.3}{ceiling})", r.name, r.macro_f1.mean);
+            let ly = 44 + 20 * (s as i32 / 2);
+            let lx = left + (s as i32 % 2) * 320;
             root.draw(&Rectangle::new([(lx, ly - 6), (lx + 12, ly + 6)], colour.filled())).map_err(err)?;
             text(root, &legend, (lx + 18, ly), 13, Pos::new(HPos::Left, VPos::Center))?;
         }

@@ -1,14 +1,30 @@
 //! The per-cell feature table: one row per cell, one column per feature, built from the run's
-//! `features/<cell>.json` records. It feeds the classifier and `features.csv`.
+//! `features/<cell>.json` records and, where the dataset has ground truth, the 3D features of the
+//! true shapes. It feeds the classifier and `features.csv`.
 
 use dispr_proto::records::{CellFeatures, FeatureMap};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Column-name prefixes: the feature set a column belongs to.
 pub const PREFIX_2D: &str = "2d_";
 pub const PREFIX_3D_MEAN: &str = "3d_mean_";
 pub const PREFIX_3D_STD: &str = "3d_std_";
 pub const PREFIX_METRIC: &str = "metric_mean_";
+/// 3D features of the cell's true shape (`obj/`), the ceiling predicted shapes are measured by.
+pub const PREFIX_TRUE_3D: &str = "true_3d_";
+
+/// One row's records: the run's (predicted shapes) and the ground truth's, either or both.
+struct Row<'a> {
+    predicted: Option<&'a CellFeatures>,
+    truth: Option<&'a CellFeatures>,
+}
+
+impl<'a> Row<'a> {
+    /// The record that names the cell, its label and its 2D features.
+    fn primary(&self) -> Option<&'a CellFeatures> {
+        self.predicted.or(self.truth)
+    }
+}
 
 /// Features of every cell, as a dense table.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,25 +39,44 @@ pub struct FeatureTable {
 }
 
 impl FeatureTable {
-    /// The table of `records`, sorted by cell id; columns are the union of all records'
+    /// The table of a run's `records`, sorted by cell id; columns are the union of all records'
     /// features: 2D, then 3D means, 3D standard deviations and mean reconstruction metrics.
     pub fn from_records(records: &[CellFeatures]) -> Self {
-        let mut records: Vec<&CellFeatures> = records.iter().collect();
-        records.sort_by(|a, b| a.cell.cmp(&b.cell));
-        type Group = (&'static str, fn(&CellFeatures) -> Option<&FeatureMap>);
-        let groups: [Group; 4] = [
-            (PREFIX_2D, |r| Some(&r.features_2d)),
-            (PREFIX_3D_MEAN, |r| Some(&r.mean_3d)),
-            (PREFIX_3D_STD, |r| Some(&r.std_3d)),
-            (PREFIX_METRIC, |r| r.mean_metrics.as_ref()),
+        Self::from_sources(records, &[])
+    }
+
+    /// The table of a run's `predicted` records beside the `truth` records of the same cells
+    /// (features of the dataset's true shapes, see [`super::ground_truth`]), whose 3D means become
+    /// the `true_3d_` columns. With both, only the cells in both are rows (so that every row has
+    /// every feature set); with only one, its cells. Sorted by cell id.
+    pub fn from_sources(predicted: &[CellFeatures], truth: &[CellFeatures]) -> Self {
+        let truth_of: BTreeMap<&str, &CellFeatures> = truth.iter().map(|r| (r.cell.as_str(), r)).collect();
+        let mut rows: Vec<Row<'_>> = if predicted.is_empty() {
+            truth.iter().map(|t| Row { predicted: None, truth: Some(t) }).collect()
+        } else {
+            predicted
+                .iter()
+                .filter_map(|p| {
+                    let t = truth_of.get(p.cell.as_str()).copied();
+                    (truth.is_empty() || t.is_some()).then_some(Row { predicted: Some(p), truth: t })
+                })
+                .collect()
+        };
+        rows.sort_by(|a, b| a.primary().map(|r| &r.cell).cmp(&b.primary().map(|r| &r.cell)));
+        type Group<'a> = (&'static str, fn(&Row<'a>) -> Option<&'a FeatureMap>);
+        let groups: [Group<'_>; 5] = [
+            (PREFIX_2D, |r| r.primary().map(|p| &p.features_2d)),
+            (PREFIX_3D_MEAN, |r| r.predicted.map(|p| &p.mean_3d)),
+            (PREFIX_3D_STD, |r| r.predicted.map(|p| &p.std_3d)),
+            (PREFIX_METRIC, |r| r.predicted.and_then(|p| p.mean_metrics.as_ref())),
+            (PREFIX_TRUE_3D, |r| r.truth.map(|t| &t.mean_3d)),
         ];
         let mut columns = Vec::new();
         for (prefix, get) in &groups {
-            let names: BTreeSet<&String> =
-                records.iter().filter_map(|r| get(r)).flat_map(|m| m.keys()).collect();
+            let names: BTreeSet<&String> = rows.iter().filter_map(get).flat_map(|m| m.keys()).collect();
             columns.extend(names.into_iter().map(|n| format!("{prefix}{n}")));
         }
-        let values = records
+        let values = rows
             .iter()
             .map(|r| {
                 columns
@@ -55,11 +90,12 @@ impl FeatureTable {
                     .collect()
             })
             .collect();
+        let primary: Vec<&CellFeatures> = rows.iter().filter_map(Row::primary).collect();
         FeatureTable {
-            cells: records.iter().map(|r| r.cell.to_string()).collect(),
-            class: records.iter().map(|r| r.class.clone()).collect(),
-            subclass: records.iter().map(|r| r.subclass.clone()).collect(),
-            samples: records.iter().map(|r| r.samples.len()).collect(),
+            cells: primary.iter().map(|r| r.cell.to_string()).collect(),
+            class: primary.iter().map(|r| r.class.clone()).collect(),
+            subclass: primary.iter().map(|r| r.subclass.clone()).collect(),
+            samples: rows.iter().map(|r| r.predicted.map_or(0, |p| p.samples.len())).collect(),
             columns,
             values,
         }
