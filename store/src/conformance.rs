@@ -12,6 +12,7 @@ use crate::{ErrorKind, Store};
 pub async fn check_store(store: &Store) {
     missing_objects(store).await;
     put_get_overwrite(store).await;
+    get_at_most_refuses_larger_objects(store).await;
     put_if_absent_keeps_the_first(store).await;
     list_by_prefix(store).await;
     list_follows_pages(store).await;
@@ -41,6 +42,22 @@ async fn put_get_overwrite(store: &Store) {
 
     store.put("put/big.bin", Bytes::from_static(b"second")).await.unwrap();
     assert_eq!(store.get("put/big.bin").await.unwrap(), Bytes::from_static(b"second"));
+}
+
+/// A reader that bounds what it holds gets objects up to the bound and an error past it, never
+/// the bytes.
+async fn get_at_most_refuses_larger_objects(store: &Store) {
+    let data: Bytes = (0..100_000u32).map(|i| i as u8).collect();
+    store.put("bounded/x.tif", data.clone()).await.unwrap();
+    assert_eq!(store.get_at_most("bounded/x.tif", 100_000).await.unwrap(), data);
+    let err = store.get_at_most("bounded/x.tif", 99_999).await.expect_err("one byte over the bound");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert!(!err.is_retriable(), "a file too large stays too large: {err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&store.uri_of("bounded/x.tif")) && msg.contains("99999 bytes"), "{msg}");
+    let missing = store.get_at_most("bounded/missing.tif", 10).await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+    assert_eq!(store.get_opt_at_most("bounded/missing.tif", 10).await.unwrap(), None);
 }
 
 async fn put_if_absent_keeps_the_first(store: &Store) {

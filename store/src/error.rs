@@ -15,6 +15,8 @@ pub enum ErrorKind {
     InvalidKey,
     /// The object does not exist.
     NotFound,
+    /// The object is larger than the reader accepts ([`crate::Store::get_at_most`]).
+    TooLarge,
     /// Credentials are missing, wrong, or may not do this.
     AccessDenied,
     /// The S3 bucket does not exist.
@@ -105,6 +107,20 @@ impl StoreError {
     pub fn is_retriable(&self) -> bool {
         matches!(self.kind, ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::Server)
     }
+}
+
+/// The error of [`crate::Store::get_at_most`] for an object of `size` bytes (at least) when at
+/// most `max` were accepted.
+pub(crate) fn too_large(target: String, size: u64, max: u64) -> StoreError {
+    StoreError::new(
+        ErrorKind::TooLarge,
+        Op::Read,
+        target,
+        format!("it holds {size} bytes or more, more than the {max} bytes accepted for it"),
+    )
+    .hint(
+        "check that this is the file meant; the dataset's files are small 64x64 images and 64x64x64 volumes",
+    )
 }
 
 impl fmt::Display for StoreError {

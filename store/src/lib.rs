@@ -80,6 +80,15 @@ impl Store {
         &self.inner.uri
     }
 
+    /// The folder of a local store (absolute); `None` for S3. A folder means a different place on
+    /// every machine, so commands whose jobs may run elsewhere check for it.
+    pub fn local_path(&self) -> Option<&std::path::Path> {
+        match &self.inner.backend {
+            Backend::Local(local) => Some(local.root()),
+            Backend::S3(_) => None,
+        }
+    }
+
     /// The full URI of the object at `key`, for messages.
     pub fn uri_of(&self, key: &str) -> String {
         format!("{}/{key}", self.inner.uri)
@@ -92,6 +101,27 @@ impl Store {
         match &self.inner.backend {
             Backend::Local(local) => local.get(key).await,
             Backend::S3(s3) => s3.get(key).await,
+        }
+    }
+
+    /// Reads the object at `key` if it holds at most `max_bytes`; a larger one is an error of
+    /// kind [`ErrorKind::TooLarge`], found from its size before its bytes are fetched (or, where
+    /// the size is not announced, after `max_bytes` of them), so a reader of files it did not
+    /// make never holds more than it asked for.
+    pub async fn get_at_most(&self, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
+        self.check_key(Op::Read, key)?;
+        match &self.inner.backend {
+            Backend::Local(local) => local.get_at_most(key, max_bytes).await,
+            Backend::S3(s3) => s3.get_at_most(key, max_bytes).await,
+        }
+    }
+
+    /// [`Store::get_at_most`], with `None` when there is no object at `key`.
+    pub async fn get_opt_at_most(&self, key: &str, max_bytes: u64) -> Result<Option<Bytes>, StoreError> {
+        match self.get_at_most(key, max_bytes).await {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

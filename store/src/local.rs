@@ -25,9 +25,35 @@ impl LocalFolder {
         LocalFolder { root }
     }
 
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let path = self.root.join(key);
         blocking(Op::Read, &path, move |path| std::fs::read(path).map(Bytes::from)).await
+    }
+
+    pub(crate) async fn get_at_most(&self, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
+        let path = self.root.join(key);
+        let target = path.display().to_string();
+        let read = blocking(Op::Read, &path, move |path| {
+            use std::io::Read;
+            let file = std::fs::File::open(path)?;
+            // The size on disk first, then at most one byte more than allowed in case it grew.
+            let size = file.metadata()?.len();
+            if size > max_bytes {
+                return Ok(Err(size));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            file.take(max_bytes.saturating_add(1)).read_to_end(&mut data)?;
+            if data.len() as u64 > max_bytes {
+                return Ok(Err(data.len() as u64));
+            }
+            Ok(Ok(Bytes::from(data)))
+        })
+        .await?;
+        read.map_err(|size| crate::error::too_large(target, size, max_bytes))
     }
 
     pub(crate) async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
@@ -93,16 +119,17 @@ fn io_error(op: Op, target: String, e: io::Error) -> StoreError {
     if op == Op::Read && is_absent(&e) {
         return StoreError::new(ErrorKind::NotFound, op, target, "no such object").caused_by(e);
     }
+    // The OS error's text is the detail; it is not also attached as the source, which would
+    // print it twice in an error chain ("...: Permission denied (os error 13); check ...:
+    // Permission denied (os error 13)").
     match e.kind() {
         io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
             StoreError::new(ErrorKind::AccessDenied, op, target, e.to_string())
                 .hint("check the folder's owner and permissions")
-                .caused_by(e)
         }
         io::ErrorKind::StorageFull => StoreError::new(ErrorKind::Io, op, target, e.to_string())
-            .hint("free space on that disk or write the output elsewhere")
-            .caused_by(e),
-        _ => StoreError::new(ErrorKind::Io, op, target, e.to_string()).caused_by(e),
+            .hint("free space on that disk or write the output elsewhere"),
+        _ => StoreError::new(ErrorKind::Io, op, target, e.to_string()),
     }
 }
 

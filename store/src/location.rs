@@ -49,11 +49,14 @@ impl Location {
         if path.is_empty() {
             return Err(invalid("the path is empty"));
         }
-        // Absolute, so that the store means the same folder after a change of working directory
-        // and its URI can be handed to another process.
+        // Absolute and normalised, so that the store means the same folder after a change of
+        // working directory, its URI can be handed to another process, and every spelling of one
+        // folder (relative, absolute, `file://`, with `.`, `..` or a trailing `/`) is one URI.
+        // Symbolic links are kept as typed: a mount point may be a link on one machine and not
+        // on another.
         let path =
             std::path::absolute(path).map_err(|e| invalid("cannot make the path absolute").caused_by(e))?;
-        Ok(Location::Local(path))
+        Ok(Location::Local(normalise(&path)))
     }
 
     /// The canonical URI: opening it gives the same store.
@@ -65,6 +68,22 @@ impl Location {
             }
         }
     }
+}
+
+/// `path` (absolute) without `.` components, with `..` taken against the component before it.
+fn normalise(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -90,6 +109,19 @@ mod tests {
         assert_eq!(Location::parse("/data/x/").unwrap().uri(), "/data/x");
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(Location::parse("rel/dir").unwrap(), Location::Local(cwd.join("rel/dir")));
+        // Every spelling of one folder is one URI.
+        let canonical = cwd.join("rel/dir").display().to_string();
+        for spelling in [
+            "rel/dir",
+            "./rel/dir/",
+            "rel/./dir",
+            "rel/x/../dir",
+            &format!("file://{canonical}"),
+            &format!("{canonical}//"),
+        ] {
+            assert_eq!(Location::parse(spelling).unwrap().uri(), canonical, "{spelling}");
+        }
+        assert_eq!(Location::parse("/a/../../b").unwrap().uri(), "/b");
     }
 
     #[test]

@@ -97,6 +97,33 @@ impl S3Bucket {
         Ok(body.into_bytes())
     }
 
+    pub(crate) async fn get_at_most(&self, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
+        let client = self.client().await?;
+        let mut output = client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| classify(e, Op::Read, self.target(key), &self.bucket))?;
+        let announced = output.content_length.and_then(|n| u64::try_from(n).ok());
+        if let Some(size) = announced.filter(|&n| n > max_bytes) {
+            return Err(crate::error::too_large(self.target(key), size, max_bytes));
+        }
+        // Whatever was announced, never hold more than allowed.
+        let mut data = Vec::with_capacity(announced.unwrap_or(0) as usize);
+        while let Some(chunk) = output.body.try_next().await.map_err(|e| {
+            StoreError::new(ErrorKind::Unreachable, Op::Read, self.target(key), "the download broke off")
+                .caused_by(e)
+        })? {
+            data.extend_from_slice(&chunk);
+            if data.len() as u64 > max_bytes {
+                return Err(crate::error::too_large(self.target(key), data.len() as u64, max_bytes));
+            }
+        }
+        Ok(Bytes::from(data))
+    }
+
     pub(crate) async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
