@@ -3,38 +3,28 @@
 
 use anyhow::Context;
 use dispr_proto::{CellId, RunId, keys};
+use dispr_shape::dataset::Dataset;
 use dispr_store::Store;
 use std::collections::HashSet;
 
-/// The cells of a dataset, sorted: the stems of its `image/*.tif` files.
-///
-/// Only the listing is read, so this is quick even for a million cells; a cell whose mask is
-/// missing or whose files are unreadable fails on the worker with a recorded reason.
+/// The cells of a dataset, sorted, as the one dataset reader ([`Dataset::open`]) finds them: a
+/// dataset whose layout or `labels.csv` cannot be used (unpaired files, misspelt extensions,
+/// malformed labels) is refused here, before any manifest or job is written, with what to fix.
 pub async fn dataset_cells(dataset: &Store) -> anyhow::Result<Vec<CellId>> {
-    let listed = dataset
-        .list(keys::DATASET_IMAGE_DIR)
-        .await
-        .with_context(|| format!("listing the dataset's images under {}", dataset.uri()))?;
-    let mut cells = Vec::with_capacity(listed.len());
-    for key in listed {
-        let Some(name) = key.strip_prefix(keys::DATASET_IMAGE_DIR) else { continue };
-        let Some(stem) = name.strip_suffix(".tif").or_else(|| name.strip_suffix(".tiff")) else { continue };
-        if stem.contains('/') {
-            continue; // nested folders are not part of the layout
-        }
-        let cell =
-            CellId::new(stem).with_context(|| format!("dataset image {key} under {}", dataset.uri()))?;
-        cells.push(cell);
+    let opened = Dataset::open(dataset.clone()).await?;
+    Ok(opened.index.cells.into_iter().map(|c| c.id).collect())
+}
+
+/// What a dataset holds, as the manifest records it: the hex sha256 of its sorted cell ids, one
+/// per line. The same folder with other cells has another digest, whatever its name.
+pub fn digest(cells: &[CellId]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for cell in cells {
+        hash.update(cell.as_str().as_bytes());
+        hash.update(b"\n");
     }
-    cells.sort();
-    cells.dedup(); // `x.tif` and `x.tiff` are one cell
-    anyhow::ensure!(
-        !cells.is_empty(),
-        "the dataset {} has no images: expected image/<cell>.tif and mask/<cell>.tif files (see DESIGN.md, \
-         \"Data\"); `dispr-coordinator synth --out <dir> --cells 50` makes a synthetic one",
-        dataset.uri()
-    );
-    Ok(cells)
+    hex::encode(hash.finalize())
 }
 
 /// Cells with a record (`features/<cell>.json` or `failures/<cell>.json`) under `prefix`.

@@ -88,6 +88,9 @@ pub struct DatasetCell {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetIndex {
     pub cells: Vec<DatasetCell>,
+    /// Keys under image/, mask/ and obj/ that are not cells of the layout (other files,
+    /// sub-folders), which the reader skips; commands warn about them.
+    pub ignored: Vec<String>,
 }
 
 impl DatasetIndex {
@@ -106,12 +109,22 @@ impl DatasetIndex {
     }
 }
 
+/// Where the dataset layout is documented, for messages.
+pub const LAYOUT_DOC: &str = "docs/datasets.md";
+
 /// Why a dataset cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
+    /// The dataset's location (a local folder) does not exist.
+    #[error(
+        "the folder does not exist; check the path (a relative one is taken from the folder the \
+         command runs in)"
+    )]
+    Missing,
     #[error(
         "no cells found: a dataset holds image/<cell>.tif and mask/<cell>.tif files (and optionally \
-         obj/<cell>.tif and labels.csv); check the dataset location"
+         obj/<cell>.tif and labels.csv, see {LAYOUT_DOC}); check the dataset location, or make a synthetic \
+         one with `dispr-coordinator synth --out <folder> --cells 50`"
     )]
     Empty,
     #[error("{key}: {source}")]
@@ -119,10 +132,19 @@ pub enum DatasetError {
     #[error("{}", unpaired_message(.without_mask, .without_image))]
     Unpaired { without_mask: Vec<String>, without_image: Vec<String> },
     #[error(
+        "{} file(s) end in another spelling of .tif: {}; the layout reads <cell>.tif only, so rename them \
+         (for example image/x.tiff to image/x.tif)",
+        .files.len(), name_list(.files)
+    )]
+    WrongExtension { files: Vec<String> },
+    #[error(
         "cell {cell}: the name has no class prefix before its digits; give its class in labels.csv (cell,class[,subclass])"
     )]
     NoClass { cell: String },
-    #[error("labels.csv line {line}: {problem}")]
+    #[error(
+        "labels.csv line {line}: {problem}; labels.csv has one line per cell, `cell,class` or \
+         `cell,class,subclass`, comma-separated UTF-8 text (see {LAYOUT_DOC})"
+    )]
     Labels { line: u64, problem: String },
     #[error("labels.csv: {0}")]
     LabelsMismatch(String),
@@ -134,6 +156,19 @@ pub enum DatasetError {
     Tiff(#[from] TiffError),
     #[error("{what}: {source}")]
     Store { what: String, source: StoreError },
+    /// A dataset that cannot be used, with its location.
+    #[error("dataset {uri}: {problem}")]
+    At { uri: String, problem: Box<DatasetError> },
+}
+
+impl DatasetError {
+    /// The problem itself, without the location [`DatasetError::At`] adds.
+    pub fn problem(&self) -> &DatasetError {
+        match self {
+            DatasetError::At { problem, .. } => problem.problem(),
+            other => other,
+        }
+    }
 }
 
 fn name_list(names: &[String]) -> String {
@@ -161,54 +196,136 @@ fn unpaired_message(without_mask: &[String], without_image: &[String]) -> String
             name_list(without_image)
         ));
     }
-    format!("{}; every cell needs both image/<cell>.tif and mask/<cell>.tif", parts.join("; "))
+    format!(
+        "{}; every cell needs both image/<cell>.tif and mask/<cell>.tif: add the missing files or move the \
+         others out of the dataset",
+        parts.join("; ")
+    )
 }
 
-/// Cell files found under one folder of the layout: the cells whose `<folder>/<cell>.tif` exists.
-fn cells_under(keys: &[String], folder: &str) -> Result<BTreeSet<CellId>, DatasetError> {
-    let mut cells = BTreeSet::new();
+/// What one folder of the layout holds.
+#[derive(Default)]
+struct Listed {
+    /// Cells whose `<folder>/<cell>.tif` exists.
+    cells: BTreeSet<CellId>,
+    /// `<folder>/<cell>.tiff`, `.TIF` and the like, which the layout does not read.
+    misspelt: Vec<String>,
+    /// Other files and sub-folders.
+    ignored: Vec<String>,
+}
+
+/// Sorts the keys under one folder of the layout into cells, misspelt TIFFs and other files.
+fn cells_under(keys: &[String], folder: &str) -> Result<Listed, DatasetError> {
+    let mut listed = Listed::default();
     for key in keys {
         let Some(name) = key.strip_prefix(folder) else { continue };
         // Only direct children; sub-folders and other files (notes, .DS_Store) are not cells.
         if name.contains('/') {
+            listed.ignored.push(key.clone());
             continue;
         }
-        let Some(stem) = name.strip_suffix(".tif").or_else(|| name.strip_suffix(".tiff")) else { continue };
-        let id = CellId::new(stem).map_err(|source| DatasetError::BadId { key: key.clone(), source })?;
-        cells.insert(id);
+        if let Some(stem) = name.strip_suffix(".tif") {
+            let id = CellId::new(stem).map_err(|source| DatasetError::BadId { key: key.clone(), source })?;
+            listed.cells.insert(id);
+        } else if name
+            .rsplit_once('.')
+            .is_some_and(|(_, ext)| matches!(ext.to_ascii_lowercase().as_str(), "tif" | "tiff"))
+        {
+            listed.misspelt.push(key.clone());
+        } else {
+            listed.ignored.push(key.clone());
+        }
     }
-    Ok(cells)
+    Ok(listed)
 }
 
-/// Parses `labels.csv`: `cell,class[,subclass]`, with or without a header row.
+/// Parses `labels.csv`: `cell,class[,subclass]`, with or without a header row, in UTF-8 (a
+/// byte-order mark is allowed). Whatever a spreadsheet or an editor may have made of it instead
+/// (UTF-16 or Latin-1 text, `;` or tab separators, a binary file, empty classes, duplicate rows)
+/// is refused with its line and what to do.
 pub fn parse_labels(bytes: &[u8]) -> Result<BTreeMap<CellId, Label>, DatasetError> {
-    let mut reader =
-        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(bytes);
+    let text = check_text(bytes)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let mut labels = BTreeMap::new();
     for (i, record) in reader.records().enumerate() {
-        let line = i as u64 + 1;
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(i as u64 + 1, |p| p.line());
+            DatasetError::Labels { line, problem: format!("it cannot be read as CSV ({e})") }
+        })?;
+        let line = record.position().map_or(i as u64 + 1, |p| p.line());
         let bad = |problem: String| DatasetError::Labels { line, problem };
-        let record = record.map_err(|e| bad(e.to_string()))?;
         if record.iter().all(str::is_empty) {
             continue;
         }
-        if i == 0 && record.get(0) == Some("cell") {
+        if i == 0 && record.get(0).is_some_and(|f| f.eq_ignore_ascii_case("cell")) {
             continue;
         }
-        if !(2..=3).contains(&record.len()) {
-            return Err(bad(format!("{} fields; expected cell,class or cell,class,subclass", record.len())));
+        if record.len() == 1
+            && let Some(sep) = [';', '\t', '|'].into_iter().find(|&c| record[0].contains(c))
+        {
+            let sep = if sep == '\t' { "tabs".to_string() } else { format!("'{sep}'") };
+            return Err(bad(format!(
+                "its fields are separated by {sep}, not commas: save the file with commas"
+            )));
         }
-        let id = CellId::new(&record[0]).map_err(|e| bad(e.to_string()))?;
+        if !(2..=3).contains(&record.len()) {
+            return Err(bad(format!(
+                "it has {} field(s) ({:?})",
+                record.len(),
+                record.iter().collect::<Vec<_>>().join(",")
+            )));
+        }
+        let id = CellId::new(&record[0]).map_err(|e| bad(format!("the cell id is not valid: {e}")))?;
         let class = record[1].to_string();
         if class.is_empty() {
-            return Err(bad(format!("cell {id} has an empty class")));
+            return Err(bad(format!("cell {id} has an empty class: give its class or remove the line")));
         }
         let subclass = record.get(2).filter(|s| !s.is_empty()).map(str::to_string);
-        if labels.insert(id.clone(), Label { class, subclass }).is_some() {
-            return Err(bad(format!("cell {id} is listed twice")));
+        if let Some(first) = labels.insert(id.clone(), (line, Label { class, subclass })) {
+            return Err(bad(format!("cell {id} is listed twice (first on line {}): keep one line", first.0)));
         }
     }
-    Ok(labels)
+    Ok(labels.into_iter().map(|(id, (_, label))| (id, label)).collect())
+}
+
+/// `labels.csv` as UTF-8 text, or why it is not: UTF-16 (a spreadsheet's "Unicode text"),
+/// another 8-bit encoding (Latin-1, Windows-1252) or a binary file, with the line where it shows.
+fn check_text(bytes: &[u8]) -> Result<&str, DatasetError> {
+    let at = |offset: usize| bytes[..offset].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    let bad = |line: u64, problem: &str| DatasetError::Labels { line, problem: problem.to_string() };
+    let utf16 = bytes.starts_with(&[0xff, 0xfe])
+        || bytes.starts_with(&[0xfe, 0xff])
+        || (bytes.len() >= 4
+            && bytes.iter().take(64).filter(|&&b| b == 0).count() * 3 >= bytes.len().min(64));
+    if utf16 {
+        return Err(bad(
+            1,
+            "the file is UTF-16 text, not UTF-8: save it as \"CSV UTF-8\" or plain UTF-8 text",
+        ));
+    }
+    let text = bytes.strip_prefix(&[0xef, 0xbb, 0xbf]).unwrap_or(bytes);
+    let skipped = bytes.len() - text.len();
+    let text = std::str::from_utf8(text).map_err(|e| {
+        let offset = skipped + e.valid_up_to();
+        bad(
+            at(offset),
+            &format!(
+                "byte 0x{:02x} is not UTF-8 text (a file saved as Latin-1 or Windows-1252?): save it as UTF-8",
+                bytes[offset]
+            ),
+        )
+    })?;
+    if let Some(offset) = text.find(|c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(bad(
+            at(skipped + offset),
+            "it holds binary data, not text: is this the labels file? labels.csv is plain text",
+        ));
+    }
+    Ok(text)
 }
 
 /// Writes `labels.csv` (`cell,class,subclass` with a header), the format [`parse_labels`] reads.
@@ -239,10 +356,16 @@ pub fn index_from_listing(keys: &[String], labels_csv: Option<&[u8]>) -> Result<
     let images = cells_under(keys, keys::DATASET_IMAGE_DIR)?;
     let masks = cells_under(keys, keys::DATASET_MASK_DIR)?;
     let objs = cells_under(keys, keys::DATASET_OBJ_DIR)?;
-    let without_mask: Vec<String> = images.difference(&masks).map(|c| c.to_string()).collect();
+    let misspelt: Vec<String> =
+        [&images, &masks, &objs].iter().flat_map(|l| l.misspelt.iter().cloned()).collect();
+    if !misspelt.is_empty() {
+        return Err(DatasetError::WrongExtension { files: misspelt });
+    }
+    let without_mask: Vec<String> = images.cells.difference(&masks.cells).map(|c| c.to_string()).collect();
     let without_image: Vec<String> = masks
-        .union(&objs)
-        .filter(|c| !images.contains(*c))
+        .cells
+        .union(&objs.cells)
+        .filter(|c| !images.cells.contains(*c))
         .map(|c| c.to_string())
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -250,12 +373,12 @@ pub fn index_from_listing(keys: &[String], labels_csv: Option<&[u8]>) -> Result<
     if !without_mask.is_empty() || !without_image.is_empty() {
         return Err(DatasetError::Unpaired { without_mask, without_image });
     }
-    if images.is_empty() {
+    if images.cells.is_empty() {
         return Err(DatasetError::Empty);
     }
     let mut labels = labels_csv.map(parse_labels).transpose()?;
-    let mut cells = Vec::with_capacity(images.len());
-    for id in images {
+    let mut cells = Vec::with_capacity(images.cells.len());
+    for id in images.cells {
         let label = match &mut labels {
             Some(labels) => labels.remove(&id).ok_or_else(|| {
                 DatasetError::LabelsMismatch(format!(
@@ -266,7 +389,7 @@ pub fn index_from_listing(keys: &[String], labels_csv: Option<&[u8]>) -> Result<
                 label_from_name(id.as_str()).ok_or_else(|| DatasetError::NoClass { cell: id.to_string() })?
             }
         };
-        let has_obj = objs.contains(&id);
+        let has_obj = objs.cells.contains(&id);
         cells.push(DatasetCell { id, label, has_obj });
     }
     if let Some(extra) = labels.and_then(|l| l.into_keys().next()) {
@@ -274,7 +397,8 @@ pub fn index_from_listing(keys: &[String], labels_csv: Option<&[u8]>) -> Result<
             "cell {extra} is listed but has no image/{extra}.tif; remove the row or add the files"
         )));
     }
-    Ok(DatasetIndex { cells })
+    let ignored = [images.ignored, masks.ignored, objs.ignored].concat();
+    Ok(DatasetIndex { cells, ignored })
 }
 
 /// The sizes a dataset's files must have.
@@ -289,6 +413,14 @@ pub struct Geometry {
 impl Geometry {
     /// The DISPR model's: 64x64 images, 64^3 volumes.
     pub const DISPR64: Geometry = Geometry { image: [SIDE, SIDE], obj: [SIDE, SIDE, SIDE] };
+
+    /// The largest file of a cell a reader fetches: four times an uncompressed float32 obj
+    /// volume (4 MiB for 64^3), room for any encoding and metadata of a file of the right
+    /// shape. A larger file cannot be one and is refused before its bytes are fetched.
+    pub fn max_file_bytes(&self) -> u64 {
+        let [d, h, w] = self.obj;
+        (d * h * w * 4 * 4) as u64
+    }
 }
 
 /// The files of one cell, decoded.
@@ -334,6 +466,9 @@ pub fn encode_cell(cell: &CellData) -> Result<Vec<(String, Vec<u8>)>, TiffError>
     Ok(files)
 }
 
+/// The largest `labels.csv` read: a line per cell, so 64 MiB is about a million cells.
+pub const MAX_LABELS_BYTES: u64 = 64 << 20;
+
 /// A dataset on a store: its index, and access to its cells.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -344,21 +479,52 @@ pub struct Dataset {
 
 impl Dataset {
     /// Lists the store and reads `labels.csv` to build the index (64x64 / 64^3 geometry).
+    ///
+    /// This is the one reader of a dataset's layout: every command that takes a dataset opens it
+    /// here, so a dataset that cannot be used is refused before any job is published, with the
+    /// same message everywhere. Files it skips (not cells of the layout) are logged as warnings.
     pub async fn open(store: Store) -> Result<Self, DatasetError> {
-        let at = |what: &str| format!("dataset {}: {what}", store.uri());
-        let mut keys = Vec::new();
-        for dir in [keys::DATASET_IMAGE_DIR, keys::DATASET_MASK_DIR, keys::DATASET_OBJ_DIR] {
-            let listed = store
-                .list(dir)
+        let uri = store.uri().to_string();
+        let located =
+            |problem: DatasetError| DatasetError::At { uri: uri.clone(), problem: Box::new(problem) };
+        let list = |dir: &'static str| {
+            let store = &store;
+            async move {
+                store
+                    .list(dir)
+                    .await
+                    .map_err(|source| DatasetError::Store { what: format!("listing {dir}"), source })
+            }
+        };
+        let labels = async {
+            store
+                .get_opt_at_most(keys::DATASET_LABELS, MAX_LABELS_BYTES)
                 .await
-                .map_err(|source| DatasetError::Store { what: at(&format!("listing {dir}")), source })?;
-            keys.extend(listed);
+                .map_err(|source| DatasetError::Store { what: "reading labels.csv".into(), source })
+        };
+        let (images, masks, objs, labels) = tokio::try_join!(
+            list(keys::DATASET_IMAGE_DIR),
+            list(keys::DATASET_MASK_DIR),
+            list(keys::DATASET_OBJ_DIR),
+            labels
+        )
+        .map_err(located)?;
+        let keys = [images, masks, objs].concat();
+        if keys.is_empty()
+            && labels.is_none()
+            && let Some(path) = store.local_path()
+            && !path.exists()
+        {
+            return Err(located(DatasetError::Missing));
         }
-        let labels = store
-            .get_opt(keys::DATASET_LABELS)
-            .await
-            .map_err(|source| DatasetError::Store { what: at("reading labels.csv"), source })?;
-        let index = index_from_listing(&keys, labels.as_deref())?;
+        let index = index_from_listing(&keys, labels.as_deref()).map_err(located)?;
+        if !index.ignored.is_empty() {
+            tracing::warn!(
+                "dataset {uri}: skipping {} file(s) that are not <cell>.tif files of image/, mask/ or obj/: {}",
+                index.ignored.len(),
+                name_list(&index.ignored)
+            );
+        }
         Ok(Self { store, index, geometry: Geometry::DISPR64 })
     }
 
@@ -371,8 +537,9 @@ impl Dataset {
     pub async fn fetch_cell(&self, id: &CellId) -> Result<(DatasetCell, CellBytes), DatasetError> {
         let cell =
             self.index.get(id).ok_or_else(|| DatasetError::UnknownCell { cell: id.to_string() })?.clone();
+        let max = self.geometry.max_file_bytes();
         let get = |key: String| async move {
-            self.store.get(&key).await.map_err(|source| DatasetError::Store {
+            self.store.get_at_most(&key, max).await.map_err(|source| DatasetError::Store {
                 what: format!("{}: {key}", self.store.uri()),
                 source,
             })

@@ -115,11 +115,90 @@ fn labels_csv_overrides_names() {
         .to_string();
     assert!(err.contains("ghost is listed but has no image/ghost.tif"), "{err}");
     let err = index_from_listing(&listing, Some(b"0001,x\n0001,y\n")).unwrap_err().to_string();
-    assert!(err.contains("line 2") && err.contains("twice"), "{err}");
+    assert!(err.contains("line 2") && err.contains("twice") && err.contains("first on line 1"), "{err}");
     let err = index_from_listing(&listing, Some(b"0001\n")).unwrap_err().to_string();
-    assert!(err.contains("line 1") && err.contains("1 fields"), "{err}");
+    assert!(err.contains("line 1") && err.contains("1 field(s)"), "{err}");
     let err = index_from_listing(&listing, Some(b"bad id!,x\n")).unwrap_err().to_string();
     assert!(err.contains("line 1") && err.contains("bad id!"), "{err}");
+}
+
+/// The labels files a new user's tools make of `labels.csv`, each refused with its line, what is
+/// wrong and what to do, before any cell runs.
+#[test]
+fn broken_labels_files_are_refused_with_line_and_remedy() {
+    let listing = keys(&["image/a1.tif", "mask/a1.tif", "image/b2.tif", "mask/b2.tif"]);
+    let utf16: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain("cell,class\na1,x\n".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, u64, &str)> = vec![
+        ("empty class", b"a1,x\nb2,\n".to_vec(), 2, "b2 has an empty class"),
+        ("duplicate row", b"a1,x\nb2,y\na1,x\n".to_vec(), 3, "a1 is listed twice (first on line 1)"),
+        ("four fields", b"a1,x,y,z\nb2,y\n".to_vec(), 1, "4 field(s)"),
+        ("semicolons", b"cell;class\na1;x\nb2;y\n".to_vec(), 1, "separated by ';'"),
+        ("tabs", b"a1\tx\nb2\ty\n".to_vec(), 1, "separated by tabs"),
+        ("Latin-1", b"a1,x\nb2,h\xe9maties\n".to_vec(), 2, "byte 0xe9 is not UTF-8"),
+        ("UTF-16", utf16, 1, "UTF-16"),
+        ("a PNG", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR".to_vec(), 1, "byte 0x89 is not UTF-8"),
+        ("control bytes", b"a1,x\nb2,y\n\x01\x02\n".to_vec(), 3, "binary data"),
+        ("bad id", b"a1,x\nb 2,y\n".to_vec(), 2, "cell id is not valid"),
+    ];
+    for (what, csv, line, says) in cases {
+        let err = index_from_listing(&listing, Some(&csv)).expect_err(what);
+        let msg = err.to_string();
+        assert!(matches!(err, DatasetError::Labels { line: l, .. } if l == line), "{what}: {msg}");
+        assert!(msg.contains(&format!("labels.csv line {line}: ")) && msg.contains(says), "{what}: {msg}");
+        assert!(msg.contains("cell,class") && msg.contains("docs/datasets.md"), "{what}: {msg}");
+    }
+    // What a spreadsheet writes as "CSV UTF-8": a byte-order mark, CRLF line ends. Accepted.
+    let index = index_from_listing(&listing, Some(b"\xef\xbb\xbfcell,class\r\na1,x\r\nb2,y\r\n")).unwrap();
+    assert_eq!(index.cells[1].label, label("y", None));
+    // A missing row and an unknown cell are refused, not ignored.
+    let err = index_from_listing(&listing, Some(b"a1,x\n")).unwrap_err().to_string();
+    assert!(err.contains("b2 has no row"), "{err}");
+    let err = index_from_listing(&listing, Some(b"a1,x\nb2,y\nc3,z\n")).unwrap_err().to_string();
+    assert!(err.contains("c3 is listed but has no image/c3.tif"), "{err}");
+}
+
+#[test]
+fn misspelt_extensions_are_refused_and_other_files_listed() {
+    // `.tiff` beside `.tif` used to be listed as a cell whose image/x.tif did not exist; `.TIF`
+    // was skipped in silence.
+    let listing = keys(&["image/a1.tif", "mask/a1.tif", "image/b2.tiff", "mask/b2.TIF", "obj/a1.Tif"]);
+    let err = index_from_listing(&listing, None).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, DatasetError::WrongExtension { files } if files.len() == 3)
+            && msg.contains("image/b2.tiff, mask/b2.TIF, obj/a1.Tif")
+            && msg.contains("rename them"),
+        "{msg}"
+    );
+    let index = index_from_listing(
+        &keys(&["image/a1.tif", "mask/a1.tif", "image/notes.txt", "mask/old/a1.tif"]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(index.cells.len(), 1);
+    assert_eq!(index.ignored, ["image/notes.txt", "mask/old/a1.tif"]);
+}
+
+#[tokio::test]
+async fn open_names_the_dataset_and_a_missing_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dataset");
+    let err = dataset::Dataset::open(Store::open(missing.to_str().unwrap()).unwrap()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err.problem(), DatasetError::Missing), "{msg}");
+    assert!(msg.contains(&missing.display().to_string()) && msg.contains("does not exist"), "{msg}");
+
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    let err = dataset::Dataset::open(Store::open(dir.path().join("empty").to_str().unwrap()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err.problem(), DatasetError::Empty), "{err}");
+    assert!(err.to_string().contains("docs/datasets.md"), "{err}");
+    // The documentation the messages point to exists.
+    assert!(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(dataset::LAYOUT_DOC).is_file());
 }
 
 #[test]

@@ -21,9 +21,12 @@ pub enum InputError {
     #[error("cell {cell}: {source}")]
     File { cell: CellId, source: TiffError },
     #[error(
-        "cell {cell}: the mask {key} is empty (all zero); segment the cell again or drop it from the dataset"
+        "cell {cell}: the mask {key} has no pixel at or above {threshold} of 255 (its largest value is {max}), \
+         and the cell is where the mask is at least {threshold}; segment the cell again (255 inside) or drop it \
+         from the dataset",
+        threshold = dispr_shape::features::MASK_THRESHOLD
     )]
-    EmptyMask { cell: CellId, key: String },
+    EmptyMask { cell: CellId, key: String, max: u8 },
     #[error("cell {cell}: 2D features of {key}: {source}")]
     Features2d { cell: CellId, key: String, source: FeatureError },
     #[error(
@@ -48,8 +51,9 @@ pub fn check_inputs(cell: &CellId, label: Label, files: &CellBytes) -> Result<Ch
     let entry = DatasetCell { id: cell.clone(), label, has_obj: files.obj.is_some() };
     let data = decode_cell(&entry, files, Geometry::DISPR64)
         .map_err(|source| InputError::File { cell: cell.clone(), source })?;
-    if data.mask.data.iter().all(|&m| m == 0) {
-        return Err(InputError::EmptyMask { cell: cell.clone(), key: keys::dataset_mask(cell) });
+    let max = data.mask.data.iter().copied().max().unwrap_or(0);
+    if max < dispr_shape::features::MASK_THRESHOLD {
+        return Err(InputError::EmptyMask { cell: cell.clone(), key: keys::dataset_mask(cell), max });
     }
     let features_2d = features_2d(&data.image.data, &data.mask.data, SIDE, SIDE).map_err(|source| {
         InputError::Features2d { cell: cell.clone(), key: keys::dataset_mask(cell), source }

@@ -19,8 +19,8 @@ use crate::telemetry::Telemetry;
 use anyhow::Context;
 use dispr_proto::seed::sample_seed;
 use dispr_proto::{CellFailure, CellId, Job, JobRecord, ResultBody, SCHEMA_VERSION, keys};
-use dispr_shape::dataset::{CellBytes, Label, label_from_name, parse_labels};
-use dispr_store::{Store, StoreError};
+use dispr_shape::dataset::{CellBytes, Geometry, Label, label_from_name, parse_labels};
+use dispr_store::{ErrorKind, Store, StoreError};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -387,27 +387,40 @@ impl JobRunner {
         let (image_key, mask_key, truth_key) =
             (keys::dataset_image(cell), keys::dataset_mask(cell), keys::dataset_obj(cell));
         let reading = [&image_key, &mask_key, &truth_key].map(|key| format!("read {key}"));
+        // No file of a cell is held beyond what one of the right shape can take (a hostile or
+        // mistaken 4 GB object would otherwise be read whole).
+        let max = Geometry::DISPR64.max_file_bytes();
         let (image, mask, truth) = tokio::join!(
-            retry.store(&reading[0], || dataset.get(&image_key)),
-            retry.store(&reading[1], || dataset.get(&mask_key)),
-            retry.store(&reading[2], || dataset.get_opt(&truth_key)),
+            retry.store(&reading[0], || dataset.get_at_most(&image_key, max)),
+            retry.store(&reading[1], || dataset.get_at_most(&mask_key, max)),
+            retry.store(&reading[2], || dataset.get_opt_at_most(&truth_key, max)),
         );
-        // A missing image or mask is the cell's fault; any other failure is the store's.
-        let required = |key: &str, read: Result<bytes::Bytes, StoreFailure>| match read {
-            Ok(bytes) => Ok(Ok(bytes)),
-            Err(StoreFailure::NotFound(e)) => Ok(Err(anyhow::Error::new(e).context(format!(
+        // A missing or oversized image or mask is the cell's fault; any other failure is the store's.
+        let cell_fault = |key: &str, e: StoreError| match e.kind() {
+            ErrorKind::NotFound => anyhow::Error::new(e).context(format!(
                 "cell {cell} is not in the dataset {}: {key} does not exist; check the cell id and the \
                  dataset URI",
                 dataset.uri()
-            )))),
+            )),
+            _ => anyhow::Error::new(e)
+                .context(format!("cell {cell}: {key} cannot be an input of 64x64 pixels")),
+        };
+        let required = |key: &str, read: Result<bytes::Bytes, StoreFailure>| match read {
+            Ok(bytes) => Ok(Ok(bytes)),
+            Err(StoreFailure::NotFound(e)) => Ok(Err(cell_fault(key, e))),
+            Err(StoreFailure::Other(e)) if e.kind() == ErrorKind::TooLarge => Ok(Err(cell_fault(key, e))),
             Err(other) => Err(failed(key, other)),
         };
         let image = required(&image_key, image)?;
         let mask = required(&mask_key, mask)?;
-        let truth = truth.map_err(|e| failed(&truth_key, e))?;
-        Ok(match (image, mask) {
-            (Ok(image), Ok(mask)) => Ok(CellBytes { image, mask, obj: truth }),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+        let truth = match truth {
+            Ok(truth) => Ok(truth),
+            Err(StoreFailure::Other(e)) if e.kind() == ErrorKind::TooLarge => Err(cell_fault(&truth_key, e)),
+            Err(other) => return Err(failed(&truth_key, other)),
+        };
+        Ok(match (image, mask, truth) {
+            (Ok(image), Ok(mask), Ok(obj)) => Ok(CellBytes { image, mask, obj }),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
         })
     }
 

@@ -19,7 +19,7 @@ mod moments;
 mod quickhull;
 mod topology;
 
-pub use features2d::features_2d;
+pub use features2d::{MASK_THRESHOLD, features_2d};
 pub use features3d::{features_3d, gaussian_smooth, surface_area, surface_roughness};
 pub use topology::euler_number;
 
