@@ -29,7 +29,29 @@ pub enum SamplerSpec {
     Null,
 }
 
+/// Most samples per cell a job may ask for (the published protocol draws 5): a job asking for
+/// billions would make a worker allocate for them before failing.
+pub const MAX_SAMPLES_PER_CELL: u32 = 1000;
+
+/// Most cells one job may name.
+pub const MAX_CELLS_PER_JOB: usize = 10_000;
+
 impl SamplerSpec {
+    /// Whether the sampler can run: 1 to 1000 steps (the schedule has 1000), a finite `eta` in
+    /// 0..=1. Checked when a name is parsed and when a job is decoded.
+    pub fn check(&self) -> Result<(), String> {
+        if let SamplerSpec::Ddim { eta, .. } = self
+            && !(0.0..=1.0).contains(eta)
+        {
+            return Err(format!("sampler {self}: eta must be between 0 and 1"));
+        }
+        match self.steps() {
+            0 if *self == SamplerSpec::Null => Ok(()),
+            1..=1000 => Ok(()),
+            _ => Err(format!("sampler {self}: steps must be between 1 and 1000 (the schedule has 1000)")),
+        }
+    }
+
     /// Model evaluations per sample (0 for the null sampler).
     pub fn steps(&self) -> u32 {
         match self {
@@ -72,15 +94,14 @@ impl std::str::FromStr for SamplerSpec {
             None => (rest, None),
         };
         let steps: u32 = steps.parse().map_err(|_| usage())?;
-        if steps == 0 || steps > 1000 {
-            return Err(format!("sampler {s:?}: steps must be between 1 and 1000 (the schedule has 1000)"));
-        }
-        match (name, eta) {
-            ("ddpm", None) => Ok(SamplerSpec::Ddpm { steps }),
-            ("ddim", eta) => Ok(SamplerSpec::Ddim { steps, eta: eta.unwrap_or(0.0) }),
-            ("dpmpp2m", None) => Ok(SamplerSpec::DpmSolver2m { steps }),
-            _ => Err(usage()),
-        }
+        let spec = match (name, eta) {
+            ("ddpm", None) => SamplerSpec::Ddpm { steps },
+            ("ddim", eta) => SamplerSpec::Ddim { steps, eta: eta.unwrap_or(0.0) },
+            ("dpmpp2m", None) => SamplerSpec::DpmSolver2m { steps },
+            _ => return Err(usage()),
+        };
+        spec.check()?;
+        Ok(spec)
     }
 }
 
@@ -117,8 +138,27 @@ impl Job {
     pub fn encode(&self) -> Vec<u8> {
         version::encode(self)
     }
+    /// Decodes a job and checks what a worker would otherwise trust: the sampler can run, and
+    /// the cells and samples it asks for are within [`MAX_CELLS_PER_JOB`] and
+    /// [`MAX_SAMPLES_PER_CELL`].
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
-        version::decode("job message", bytes)
+        const WHAT: &str = "job message";
+        let job: Job = version::decode(WHAT, bytes)?;
+        let invalid = |problem: String| ProtoError::Invalid { what: WHAT, problem };
+        job.sampler.check().map_err(invalid)?;
+        if job.samples_per_cell > MAX_SAMPLES_PER_CELL {
+            return Err(invalid(format!(
+                "it asks for {} samples per cell, more than the {MAX_SAMPLES_PER_CELL} a job may",
+                job.samples_per_cell
+            )));
+        }
+        if job.cells.is_empty() || job.cells.len() > MAX_CELLS_PER_JOB {
+            return Err(invalid(format!(
+                "it names {} cells; a job names 1 to {MAX_CELLS_PER_JOB}",
+                job.cells.len()
+            )));
+        }
+        Ok(job)
     }
 }
 

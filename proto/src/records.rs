@@ -32,8 +32,20 @@ impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         version::encode_pretty(self)
     }
+    /// Decodes a manifest and checks that its sampler can run and its samples per cell are within
+    /// what a job may ask for, as [`crate::Job::decode`] does for each job made from it.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
-        version::decode("run manifest", bytes)
+        const WHAT: &str = "run manifest";
+        let manifest: Manifest = version::decode(WHAT, bytes)?;
+        let invalid = |problem: String| ProtoError::Invalid { what: WHAT, problem };
+        manifest.sampler.check().map_err(invalid)?;
+        if manifest.samples_per_cell > crate::messages::MAX_SAMPLES_PER_CELL {
+            return Err(invalid(format!(
+                "{} samples per cell is more than a job may ask for",
+                manifest.samples_per_cell
+            )));
+        }
+        Ok(manifest)
     }
 }
 

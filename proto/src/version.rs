@@ -19,6 +19,8 @@ pub enum ProtoError {
     UnknownVersion { what: &'static str, found: u64 },
     #[error("{what} (schema version {SCHEMA_VERSION}) is malformed: {source}")]
     Malformed { what: &'static str, source: serde_json::Error },
+    #[error("{what} cannot be used: {problem}")]
+    Invalid { what: &'static str, problem: String },
 }
 
 /// Decodes a versioned JSON document: checks it is JSON, then its version, then its shape.
