@@ -27,7 +27,10 @@ pub fn init_logging_with_bar(verbose: bool) {
 
 fn init(json: bool, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| crate::progress::LogWriter);
+    // Colours only on a terminal: a log file or collector gets plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| crate::progress::LogWriter);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

@@ -27,4 +27,17 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 
 python3 tests/python/check_outputs.py "$work/demo" demo
 shot=${DISPR_REPORT_SCREENSHOT:-$work/report.png}
-python3 tests/python/check_report_in_browser.py "$work/demo/runs/demo/report/report.html" "$shot"
+# The synthetic dataset has ground truth: the ceiling rows and the reconstruction are there.
+python3 tests/python/check_report_in_browser.py "$work/demo/runs/demo/report/report.html" "$shot" --ceiling yes
+
+# The same cells without ground truth, one of them with an all-zero mask: no ceiling rows, and
+# the cell is named in the list of cells not classified (never dropped silently).
+echo "running the demo on a copy without obj/ and with one empty mask"
+mkdir -p "$work/no-truth"
+cp -r "$work/demo/dataset/image" "$work/demo/dataset/mask" "$work/no-truth/"
+blank=$(ls "$work/no-truth/mask" | head -n 1)
+python3 -c 'import sys, numpy, tifffile; tifffile.imwrite(sys.argv[1], numpy.zeros((64, 64), numpy.uint8))' \
+    "$work/no-truth/mask/$blank"
+"$target_dir/debug/dispr-coordinator" demo --out "$work/demo2" --dataset "$work/no-truth" --samples 1 --sampler null
+python3 tests/python/check_report_in_browser.py "$work/demo2/runs/demo/report/report.html" \
+    "${shot%.png}-no-truth.png" --ceiling no --unclassified "${blank%.tif}"

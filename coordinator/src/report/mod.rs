@@ -368,29 +368,31 @@ impl Report {
             ));
         };
         let r = self.recovered?;
-        let pct = |v: Option<f64>| {
-            v.map_or("undefined (true shapes add nothing over 2D)".to_string(), |v| {
-                format!("{:.0}%", 100.0 * v)
-            })
+        let mut line = match r.macro_f1 {
+            Some(share) => format!(
+                "Predicted shapes recover {:.0}% of the gain true shapes give over 2D: macro F1 {:.3} (2D) -> {:.3} \
+                 (2D + predicted 3D), ceiling {:.3} (2D + true 3D)",
+                100.0 * share,
+                base.macro_f1.mean,
+                predicted.macro_f1.mean,
+                ceiling.macro_f1.mean
+            ),
+            None => format!(
+                "True shapes give no gain over 2D here (macro F1 {:.3} with 2D, {:.3} with 2D + true 3D), so there \
+                 is nothing for predicted shapes to recover; 2D + predicted 3D: {:.3}",
+                base.macro_f1.mean, ceiling.macro_f1.mean, predicted.macro_f1.mean
+            ),
         };
-        let mut line = format!(
-            "Predicted shapes recover {} of the gain true shapes give over 2D: macro F1 {:.3} (2D) -> {:.3} \
-             (2D + predicted 3D), ceiling {:.3} (2D + true 3D)",
-            pct(r.macro_f1),
-            base.macro_f1.mean,
-            predicted.macro_f1.mean,
-            ceiling.macro_f1.mean
-        );
         if let (Some(b), Some(p), Some(c)) =
             (base.minority_macro_f1, predicted.minority_macro_f1, ceiling.minority_macro_f1)
         {
+            let share = r
+                .minority_macro_f1
+                .map_or("no gain to recover".to_string(), |v| format!("{:.0}% recovered", 100.0 * v));
             let _ = write!(
                 line,
-                "; minority classes {}: {:.3} -> {:.3}, ceiling {:.3}",
-                pct(r.minority_macro_f1),
-                b.mean,
-                p.mean,
-                c.mean
+                "; minority classes {:.3} -> {:.3}, ceiling {:.3} ({share})",
+                b.mean, p.mean, c.mean
             );
         }
         line.push('.');
@@ -756,7 +758,8 @@ mod tests {
             build("r", "test", &FeatureTable::from_sources(&recs, &recs), Level::Class, cv(), vec![])
                 .unwrap();
         assert_eq!(report.recovered, Some(Recovered { macro_f1: None, minority_macro_f1: None }));
-        assert!(report.recovered_line().unwrap().contains("undefined (true shapes add nothing over 2D)"));
+        let line = report.recovered_line().unwrap();
+        assert!(line.starts_with("True shapes give no gain over 2D here"), "{line}");
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub(crate) fn text(
 /// Confusion matrix: cells coloured by the fraction of the true class (row), labelled with counts.
 pub fn confusion_png(title: &str, report: &Report, confusion: &[Vec<usize>]) -> anyhow::Result<Vec<u8>> {
     let k = report.classes.len().max(1) as i32;
-    let cell = (520 / k).clamp(30, 90);
+    // Small enough that two matrices of 6 classes sit side by side in a 1280-pixel window.
+    let cell = (360 / k).clamp(30, 60);
     let (left, top) = (200, 70);
     let size = ((left + cell * k + 40) as u32, (top + cell * k + 60) as u32);
     render(size, |root| {

@@ -429,6 +429,7 @@ fn img(png: &[u8], alt: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}\
 .scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}.scroll>table{margin:0}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}\
+td{white-space:nowrap}td.l{white-space:normal}\
 th{background:#f3f3f3}td.l,th.l{text-align:left}img{image-rendering:pixelated;vertical-align:middle;margin:2px}\
 img.plot{image-rendering:auto;max-width:100%;height:auto}tr.ceiling td{background:#f6f6f6;font-style:italic}\
 p.answer{font-size:1.1em;font-weight:600;border-left:4px solid #009e73;padding-left:.6em}\
