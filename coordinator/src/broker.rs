@@ -56,6 +56,12 @@ impl Broker {
         Ok(AmqpSink { ch: amqp::confirm_channel(&self.conn).await?, queue: self.names.jobs.clone() })
     }
 
+    /// Closes the connection (best effort: whatever it was for is done). Close the channels opened
+    /// on it first.
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "done".into()).await;
+    }
+
     /// Message and consumer counts of the run's queues, read by passive declares (nothing is
     /// consumed or created).
     pub async fn depths(&self) -> anyhow::Result<QueueDepths> {
@@ -107,6 +113,11 @@ pub struct AmqpSink {
 impl AmqpSink {
     pub fn channel(&self) -> &Channel {
         &self.ch
+    }
+
+    /// Closes the publishing channel (best effort: every job was confirmed or reported before).
+    pub async fn close(self) {
+        let _ = self.ch.close(200, "jobs published".into()).await;
     }
 }
 

@@ -4,6 +4,7 @@ pub mod broker;
 pub mod cells;
 pub mod classify;
 pub mod cmd;
+pub mod failures;
 pub mod local;
 pub mod manifest;
 pub mod metrics;

@@ -27,6 +27,12 @@ impl RunSpec {
             self.samples_per_cell >= 1,
             "--samples must be at least 1 (the published protocol draws 5 per cell)"
         );
+        anyhow::ensure!(
+            self.samples_per_cell <= dispr_proto::messages::MAX_SAMPLES_PER_CELL,
+            "--samples {} is more than the {} samples per cell a job may ask for",
+            self.samples_per_cell,
+            dispr_proto::messages::MAX_SAMPLES_PER_CELL
+        );
         let model = match (&self.sampler, &self.model_uri) {
             (SamplerSpec::Null, None) => None,
             (SamplerSpec::Null, Some(uri)) => anyhow::bail!(
@@ -38,19 +44,45 @@ impl RunSpec {
                  train`), or use --sampler null to test the pipeline without one",
                 self.sampler
             ),
-            (_, Some(uri)) => Some(ModelRef { uri: uri.clone(), sha256: sha256_of(uri).await? }),
+            (_, Some(uri)) => {
+                let uri = canonical_object_uri(uri);
+                let sha256 = sha256_of(&uri).await?;
+                Some(ModelRef { uri, sha256 })
+            }
         };
         Ok(Manifest {
             schema_version: SCHEMA_VERSION,
             run_id: self.run_id.clone(),
-            dataset_uri: self.dataset_uri.clone(),
-            output_uri: self.output_uri.clone(),
+            dataset_uri: canonical_uri(&self.dataset_uri),
+            output_uri: canonical_uri(&self.output_uri),
             model,
             sampler: self.sampler.clone(),
             samples_per_cell: self.samples_per_cell,
             seed: self.seed,
             code_version: env!("CARGO_PKG_VERSION").to_string(),
+            dataset_digest: None,
         })
+    }
+}
+
+/// The canonical URI of a store location (see [`Store::uri`]), made where the operator typed it
+/// so that only this form goes into the manifest and the jobs: a relative folder becomes absolute
+/// from this working directory (a worker started elsewhere reads the same folder), and every
+/// spelling of one place is one URI (a resume typed differently is the same run). One that
+/// cannot be parsed is kept as typed, for the store to refuse with its message when it is opened; one that cannot be parsed is kept as typed, for the
+/// store to refuse with its message when it is opened.
+pub fn canonical_uri(uri: &str) -> String {
+    Store::open(uri).map_or_else(|_| uri.to_string(), |s| s.uri().to_string())
+}
+
+/// The canonical URI of an object (the model checkpoint): its folder's canonical URI and its name.
+pub fn canonical_object_uri(uri: &str) -> String {
+    match crate::manifest::split_object_uri(uri) {
+        Ok((folder, key)) if !key.is_empty() => match Store::open(&folder) {
+            Ok(store) if !store.uri().is_empty() => store.uri_of(&key),
+            _ => uri.to_string(),
+        },
+        _ => uri.to_string(),
     }
 }
 
@@ -77,9 +109,26 @@ pub async fn write_or_check(output: &Store, manifest: &Manifest) -> anyhow::Resu
     let bytes = output.get(&key).await.with_context(|| format!("reading the existing manifest {key}"))?;
     let existing =
         Manifest::decode(&bytes).with_context(|| format!("reading the existing manifest {key}"))?;
-    let diffs = differences(&existing, manifest);
+    // A manifest of an older release has no digest of its dataset: compare the rest.
+    let mut requested = manifest.clone();
+    if existing.dataset_digest.is_none() {
+        requested.dataset_digest = None;
+    }
+    let diffs = differences(&existing, &requested);
     if diffs.is_empty() {
         return Ok(ManifestState::Existing);
+    }
+    if diffs.len() == 1 && existing.dataset_digest != requested.dataset_digest {
+        anyhow::bail!(
+            "run {} already exists under {} over the dataset {}, which held other cells when the run started \
+             (the sha256 of its cell list was {}, it is now {}); its outputs would mix two datasets. Restore \
+             the dataset, or start a new run with another --run-id",
+            manifest.run_id,
+            output.uri(),
+            manifest.dataset_uri,
+            existing.dataset_digest.as_deref().unwrap_or("-"),
+            requested.dataset_digest.as_deref().unwrap_or("-"),
+        );
     }
     anyhow::bail!(
         "run {} already exists under {} with a different manifest ({}); its outputs would mix two runs. \
@@ -158,6 +207,7 @@ mod tests {
             samples_per_cell: 5,
             seed: 0,
             code_version: "0.1.0".into(),
+            dataset_digest: None,
         }
     }
 

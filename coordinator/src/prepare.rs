@@ -25,7 +25,8 @@ pub async fn prepare(spec: &RunSpec) -> anyhow::Result<Prepared> {
         Store::open(&spec.output_uri).with_context(|| format!("opening the output {}", spec.output_uri))?;
     let dataset = Store::open(&spec.dataset_uri)
         .with_context(|| format!("opening the dataset {}", spec.dataset_uri))?;
-    let (cells, manifest) = tokio::try_join!(cells::dataset_cells(&dataset), spec.manifest())?;
+    let (cells, mut manifest) = tokio::try_join!(cells::dataset_cells(&dataset), spec.manifest())?;
+    manifest.dataset_digest = Some(cells::digest(&cells));
     let state = manifest::write_or_check(&output, &manifest).await?;
     let finished = Finished::read(&output, &manifest.run_id).await?;
     Ok(Prepared { manifest, state, output, cells, finished })

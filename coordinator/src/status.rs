@@ -51,6 +51,15 @@ impl StoredRun {
             .with_context(|| format!("opening the run's dataset {}", manifest.dataset_uri))?;
         let (cells, mut finished) =
             tokio::try_join!(cells::dataset_cells(&dataset), Finished::read(output, run))?;
+        if let Some(recorded) = &manifest.dataset_digest
+            && *recorded != cells::digest(&cells)
+        {
+            tracing::warn!(
+                "the dataset {} holds other cells than when run {run} started (its cell list's sha256 differs \
+                 from the manifest's): the counts below are of the cells it holds now",
+                manifest.dataset_uri
+            );
+        }
         // Count only the dataset's cells: a job published by hand may have named others.
         finished.done.retain(|c| cells.binary_search(c).is_ok());
         finished.failed.retain(|c| cells.binary_search(c).is_ok());

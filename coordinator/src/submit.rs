@@ -181,6 +181,17 @@ impl Markers {
         Ok(markers)
     }
 
+    /// Forgets that the batches holding any of `cells` were published, so that their unfinished
+    /// cells are published again (`--retry-failed`: cells whose failure records were deleted).
+    pub fn uncover(&mut self, all: &[CellId], sharding: Sharding, cells: &HashSet<CellId>) {
+        let per = sharding.cells_per_batch();
+        for cell in cells {
+            if let Ok(i) = all.binary_search(cell) {
+                self.covered.remove(&((i / per) as u64));
+            }
+        }
+    }
+
     async fn mark(&self, marker: &BatchMarker) -> anyhow::Result<()> {
         let key = keys::submitted_batch(&self.run, marker.batch);
         let bytes = serde_json::to_vec_pretty(marker)?;
@@ -326,6 +337,7 @@ mod tests {
             samples_per_cell: 2,
             seed: 3,
             code_version: "0".into(),
+            dataset_digest: None,
         }
     }
 

@@ -26,6 +26,11 @@ pub struct Manifest {
     pub seed: u64,
     /// The release that made the run (`CARGO_PKG_VERSION` of the coordinator).
     pub code_version: String,
+    /// What the dataset held when the run was submitted: the hex sha256 of its sorted cell ids,
+    /// one per line. A resume whose dataset location now holds other cells is refused, whatever
+    /// its name. Absent in manifests of older releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
 }
 
 impl Manifest {
@@ -183,6 +188,7 @@ mod tests {
             samples_per_cell: 5,
             seed: 1,
             code_version: "0.1.0".into(),
+            dataset_digest: None,
         };
         let bytes = m.encode();
         assert!(bytes.ends_with(b"}\n"));

@@ -180,6 +180,7 @@ static VALID: LazyLock<Vec<Value>> = LazyLock::new(|| {
         samples_per_cell: 5,
         seed: 0,
         code_version: "0.1.0".into(),
+        dataset_digest: Some("cd".repeat(32)),
     };
     let cell_features = CellFeatures {
         schema_version: SCHEMA_VERSION,

@@ -21,9 +21,9 @@ pub enum InputError {
     #[error("cell {cell}: {source}")]
     File { cell: CellId, source: TiffError },
     #[error(
-        "cell {cell}: the mask {key} has no pixel at or above {threshold} of 255 (its largest value is {max}), \
-         and the cell is where the mask is at least {threshold}; segment the cell again (255 inside) or drop it \
-         from the dataset",
+        "cell {cell}: the mask {key} is empty: no pixel is at or above {threshold} of 255 (its largest value is \
+         {max}), and the cell is where the mask is at least {threshold}; segment the cell again (255 inside) or \
+         drop it from the dataset",
         threshold = dispr_shape::features::MASK_THRESHOLD
     )]
     EmptyMask { cell: CellId, key: String, max: u8 },

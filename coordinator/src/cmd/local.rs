@@ -2,7 +2,9 @@
 //! `submit` go to an in-process queue served by N in-process workers, writing the same outputs
 //! a distributed run with the same manifest writes. Running it again resumes the run.
 
+use crate::cells::Finished;
 use crate::cmd::run_args::RunArgs;
+use crate::failures::{FailureGroups, forget};
 use crate::manifest::ManifestState;
 use crate::prepare::prepare;
 use dispr_proto::keys;
@@ -22,6 +24,10 @@ pub struct Args {
     /// warnings; a log file or pipe gets every line).
     #[arg(short, long)]
     pub verbose: bool,
+    /// Run the cells that failed for good again (their failure records are deleted first), once
+    /// the cause is fixed.
+    #[arg(long)]
+    pub retry_failed: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -30,29 +36,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn local(args: Args) -> anyhow::Result<()> {
+    // Flags first: a refused command writes nothing (no manifest of a run that never starts).
     anyhow::ensure!(args.run.cells_per_job >= 1, "--cells-per-job must be at least 1");
+    anyhow::ensure!(
+        args.workers >= 1,
+        "--workers must be at least 1 (the in-process workers that compute jobs)"
+    );
     let spec = args.run.spec();
-    let prepared = prepare(&spec).await?;
+    let mut prepared = prepare(&spec).await?;
     let run = prepared.manifest.run_id.clone();
     match prepared.state {
         ManifestState::Created => eprintln!("run {run}: manifest written under {}", prepared.output.uri()),
         ManifestState::Existing => eprintln!("run {run}: manifest matches the existing one; resuming"),
     }
+    if args.retry_failed && !prepared.finished.failed.is_empty() {
+        let forgotten = forget(&prepared.output, &run, &prepared.finished.failed).await?;
+        eprintln!("run {run}: running {forgotten} failed cells again (--retry-failed)");
+        prepared.finished.failed.clear();
+    }
     let bar = crate::progress::bar(prepared.cells.len() as u64, "local");
     let outcome = crate::local::run(&prepared, args.run.cells_per_job, args.workers, &bar).await?;
     bar.finish_and_clear();
+    let finished = Finished::read(&prepared.output, &run).await?;
+    let failures = FailureGroups::read(&prepared.output, &run, &finished.failed).await?;
     if args.json {
         let out = serde_json::json!({
             "run_id": run,
             "submitted": outcome.submitted,
             "summary": outcome.summary,
+            "failures": failures,
             "unfinished_jobs": outcome.unfinished,
         });
         println!("{out}");
     } else {
         print!("run {run}: {}", outcome.summary);
         if outcome.summary.failed > 0 {
-            println!("why cells failed: {}/{}", prepared.output.uri(), keys::failures_prefix(&run));
+            print!("{failures}");
+            println!("failure records: {}/{}", prepared.output.uri(), keys::failures_prefix(&run));
         }
     }
     anyhow::ensure!(

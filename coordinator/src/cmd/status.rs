@@ -3,6 +3,7 @@
 
 use crate::broker::{Broker, BrokerArgs, QueueDepths};
 use crate::cmd::run_args::RunRef;
+use crate::failures::FailureGroups;
 use crate::status::{Counts, StoredRun};
 use dispr_proto::RunId;
 use serde::Serialize;
@@ -36,6 +37,8 @@ pub struct StatusReport {
     pub queues: Option<QueueDepths>,
     /// Why the queue depths are missing, when they are.
     pub broker_error: Option<String>,
+    /// The failed cells grouped by reason.
+    pub failures: FailureGroups,
 }
 
 /// How long status waits for the broker before reporting without it.
@@ -50,6 +53,7 @@ async fn status(args: Args) -> anyhow::Result<()> {
     let output = args.run.output_store()?;
     let stored = StoredRun::read(&output, &args.run.run_id).await?;
     let counts = stored.counts();
+    let failures = FailureGroups::read(&output, &args.run.run_id, &stored.finished.failed).await?;
     let (queues, broker_error) = if args.no_broker {
         (None, None)
     } else {
@@ -69,6 +73,7 @@ async fn status(args: Args) -> anyhow::Result<()> {
         complete: counts.complete(),
         queues,
         broker_error,
+        failures,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -103,4 +108,5 @@ fn print_human(r: &StatusReport) {
         (None, Some(err)) => println!("  queues: unavailable ({err})"),
         (None, None) => {}
     }
+    print!("{}", r.failures);
 }

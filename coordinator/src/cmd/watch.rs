@@ -10,6 +10,7 @@
 use crate::broker::{Broker, BrokerArgs};
 use crate::cells::Finished;
 use crate::cmd::run_args::RunRef;
+use crate::failures::FailureGroups;
 use crate::metrics::{self, Metrics};
 use crate::status::StoredRun;
 use crate::tally::Tally;
@@ -138,10 +139,17 @@ async fn watch(args: Args) -> anyhow::Result<()> {
         );
     }
     let summary = tally.summary();
+    // Why cells failed, grouped, from the records (results seen before this watch have no reasons).
+    let finished = Finished::read(&output, &args.run.run_id).await?;
+    let failures = FailureGroups::read(&output, &args.run.run_id, &finished.failed).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        let mut out = serde_json::to_value(&summary)?;
+        if let Some(map) = out.as_object_mut() {
+            map.insert("failures".into(), serde_json::to_value(&failures)?);
+        }
+        println!("{out}");
     } else {
-        print!("run {}: {summary}", args.run.run_id);
+        print!("run {}: {summary}{failures}", args.run.run_id);
     }
     Ok(())
 }
