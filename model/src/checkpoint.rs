@@ -15,8 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::config::ModelConfig;
 use crate::unet::UNet;
 
-/// Version of the sidecar format; a loader refuses versions it does not know.
-pub const SIDECAR_FORMAT: u32 = 1;
+/// Version of the checkpoint format; a loader refuses versions it does not know. Format 2
+/// records store each UNet block as one of its kinds (an enum); format 1 records (four optional
+/// fields per block) do not load into this network.
+pub const SIDECAR_FORMAT: u32 = 2;
 
 /// The JSON file beside a model record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +48,9 @@ pub struct Validation {
     pub samples_per_cell: usize,
     /// Mean IoU (Otsu-binarised samples vs ground truth at 64^3).
     pub mean_iou: f64,
+    /// Mean IoU of the naive floor (the mask extruded along z) on the same cells.
+    #[serde(default)]
+    pub floor_iou: Option<f64>,
 }
 
 /// What went wrong loading or saving a checkpoint, with the path and what to do.
@@ -144,6 +149,12 @@ pub fn read_sidecar(record_path: &Path) -> Result<Sidecar, CheckpointError> {
     let bytes = std::fs::read(&path).map_err(io_err(&path))?;
     let sidecar: Sidecar = serde_json::from_slice(&bytes)
         .map_err(|e| CheckpointError::Sidecar { path: path.clone(), message: e.to_string() })?;
+    if sidecar.format == 1 {
+        return Err(CheckpointError::Sidecar {
+            path: path.to_path_buf(),
+            message: "this is a format-1 checkpoint, written before December 2026 by an older dispr: its record stores the network's blocks in a layout this build no longer reads. Use the default checkpoint shipped in model/checkpoints/, or retrain with `dispr-worker train` (the published objective is still there: --config dispr-64)".into(),
+        });
+    }
     if sidecar.format != SIDECAR_FORMAT {
         return Err(CheckpointError::Sidecar {
             path,

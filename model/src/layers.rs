@@ -34,17 +34,21 @@ pub struct ResBlock<B: Backend> {
     norm2: GroupNorm<B>,
     conv2: Conv3d<B>,
     skip: Option<Conv3d<B>>,
+    scale_shift: bool,
 }
 
 impl<B: Backend> ResBlock<B> {
-    pub fn new(cin: usize, cout: usize, temb: usize, groups: usize, device: &B::Device) -> Self {
+    /// With `scale_shift`, the embedding gives a scale and a shift of the second norm's output
+    /// (norm(h) (1 + scale) + shift, guided-diffusion's `use_scale_shift_norm`).
+    pub fn new(cin: usize, cout: usize, temb: usize, groups: usize, scale_shift: bool, device: &B::Device) -> Self {
         Self {
             norm1: group_norm(groups, cin).init(device),
             conv1: conv3(cin, cout, [1, 1, 1], false).init(device),
-            emb: LinearConfig::new(temb, cout).init(device),
+            emb: LinearConfig::new(temb, if scale_shift { 2 * cout } else { cout }).init(device),
             norm2: group_norm(groups, cout).init(device),
             conv2: conv3(cout, cout, [1, 1, 1], true).init(device),
             skip: (cin != cout).then(|| Conv3dConfig::new([cin, cout], [1, 1, 1]).init(device)),
+            scale_shift,
         }
     }
 
@@ -52,8 +56,15 @@ impl<B: Backend> ResBlock<B> {
     pub fn forward(&self, x: Tensor<B, 5>, temb: Tensor<B, 2>) -> Tensor<B, 5> {
         let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
         let [b, c] = [h.dims()[0], h.dims()[1]];
-        let e = self.emb.forward(silu(temb)).reshape([b, c, 1, 1, 1]);
-        let h = self.conv2.forward(silu(self.norm2.forward(h + e)));
+        let h = if self.scale_shift {
+            let e = self.emb.forward(silu(temb)).reshape([b, 2 * c, 1, 1, 1]);
+            let (scale, shift) = (e.clone().narrow(1, 0, c), e.narrow(1, c, c));
+            self.norm2.forward(h) * (scale + 1.0) + shift
+        } else {
+            let e = self.emb.forward(silu(temb)).reshape([b, c, 1, 1, 1]);
+            self.norm2.forward(h + e)
+        };
+        let h = self.conv2.forward(silu(h));
         let skip = match &self.skip {
             Some(conv) => conv.forward(x),
             None => x,
@@ -62,18 +73,20 @@ impl<B: Backend> ResBlock<B> {
     }
 }
 
-/// One-head self-attention over all voxels: GroupNorm, a qkv projection, softmax(q k^T) v with q
-/// and k each scaled by C^-1/4, a zero-initialised output projection, and the residual.
+/// Self-attention over all voxels: GroupNorm, a qkv projection, per head softmax(q k^T) v with q
+/// and k each scaled by (C / heads)^-1/4, a zero-initialised output projection, and the
+/// residual. The published model has one head.
 #[derive(Module, Debug)]
 pub struct AttentionBlock<B: Backend> {
     norm: GroupNorm<B>,
     qkv: Linear<B>,
     proj: Linear<B>,
     chunk: usize,
+    heads: usize,
 }
 
 impl<B: Backend> AttentionBlock<B> {
-    pub fn new(channels: usize, groups: usize, chunk: usize, device: &B::Device) -> Self {
+    pub fn new(channels: usize, groups: usize, heads: usize, chunk: usize, device: &B::Device) -> Self {
         Self {
             norm: group_norm(groups, channels).init(device),
             // guided-diffusion uses 1x1 conv1d layers; a Linear over tokens is the same map
@@ -81,6 +94,7 @@ impl<B: Backend> AttentionBlock<B> {
             qkv: LinearConfig::new(channels, 3 * channels).init(device),
             proj: LinearConfig::new(channels, channels).with_initializer(Initializer::Zeros).init(device),
             chunk,
+            heads: heads.max(1),
         }
     }
 
@@ -90,10 +104,13 @@ impl<B: Backend> AttentionBlock<B> {
         // [B, C, N] -> [B, N, C]: tokens in rows.
         let tokens = self.norm.forward(x.clone()).reshape([b, c, n]).swap_dims(1, 2);
         let qkv = self.qkv.forward(tokens);
-        let q = qkv.clone().narrow(2, 0, c);
-        let k = qkv.clone().narrow(2, c, c);
-        let v = qkv.narrow(2, 2 * c, c);
-        let a = chunked_attention(q, k, v, self.chunk);
+        let (heads, ch) = (self.heads, c / self.heads);
+        // [B, N, C] -> [B * heads, N, C / heads]: each head attends over its own channels.
+        let split = |t: Tensor<B, 3>| t.reshape([b, n, heads, ch]).swap_dims(1, 2).reshape([b * heads, n, ch]);
+        let q = split(qkv.clone().narrow(2, 0, c));
+        let k = split(qkv.clone().narrow(2, c, c));
+        let v = split(qkv.narrow(2, 2 * c, c));
+        let a = chunked_attention(q, k, v, self.chunk).reshape([b, heads, n, ch]).swap_dims(1, 2).reshape([b, n, c]);
         let out = self.proj.forward(a).swap_dims(1, 2).reshape([b, c, d, h, w]);
         x + out
     }

@@ -1,13 +1,19 @@
 //! DISPR, the conditional 3D diffusion model, on Burn.
 //!
-//! - [`config`]: named configurations (`dispr-64` as published, `small`, `tiny`).
-//! - [`unet`]: the UNet3D; [`layers`] and [`attention`] its blocks.
-//! - [`schedule`], [`loss`], [`sampler`]: the diffusion (f64 schedule, hybrid loss with
-//!   learned-range variance, DDPM / DDIM / DPM-Solver++ 2M).
+//! - [`config`]: named configurations (`shape-16`, the CPU default, and `shape-32`; `dispr-64`
+//!   as published and `dispr-64-ref`, the network the reference script actually trains; `small`,
+//!   `tiny`, `tiny-prior`), each with its [`Objective`].
+//! - [`objective`]: what an objective feeds the network (the 2D planes, and for `prior-x0` the
+//!   extruded-mask prior) and how its output becomes the samplers' [eps, v] and a 64^3 volume.
+//! - [`unet`]: the UNet3D and its [`unet::Plan`]; [`layers`] and [`attention`] its blocks.
+//! - [`schedule`], [`loss`], [`sampler`]: the diffusion (f64 schedule, the published hybrid loss
+//!   with learned-range variance and the `prior-x0` loss, DDPM / DDIM / DPM-Solver++ 2M).
 //! - [`predictor`]: what the worker calls: [`Predictor::load`] a checkpoint, then
 //!   [`Predictor::sample`] cells x K seeds to 64^3 volumes in [0, 1].
-//! - [`train`]: one training step, EMA and exact resume; [`checkpoint`]: record + JSON sidecar.
-//! - [`volume`]: resampling between 64^3 and a configuration's resolution, Otsu, IoU.
+//! - [`train`]: one training step (augmentation, warm-up and cosine learning rate, gradient
+//!   clipping, a warming EMA) and exact resume; [`checkpoint`]: record + JSON sidecar.
+//! - [`volume`]: resampling between 64^3 and a configuration's resolution. Otsu and IoU live in
+//!   `dispr_shape`, the naive floor (the mask extruded along z) in `dispr_shape::floor`.
 //!
 //! The crate is generic over the Burn backend; binaries pick [`CpuBackend`] (Flex) or, with the
 //! `cuda` feature, CUDA.
@@ -18,6 +24,7 @@ pub mod config;
 pub mod layers;
 pub mod loss;
 pub mod noise;
+pub mod objective;
 pub mod predictor;
 pub mod sampler;
 pub mod schedule;
@@ -26,7 +33,7 @@ pub mod unet;
 pub mod volume;
 
 pub use checkpoint::{CheckpointError, Sidecar, Validation, sha256_file, sidecar_path};
-pub use config::ModelConfig;
+pub use config::{ModelConfig, Objective};
 pub use predictor::{CellInput, PredictError, Predictor};
 pub use train::{StepStats, TrainExample, TrainOptions, Trainer};
 pub use unet::UNet;

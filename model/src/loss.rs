@@ -105,6 +105,29 @@ fn approx_std_normal_cdf<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 5> {
     ((x.clone() + x.powi_scalar(3) * 0.044715) * k).tanh().add_scalar(1.0) * 0.5
 }
 
+/// The loss of a `prior-x0` network and its terms (each averaged over the batch).
+#[derive(Debug, Clone)]
+pub struct PriorX0Loss<B: Backend> {
+    pub total: Tensor<B, 1>,
+    pub mse: Tensor<B, 1>,
+    pub dice: Tensor<B, 1>,
+}
+
+/// MSE(x0_hat, x0) + soft Dice loss of the clamped x0_hat, with x0_hat = prior + output channel
+/// 0. The MSE weighs every voxel alike; the Dice term weighs the shape's overlap as IoU does,
+/// so a thin cell's few voxels count as much as a large one's.
+pub fn prior_x0_loss<B: Backend>(out: Tensor<B, 5>, prior: Tensor<B, 5>, x0: Tensor<B, 5>) -> PriorX0Loss<B> {
+    let b = x0.dims()[0];
+    let x0_hat = crate::objective::prior_x0(out, prior);
+    let mse = mean_flat((x0_hat.clone() - x0.clone()).square()).mean();
+    let p = x0_hat.clamp(0.0, 1.0).reshape([b as i32, -1]);
+    let g = x0.reshape([b as i32, -1]);
+    let inter = (p.clone() * g.clone()).sum_dim(1);
+    let sums = p.sum_dim(1) + g.sum_dim(1);
+    let dice = ((inter * 2.0 + 1.0) / (sums + 1.0)).neg().add_scalar(1.0).mean();
+    PriorX0Loss { total: mse.clone() + dice.clone(), mse, dice }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

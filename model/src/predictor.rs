@@ -5,15 +5,17 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use dispr_proto::SamplerSpec;
 
 use crate::checkpoint::{CheckpointError, Sidecar, load_model};
 use crate::config::ModelConfig;
 use crate::noise::NoiseStreams;
+use crate::objective::{as_eps_v, batch_conditioning, cell_conditioning, to_full_resolution};
 use crate::sampler::{SamplerError, sample};
+use crate::schedule::Schedule;
 use crate::unet::UNet;
-use crate::volume::{SIZE, downsample_2d, upsample_3d};
+use crate::volume::SIZE;
 
 /// One cell's inputs: the 64x64 uint8 fluorescence image and segmentation mask (row-major).
 #[derive(Debug, Clone, Copy)]
@@ -31,17 +33,6 @@ pub enum PredictError {
     SeedCount { cells: usize, seeds: usize },
     #[error(transparent)]
     Sampler(#[from] SamplerError),
-}
-
-/// The conditioning of one cell at resolution `res`: [mask/255, (image/255)(mask/255)], each
-/// `res` x `res` (2D; the network tiles it along depth). Shared by training and sampling.
-pub fn conditioning(image: &[u8], mask: &[u8], res: usize) -> Vec<f32> {
-    let m: Vec<f32> = mask.iter().map(|&v| v as f32 / 255.0).collect();
-    let im: Vec<f32> = image.iter().zip(&m).map(|(&v, &mv)| v as f32 / 255.0 * mv).collect();
-    let factor = SIZE / res;
-    let mut out = downsample_2d(&m, SIZE, factor);
-    out.extend(downsample_2d(&im, SIZE, factor));
-    out
 }
 
 /// A loaded model ready to sample.
@@ -99,7 +90,7 @@ impl<B: Backend> Predictor<B> {
 
     /// Samples per forward pass under the memory budget (at least 1).
     pub fn batch_size(&self) -> usize {
-        (self.memory_budget / self.config.inference_bytes_per_sample().max(1)).max(1)
+        (self.memory_budget / crate::unet::Plan::new(&self.config).inference_bytes_per_sample().max(1)).max(1)
     }
 
     /// Samples `seeds[c].len()` volumes for every cell `c`. Returns, per cell and per sample, a
@@ -112,6 +103,20 @@ impl<B: Backend> Predictor<B> {
         seeds: &[Vec<u64>],
         sampler: &SamplerSpec,
         progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Vec<Vec<Vec<f32>>>, PredictError> {
+        self.sample_through(inputs, seeds, sampler, progress, &|x, cond, t| self.model.forward(x, cond, t))
+    }
+
+    /// [`sample`](Self::sample) with `network` in place of the loaded one: everything else (the
+    /// conditioning, the objective's conversions, batching, the sampler, the return to 64^3) is
+    /// the path the worker takes, so tests can drive it with an exact denoiser.
+    fn sample_through(
+        &self,
+        inputs: &[CellInput<'_>],
+        seeds: &[Vec<u64>],
+        sampler: &SamplerSpec,
+        progress: &mut dyn FnMut(u32, u32),
+        network: &dyn Fn(Tensor<B, 5>, &crate::unet::Conditioning<B>, &[f64]) -> Tensor<B, 5>,
     ) -> Result<Vec<Vec<Vec<f32>>>, PredictError> {
         if inputs.len() != seeds.len() {
             return Err(PredictError::SeedCount { cells: inputs.len(), seeds: seeds.len() });
@@ -127,7 +132,8 @@ impl<B: Backend> Predictor<B> {
             return Err(SamplerError::Null.into());
         }
         let r = self.config.resolution;
-        let conds: Vec<Vec<f32>> = inputs.iter().map(|c| conditioning(c.image, c.mask, r)).collect();
+        let conds: Vec<_> = inputs.iter().map(|c| cell_conditioning(&self.config, c.image, c.mask)).collect();
+        let alphas = Schedule::linear().alphas_cumprod;
         // Every (cell, sample) pair, batched in order.
         let items: Vec<(usize, u64)> =
             seeds.iter().enumerate().flat_map(|(c, s)| s.iter().map(move |&seed| (c, seed))).collect();
@@ -137,23 +143,25 @@ impl<B: Backend> Predictor<B> {
         let mut out: Vec<Vec<Vec<f32>>> = seeds.iter().map(|s| Vec::with_capacity(s.len())).collect();
         for (bi, chunk) in items.chunks(batch).enumerate() {
             let b = chunk.len();
-            let cond: Vec<f32> = chunk.iter().flat_map(|&(c, _)| conds[c].iter().copied()).collect();
-            let cond = Tensor::<B, 5>::from_data(TensorData::new(cond, [b, 2, 1, r, r]), &self.device);
+            let cells: Vec<_> = chunk.iter().map(|&(c, _)| &conds[c]).collect();
+            let cond = batch_conditioning::<B>(&cells, r, &self.device);
             let seeds: Vec<u64> = chunk.iter().map(|&(_, s)| s).collect();
             let mut noise = NoiseStreams::new(&seeds);
-            let mut denoise =
-                |x: Tensor<B, 5>, t: usize| self.model.forward(x, cond.clone(), &vec![t as f64; b]);
+            let objective = self.config.objective;
+            let mut denoise = |x: Tensor<B, 5>, t: usize| {
+                let raw = network(x.clone(), &cond, &vec![t as f64; b]);
+                as_eps_v(objective, raw, x, cond.prior.as_ref(), &vec![alphas[t]; b])
+            };
             let mut step_progress = |done: u32, _: u32| progress(bi as u32 * steps + done, batches * steps);
             let x = sample(sampler, [r, r, r], &mut noise, &self.device, &mut denoise, &mut step_progress)?;
             let data: Vec<f32> = x
-                .clamp(0.0, 1.0)
                 .into_data()
                 .convert::<f32>()
                 .to_vec()
                 .expect("a float tensor converted to f32 reads as f32");
             for (i, &(c, _)) in chunk.iter().enumerate() {
                 let vol = &data[i * r * r * r..(i + 1) * r * r * r];
-                out[c].push(upsample_3d(vol, r, SIZE / r));
+                out[c].push(to_full_resolution(&self.config, vol, inputs[c].mask, &conds[c]));
             }
         }
         Ok(out)
@@ -163,6 +171,7 @@ impl<B: Backend> Predictor<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
     use crate::TestBackend;
     use crate::checkpoint::{Sidecar, save_model};
     use burn::module::{Module, ModuleMapper, Param};
@@ -278,6 +287,56 @@ mod tests {
         }
         // Different seeds give different volumes.
         assert!(!close(&a[0][0], &a[0][1]));
+    }
+
+    #[test]
+    fn every_sampler_returns_the_shape_an_exact_denoiser_knows() {
+        // At resolution 64 the network's volume is the output volume, so an exact denoiser of a
+        // known 64^3 shape must give back exactly that shape through the worker's path.
+        use crate::config::Objective;
+        use crate::schedule::Schedule;
+        use crate::unet::Conditioning;
+        let dev = Default::default();
+        let (img, mask) = cell(3);
+        // A taller-than-the-prior box inside the mask's rectangle.
+        let n = SIZE;
+        let shape: Vec<f32> = (0..n * n * n)
+            .map(|i| {
+                let (z, y, x) = (i / (n * n), (i / n) % n, i % n);
+                (z.abs_diff(32) < 26 && (20..44).contains(&y) && (24..40).contains(&x)) as u8 as f32
+            })
+            .collect();
+        let truth: Vec<bool> = shape.iter().map(|&v| v > 0.5).collect();
+        let alphas = Schedule::linear().alphas_cumprod;
+        for objective in [Objective::Eps, Objective::PriorX0] {
+            let config = ModelConfig { resolution: 64, objective, ..ModelConfig::tiny() };
+            let p = Predictor::<TestBackend>::from_model(config.clone(), UNet::new(&config, &dev), &dev);
+            let x0 =
+                Tensor::<TestBackend, 5>::from_data(TensorData::new(shape.clone(), [1, 1, n, n, n]), &dev);
+            let oracle = |x: Tensor<TestBackend, 5>, cond: &Conditioning<TestBackend>, t: &[f64]| {
+                let b = x.dims()[0];
+                let x0 = x0.clone().repeat_dim(0, b);
+                match (objective, &cond.prior) {
+                    (Objective::PriorX0, Some(prior)) => {
+                        Tensor::cat(vec![x0 - prior.clone(), x.zeros_like()], 1)
+                    }
+                    _ => {
+                        let a = alphas[t[0] as usize];
+                        let eps = (x.clone() - x0 * a.sqrt()) / (1.0 - a).sqrt();
+                        Tensor::cat(vec![eps, x.ones_like().neg()], 1)
+                    }
+                }
+            };
+            for spec in ["ddpm-50", "ddim-10", "ddim-3", "dpmpp2m-10"] {
+                let spec: SamplerSpec = spec.parse().unwrap();
+                let inputs = [CellInput { image: &img, mask: &mask }];
+                let out = p.sample_through(&inputs, &[vec![1, 2]], &spec, &mut |_, _| {}, &oracle).unwrap();
+                for vol in &out[0] {
+                    let iou = dispr_shape::metrics::iou(&dispr_shape::otsu::binarise(vol), &truth);
+                    assert_eq!(iou, 1.0, "{} with {spec}", objective.name());
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! Training state and one optimisation step: AdamW (no weight decay), the hybrid loss, an EMA
-//! of the weights, and a ChaCha random stream for batches, timesteps and noise. Everything that
-//! decides the next step is saved by [`Trainer::save_state`], so a resumed run continues
-//! bit-for-bit where it stopped.
+//! Training state and one optimisation step: AdamW (no weight decay) with optional warm-up,
+//! cosine decay and gradient clipping, the objective's loss (the published hybrid loss, or
+//! MSE(x0) + soft Dice for `prior-x0`), augmentation, an EMA of the weights that warms up, and a
+//! ChaCha random stream for batches, augmentations, timesteps and noise. Everything that decides
+//! the next step is saved by [`Trainer::save_state`], so a resumed run continues bit-for-bit
+//! where it stopped.
 
 use std::path::Path;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
@@ -19,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{
     CheckpointError, Sidecar, model_from_bytes, record_from_bytes, record_to_bytes, save_model, write_atomic,
 };
-use crate::config::ModelConfig;
-use crate::loss::hybrid_loss;
-use crate::predictor::{Predictor, conditioning};
+use crate::config::{ModelConfig, Objective};
+use crate::loss::{hybrid_loss, prior_x0_loss};
+use crate::objective::{CellConditioning, batch_conditioning, cell_conditioning};
+use crate::predictor::Predictor;
 use crate::schedule::{Schedule, T};
 use crate::unet::UNet;
 use crate::volume::{SIZE, downsample_3d};
@@ -29,8 +33,8 @@ use crate::volume::{SIZE, downsample_3d};
 /// One training cell at the configuration's resolution.
 #[derive(Debug, Clone)]
 pub struct TrainExample {
-    /// [mask, image * mask], 2 x res x res.
-    pub cond: Vec<f32>,
+    /// The network's conditioning of the cell.
+    pub cond: CellConditioning,
     /// Target x_0 = 1[obj > 0], res^3, in {0, 1}.
     pub x0: Vec<f32>,
 }
@@ -43,26 +47,147 @@ impl TrainExample {
         let inside: Vec<f32> = obj.iter().map(|&v| (v > 0) as u8 as f32).collect();
         let x0 =
             downsample_3d(&inside, SIZE, SIZE / r).into_iter().map(|v| (v >= 0.5) as u8 as f32).collect();
-        Self { cond: conditioning(image, mask, r), x0 }
+        Self { cond: cell_conditioning(config, image, mask), x0 }
+    }
+
+    /// The example seen through one of the 16 symmetries the data has: the 8 rotations and
+    /// reflections of the image plane (bits 0-2: flip y, flip x, transpose) and a flip of z
+    /// (bit 3). Image, mask, prior and target move together, so the pairing stays true; the
+    /// cells are centred in z, so the prior is unchanged by the z flip.
+    pub fn augmented(&self, code: u8, r: usize) -> TrainExample {
+        if code & 15 == 0 {
+            return self.clone();
+        }
+        let (fy, fx, tr, fz) = (code & 1 != 0, code & 2 != 0, code & 4 != 0, code & 8 != 0);
+        // Source pixel of output pixel (y, x).
+        let src = |y: usize, x: usize| {
+            let (y, x) = if tr { (x, y) } else { (y, x) };
+            let y = if fy { r - 1 - y } else { y };
+            let x = if fx { r - 1 - x } else { x };
+            y * r + x
+        };
+        let plane_map: Vec<usize> = (0..r * r).map(|i| src(i / r, i % r)).collect();
+        let map_planes = |v: &[f32], planes: usize| -> Vec<f32> {
+            (0..planes).flat_map(|p| plane_map.iter().map(move |&s| v[p * r * r + s])).collect()
+        };
+        let map_volume = |v: &[f32], flip_z: bool| -> Vec<f32> {
+            (0..r)
+                .flat_map(|z| {
+                    let sz = if flip_z { r - 1 - z } else { z };
+                    plane_map.iter().map(move |&s| v[sz * r * r + s])
+                })
+                .collect()
+        };
+        TrainExample {
+            cond: CellConditioning {
+                planes: map_planes(&self.cond.planes, 2),
+                prior: self.cond.prior.as_ref().map(|p| map_volume(p, fz)),
+            },
+            x0: map_volume(&self.x0, fz),
+        }
     }
 }
 
-/// Hyper-parameters of a run (stored with its state).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainOptions {
-    pub lr: f64,
-    pub batch_size: usize,
-    /// EMA decay per step (0.9999 as published; short runs need less, e.g. 0.995).
-    pub ema_decay: f64,
-    pub seed: u64,
+/// The training cells, in one or more parts: each step draws every batch element's part
+/// uniformly, then a cell of that part, so two parts of very different sizes (for example 20
+/// real cells and 3,000 synthetic ones) each make half of what the model sees.
+#[derive(Debug, Clone, Default)]
+pub struct TrainSet {
+    pub parts: Vec<Vec<TrainExample>>,
 }
 
-/// Loss of one step.
+impl From<Vec<TrainExample>> for TrainSet {
+    fn from(cells: Vec<TrainExample>) -> Self {
+        Self { parts: vec![cells] }
+    }
+}
+
+impl TrainSet {
+    /// Cells over all parts.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Hyper-parameters of a run (stored with its state; fields added later default to off, so
+/// older states resume unchanged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Peak learning rate.
+    pub lr: f64,
+    pub batch_size: usize,
+    /// EMA decay per step (0.9999 as published; short runs need less, e.g. 0.995). With
+    /// `ema_warmup` the decay at step n is min(decay, (1 + n) / (10 + n)), so the average
+    /// forgets the initial weights quickly.
+    pub ema_decay: f64,
+    pub seed: u64,
+    #[serde(default)]
+    pub ema_warmup: bool,
+    /// Steps of linear learning-rate warm-up from 0 (0: none).
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Cosine decay of the learning rate to 5% of `lr` at this step (0: constant).
+    #[serde(default)]
+    pub decay_steps: u64,
+    /// Gradient clipping: each parameter's gradient norm is capped at this (0: none).
+    #[serde(default)]
+    pub grad_clip: f32,
+    /// Random in-plane rotations and reflections and z flips of each training cell.
+    #[serde(default)]
+    pub augment: bool,
+}
+
+impl TrainOptions {
+    /// The published recipe's knobs with everything added later off.
+    pub fn plain(lr: f64, batch_size: usize, ema_decay: f64, seed: u64) -> Self {
+        Self {
+            lr,
+            batch_size,
+            ema_decay,
+            seed,
+            ema_warmup: false,
+            warmup_steps: 0,
+            decay_steps: 0,
+            grad_clip: 0.0,
+            augment: false,
+        }
+    }
+
+    /// Learning rate of step `n` (counted from 0).
+    pub fn lr_at(&self, n: u64) -> f64 {
+        let warm =
+            if self.warmup_steps > 0 { ((n + 1) as f64 / self.warmup_steps as f64).min(1.0) } else { 1.0 };
+        let decay = if self.decay_steps > 0 {
+            let p = (n as f64 / self.decay_steps as f64).min(1.0);
+            0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+        } else {
+            1.0
+        };
+        self.lr * warm * decay
+    }
+
+    /// EMA decay applied after step `n` (counted from 0).
+    pub fn ema_decay_at(&self, n: u64) -> f64 {
+        if self.ema_warmup {
+            self.ema_decay.min((1.0 + n as f64) / (10.0 + n as f64))
+        } else {
+            self.ema_decay
+        }
+    }
+}
+
+/// Loss of one step: the total and its terms (`vb` for the published objective, `dice` for
+/// `prior-x0`; the other is 0).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
     pub loss: f32,
     pub mse: f32,
     pub vb: f32,
+    pub dice: f32,
 }
 
 /// The saved scalar state of a run (`state.json`).
@@ -90,9 +215,10 @@ pub struct Trainer<B: AutodiffBackend> {
     device: B::Device,
 }
 
-fn adamw() -> AdamWConfig {
+fn adamw(options: &TrainOptions) -> AdamWConfig {
     // As published: AdamW without weight decay.
-    AdamWConfig::new().with_weight_decay(0.0)
+    let clip = (options.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(options.grad_clip));
+    AdamWConfig::new().with_weight_decay(0.0).with_grad_clipping(clip)
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -100,14 +226,25 @@ impl<B: AutodiffBackend> Trainer<B> {
     pub fn new(config: ModelConfig, options: TrainOptions, device: &B::Device) -> Self {
         B::seed(device, options.seed);
         let model = UNet::<B>::new(&config, device);
+        Self::from_weights(config, options, model, device)
+    }
+
+    /// A fresh run (new optimiser, step 0) that starts from given weights, for fine-tuning a
+    /// trained model on other cells.
+    pub fn from_weights(
+        config: ModelConfig,
+        options: TrainOptions,
+        model: UNet<B>,
+        device: &B::Device,
+    ) -> Self {
         let ema = model.valid();
         Self {
             config,
             rng: ChaCha8Rng::seed_from_u64(options.seed),
+            optim: adamw(&options).init::<B, UNet<B>>(),
             options,
             model,
             ema,
-            optim: adamw().init::<B, UNet<B>>(),
             step: 0,
             schedule: Schedule::linear(),
             device: device.clone(),
@@ -127,12 +264,19 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 
     /// One optimisation step on a random batch of `data`.
-    pub fn step(&mut self, data: &[TrainExample]) -> StepStats {
+    pub fn step(&mut self, data: &TrainSet) -> StepStats {
         let (r, b) = (self.config.resolution, self.options.batch_size);
         let vox = r * r * r;
-        let (mut x0, mut cond, mut eps, mut xt, mut ts) = (vec![], vec![], vec![], vec![], vec![]);
+        let parts: Vec<&Vec<TrainExample>> = data.parts.iter().filter(|p| !p.is_empty()).collect();
+        let (mut x0, mut eps, mut xt, mut ts, mut cells) = (vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..b {
-            let ex = &data[self.rng.random_range(0..data.len())];
+            let part = parts[self.rng.random_range(0..parts.len())];
+            let ex = &part[self.rng.random_range(0..part.len())];
+            let ex = if self.options.augment {
+                ex.augmented(self.rng.random_range(0..16u8), r)
+            } else {
+                ex.clone()
+            };
             let t = self.rng.random_range(0..T);
             let a = self.schedule.alphas_cumprod[t];
             let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
@@ -142,31 +286,49 @@ impl<B: AutodiffBackend> Trainer<B> {
                 xt.push((sa * v as f64 + sb * e) as f32);
             }
             x0.extend_from_slice(&ex.x0);
-            cond.extend_from_slice(&ex.cond);
+            cells.push(ex.cond);
             ts.push(t);
         }
         debug_assert_eq!(x0.len(), b * vox);
         let dev = &self.device;
         let vol = |v: Vec<f32>| Tensor::<B, 5>::from_data(TensorData::new(v, [b, 1, r, r, r]), dev);
-        let cond = Tensor::<B, 5>::from_data(TensorData::new(cond, [b, 2, 1, r, r]), dev);
+        let cond = batch_conditioning::<B>(&cells.iter().collect::<Vec<_>>(), r, dev);
         let (x0, xt, eps) = (vol(x0), vol(xt), vol(eps));
         let tf: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
-        let out = self.model.forward(xt.clone(), cond, &tf);
-        let loss = hybrid_loss(&self.schedule, out, x0, xt, eps, &ts);
-        let stats = StepStats {
-            loss: loss.total.clone().into_scalar().elem(),
-            mse: loss.mse.into_scalar().elem(),
-            vb: loss.vb.into_scalar().elem(),
+        let out = self.model.forward(xt.clone(), &cond, &tf);
+        let scalar = |t: Tensor<B, 1>| -> f32 { t.into_scalar().elem() };
+        let (total, stats) = match (self.config.objective, cond.prior) {
+            (Objective::PriorX0, Some(prior)) => {
+                let loss = prior_x0_loss(out, prior, x0);
+                let stats = StepStats {
+                    loss: scalar(loss.total.clone()),
+                    mse: scalar(loss.mse),
+                    vb: 0.0,
+                    dice: scalar(loss.dice),
+                };
+                (loss.total, stats)
+            }
+            _ => {
+                let loss = hybrid_loss(&self.schedule, out, x0, xt, eps, &ts);
+                let stats = StepStats {
+                    loss: scalar(loss.total.clone()),
+                    mse: scalar(loss.mse),
+                    vb: scalar(loss.vb),
+                    dice: 0.0,
+                };
+                (loss.total, stats)
+            }
         };
-        let grads = GradientsParams::from_grads(loss.total.backward(), &self.model);
-        self.model = self.optim.step(self.options.lr, self.model.clone(), grads);
-        self.update_ema();
+        let grads = GradientsParams::from_grads(total.backward(), &self.model);
+        let lr = self.options.lr_at(self.step);
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        self.update_ema(self.options.ema_decay_at(self.step));
         self.step += 1;
         stats
     }
 
     /// ema <- decay * ema + (1 - decay) * weights, parameter by parameter.
-    fn update_ema(&mut self) {
+    fn update_ema(&mut self, decay: f64) {
         struct Collect<B: Backend>(Vec<Tensor<B, 1>>);
         impl<B: Backend> ModuleVisitor<B> for Collect<B> {
             fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
@@ -191,7 +353,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         let mut collect = Collect(Vec::new());
         self.model.valid().visit(&mut collect);
-        let mut blend = Blend { live: collect.0.into_iter(), decay: self.options.ema_decay };
+        let mut blend = Blend { live: collect.0.into_iter(), decay };
         self.ema = self.ema.clone().map(&mut blend);
     }
 
@@ -269,7 +431,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             .map_err(|m| bad("ema.mpk", m))?;
         let optim_record =
             record_from_bytes::<B, _>(read("optim.mpk")?, device).map_err(|m| bad("optim.mpk", m))?;
-        let optim = adamw().init::<B, UNet<B>>().load_record(optim_record);
+        let options = options.unwrap_or(state.options);
+        let optim = adamw(&options).init::<B, UNet<B>>().load_record(optim_record);
         let seed_bytes = hex::decode(&state.rng_seed).ok().and_then(|v| <[u8; 32]>::try_from(v).ok());
         let word_pos = state.rng_word_pos.parse::<u128>().ok();
         let (Some(seed), Some(word_pos)) = (seed_bytes, word_pos) else {
@@ -279,7 +442,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         rng.set_word_pos(word_pos);
         Ok(Self {
             config: state.config,
-            options: options.unwrap_or(state.options),
+            options,
             model,
             ema,
             optim,
@@ -326,13 +489,13 @@ mod tests {
     }
 
     fn options() -> TrainOptions {
-        TrainOptions { lr: 2e-3, batch_size: 2, ema_decay: 0.9, seed: 3 }
+        TrainOptions::plain(2e-3, 2, 0.9, 3)
     }
 
     #[test]
     fn tiny_overfits_one_cell() {
         let config = ModelConfig::tiny();
-        let data = vec![one_cell(&config)];
+        let data: TrainSet = vec![one_cell(&config)].into();
         let mut t = Trainer::<AB>::new(config, options(), &Default::default());
         let losses: Vec<f32> = (0..150).map(|_| t.step(&data).loss).collect();
         let first = losses[..10].iter().sum::<f32>() / 10.0;
@@ -340,10 +503,119 @@ mod tests {
         assert!(last < first / 10.0, "loss went from {first} to {last}");
     }
 
+    /// An ellipsoid cell centred in the stack: in-plane semi-axes `ry`, `rx` (centred at
+    /// `cy`, `cx`), half-height `hz`; its central slice is the mask, and the image is the mask
+    /// at `brightness` (the only clue to the height when two cells share a mask).
+    struct Cell {
+        image: Vec<u8>,
+        mask: Vec<u8>,
+        obj: Vec<u8>,
+    }
+
+    fn ellipsoid(cy: f32, cx: f32, ry: f32, rx: f32, hz: f32, brightness: u8) -> Cell {
+        let n = SIZE;
+        let obj: Vec<u8> = (0..n * n * n)
+            .map(|i| {
+                let (z, y, x) = ((i / (n * n)) as f32, ((i / n) % n) as f32, (i % n) as f32);
+                let r = ((z - 31.5) / hz).powi(2) + ((y - cy) / ry).powi(2) + ((x - cx) / rx).powi(2);
+                if r < 1.0 { 255 } else { 0 }
+            })
+            .collect();
+        let mask: Vec<u8> = obj[32 * n * n..33 * n * n].to_vec();
+        let image = mask.iter().map(|&m| if m > 0 { brightness } else { 10 }).collect();
+        Cell { image, mask, obj }
+    }
+
+    /// Four cells far from the extruded-mask prior (flat ones and tall ones); the first two share
+    /// a mask and differ only in height and image.
+    fn four_cells() -> Vec<Cell> {
+        vec![
+            ellipsoid(31.5, 31.5, 20.0, 20.0, 6.0, 230),
+            ellipsoid(31.5, 31.5, 20.0, 20.0, 26.0, 60),
+            ellipsoid(28.0, 34.0, 12.0, 16.0, 27.0, 120),
+            ellipsoid(33.0, 30.0, 22.0, 14.0, 7.0, 200),
+        ]
+    }
+
+    /// A `tiny-prior` network trained on [`four_cells`] (once for every test that needs it).
+    fn trained_on_four_cells() -> &'static Predictor<TestBackend> {
+        static TRAINED: std::sync::OnceLock<Predictor<TestBackend>> = std::sync::OnceLock::new();
+        TRAINED.get_or_init(|| {
+            let config = ModelConfig::tiny_prior();
+            let data: TrainSet = four_cells()
+                .iter()
+                .map(|c| TrainExample::new(&config, &c.image, &c.mask, &c.obj))
+                .collect::<Vec<_>>()
+                .into();
+            let options = TrainOptions { warmup_steps: 10, ..TrainOptions::plain(5e-3, 4, 0.0, 7) };
+            let mut t = Trainer::<AB>::new(config, options, &Default::default());
+            for _ in 0..120 {
+                t.step(&data);
+            }
+            t.live_predictor()
+        })
+    }
+
+    fn sampled_iou(p: &Predictor<TestBackend>, inputs: &Cell, truth: &Cell) -> f64 {
+        let spec: dispr_proto::SamplerSpec = "ddim-4".parse().unwrap();
+        let input = crate::CellInput { image: &inputs.image, mask: &inputs.mask };
+        let v = p.sample(&[input], &[vec![11]], &spec, &mut |_, _| {}).unwrap();
+        let truth: Vec<bool> = truth.obj.iter().map(|&v| v > 0).collect();
+        dispr_shape::metrics::iou(&dispr_shape::otsu::binarise(&v[0][0]), &truth)
+    }
+
+    #[test]
+    fn training_on_four_cells_overfits_them() {
+        let p = trained_on_four_cells();
+        for (i, c) in four_cells().iter().enumerate() {
+            let truth: Vec<bool> = c.obj.iter().map(|&v| v > 0).collect();
+            let floor = dispr_shape::metrics::iou(&dispr_shape::floor::extruded_shape(&c.mask), &truth);
+            let iou = sampled_iou(p, c, c);
+            assert!(iou >= 0.8, "cell {i}: IoU {iou:.3} after training (floor {floor:.3})");
+        }
+    }
+
+    #[test]
+    fn the_prediction_follows_the_image_not_only_the_mask() {
+        // Cells 0 and 1 share their mask (so their prior too): only the image says which is flat.
+        let p = trained_on_four_cells();
+        let cells = four_cells();
+        let own = sampled_iou(p, &cells[0], &cells[0]);
+        let other = sampled_iou(p, &cells[1], &cells[0]);
+        assert!(own > other + 0.2, "conditioned on its own image {own:.3}, on the other's {other:.3}");
+        let own = sampled_iou(p, &cells[1], &cells[1]);
+        let other = sampled_iou(p, &cells[0], &cells[1]);
+        assert!(own > other + 0.2, "conditioned on its own image {own:.3}, on the other's {other:.3}");
+    }
+
+    #[test]
+    fn augmentation_moves_inputs_and_target_together() {
+        let config = ModelConfig::tiny_prior();
+        // Taller than the stack: every slice is the mask, so slice r / 2 of the target is exactly it.
+        let c = ellipsoid(20.0, 40.0, 8.0, 12.0, 200.0, 150);
+        let ex = TrainExample::new(&config, &c.image, &c.mask, &c.obj);
+        let r = config.resolution;
+        for code in 0..16u8 {
+            let a = ex.augmented(code, r);
+            // The mask plane is the target's central slice (at r, slice r / 2) in every pose.
+            let mid = &a.x0[(r / 2) * r * r..(r / 2 + 1) * r * r];
+            let mask = &a.cond.planes[..r * r];
+            for (m, x) in mask.iter().zip(mid) {
+                assert_eq!(*m >= 0.5, *x >= 0.5, "code {code}");
+            }
+            // Volumes are kept; the identity is the identity.
+            let sum = |v: &[f32]| v.iter().sum::<f32>();
+            assert_eq!(sum(&a.x0), sum(&ex.x0));
+            assert_eq!(sum(a.cond.prior.as_ref().unwrap()), sum(ex.cond.prior.as_ref().unwrap()));
+        }
+        assert_eq!(ex.augmented(0, r).x0, ex.x0);
+        assert_ne!(ex.augmented(1, r).x0, ex.x0);
+    }
+
     #[test]
     fn resume_continues_bit_for_bit() {
         let config = ModelConfig::tiny();
-        let data = vec![one_cell(&config)];
+        let data: TrainSet = vec![one_cell(&config)].into();
         let dev = Default::default();
         let dir = tempfile::tempdir().unwrap();
         let mut a = Trainer::<AB>::new(config, options(), &dev);

@@ -87,11 +87,50 @@ impl Plan {
         d * hw * hw
     }
 
+    /// Multiply-accumulate based FLOP count of one forward pass at batch 1 (2 FLOPs per MAC;
+    /// convolutions, linear layers and attention matmuls; norms and activations ignored).
+    pub fn forward_flops(&self) -> f64 {
+        let mut flops = 0.0;
+        for op in self.ops() {
+            flops += match op {
+                Op::Conv { cin, cout, k, voxels } => 2.0 * (cin * cout * k * voxels) as f64,
+                Op::Attention { c, tokens } => {
+                    // qkv and output projections, then q k^T and a v.
+                    2.0 * (4 * c * c * tokens) as f64 + 2.0 * 2.0 * (tokens * tokens * c) as f64
+                }
+            }
+        }
+        flops
+    }
+
+    /// A rough upper bound of the memory one sample needs in an inference forward pass: the
+    /// skip activations kept for the decoder, a few live block activations and one attention
+    /// score chunk. Used to choose a batch size from a memory budget.
+    pub fn inference_bytes_per_sample(&self) -> usize {
+        let mut skips = 0usize;
+        let mut largest = 0usize;
+        let mut attn = 0usize;
+        for op in self.ops() {
+            match op {
+                Op::Conv { cout, voxels, .. } => {
+                    skips += cout * voxels;
+                    largest = largest.max(cout * voxels);
+                }
+                Op::Attention { c, tokens } => {
+                    attn = attn.max(self.config.attention_chunk.min(tokens) * tokens + 4 * c * tokens);
+                }
+            }
+        }
+        // Skips are bounded by the conv outputs; live activations ~ 6 of the largest map.
+        4 * (skips / 2 + 6 * largest + attn)
+    }
+
     /// Every convolution and attention of one forward pass, in order.
     pub fn ops(&self) -> Vec<Op> {
         let c = &self.config;
         let v0 = self.voxels(0);
-        let mut ops = vec![Op::Conv { cin: 3, cout: c.base_channels, k: 27, voxels: v0 }];
+        let mut ops =
+            vec![Op::Conv { cin: c.objective.in_channels(), cout: c.base_channels, k: 27, voxels: v0 }];
         let res = |ops: &mut Vec<Op>, level: usize, cin: usize, cout: usize, attn: bool| {
             let voxels = self.voxels(level);
             ops.push(Op::Conv { cin, cout, k: 27, voxels });
@@ -126,55 +165,65 @@ impl Plan {
     }
 }
 
-/// An encoder or decoder block as built from a [`BlockPlan`]: exactly one of the fields is set
-/// (a residual block with optional attention, or a resampling convolution).
+/// A residual block, optionally followed by self-attention.
 #[derive(Module, Debug)]
-pub struct Block<B: Backend> {
-    res: Option<ResBlock<B>>,
+pub struct ResAttn<B: Backend> {
+    res: ResBlock<B>,
     attn: Option<AttentionBlock<B>>,
-    down: Option<Conv3d<B>>,
-    up: Option<Conv3d<B>>,
+}
+
+/// An encoder or decoder block as built from a [`BlockPlan`]: one of its three kinds.
+#[derive(Module, Debug)]
+pub enum Block<B: Backend> {
+    Res(ResAttn<B>),
+    /// Strided 3x3x3 convolution.
+    Down(Conv3d<B>),
+    /// Nearest upsampling, then a 3x3x3 convolution.
+    Up(Conv3d<B>),
 }
 
 impl<B: Backend> Block<B> {
     fn new(plan: &BlockPlan, config: &ModelConfig, device: &B::Device) -> Self {
         let (g, temb, chunk) = (config.norm_groups, config.time_embed_dim(), config.attention_chunk);
-        let mut block = Self { res: None, attn: None, down: None, up: None };
         match *plan {
-            BlockPlan::Res { cin, cout, attn, .. } => {
-                block.res = Some(ResBlock::new(cin, cout, temb, g, device));
-                block.attn = attn.then(|| AttentionBlock::new(cout, g, chunk, device));
-            }
+            BlockPlan::Res { cin, cout, attn, .. } => Block::Res(ResAttn {
+                res: ResBlock::new(cin, cout, temb, g, config.scale_shift_norm, device),
+                attn: attn.then(|| AttentionBlock::new(cout, g, config.num_heads, chunk, device)),
+            }),
             BlockPlan::Down { channels, .. } => {
                 let sd = if config.downsample_depth { 2 } else { 1 };
-                block.down = Some(conv3(channels, channels, [sd, 2, 2], false).init(device));
+                Block::Down(conv3(channels, channels, [sd, 2, 2], false).init(device))
             }
-            BlockPlan::Up { channels, .. } => {
-                block.up = Some(conv3(channels, channels, [1, 1, 1], false).init(device));
-            }
+            BlockPlan::Up { channels, .. } => Block::Up(conv3(channels, channels, [1, 1, 1], false).init(device)),
         }
-        block
     }
 
     fn forward(&self, x: Tensor<B, 5>, temb: &Tensor<B, 2>, depth: bool) -> Tensor<B, 5> {
-        let mut x = x;
-        if let Some(res) = &self.res {
-            x = res.forward(x, temb.clone());
+        match self {
+            Block::Res(b) => {
+                let x = b.res.forward(x, temb.clone());
+                match &b.attn {
+                    Some(attn) => attn.forward(x),
+                    None => x,
+                }
+            }
+            Block::Down(conv) => conv.forward(x),
+            Block::Up(conv) => conv.forward(upsample_nearest(x, depth)),
         }
-        if let Some(attn) = &self.attn {
-            x = attn.forward(x);
-        }
-        if let Some(down) = &self.down {
-            x = down.forward(x);
-        }
-        if let Some(up) = &self.up {
-            x = up.forward(upsample_nearest(x, depth));
-        }
-        x
     }
 }
 
-/// The DISPR UNet3D: predicts [eps_hat, v] from x_t, the tiled 2D conditioning and t.
+/// What a network is conditioned on, as tensors: the 2D planes [B, 2, 1, H, W] = [mask, image x
+/// mask] in [0, 1] (tiled along depth by the network), and for the `prior-x0` objective the 3D
+/// prior [B, 1, D, H, W].
+#[derive(Debug, Clone)]
+pub struct Conditioning<B: Backend> {
+    pub planes: Tensor<B, 5>,
+    pub prior: Option<Tensor<B, 5>>,
+}
+
+/// The DISPR UNet3D: predicts two channels (see [`crate::config::Objective`]) from x_t, the
+/// conditioning and t.
 #[derive(Module, Debug)]
 pub struct UNet<B: Backend> {
     time1: Linear<B>,
@@ -200,13 +249,13 @@ impl<B: Backend> UNet<B> {
         Self {
             time1: LinearConfig::new(base, temb).init(device),
             time2: LinearConfig::new(temb, temb).init(device),
-            conv_in: conv3(3, base, [1, 1, 1], false).init(device),
+            conv_in: conv3(config.objective.in_channels(), base, [1, 1, 1], false).init(device),
             encoder: plan.encoder.iter().map(|b| Block::new(b, config, device)).collect(),
-            mid1: ResBlock::new(m, m, temb, g, device),
+            mid1: ResBlock::new(m, m, temb, g, config.scale_shift_norm, device),
             mid_attn: config
                 .middle_attention
-                .then(|| AttentionBlock::new(m, g, config.attention_chunk, device)),
-            mid2: ResBlock::new(m, m, temb, g, device),
+                .then(|| AttentionBlock::new(m, g, config.num_heads, config.attention_chunk, device)),
+            mid2: ResBlock::new(m, m, temb, g, config.scale_shift_norm, device),
             decoder: plan.decoder.iter().map(|b| Block::new(b, config, device)).collect(),
             out_norm: group_norm(g, base).init(device),
             out_conv: conv3(base, 2, [1, 1, 1], true).init(device),
@@ -215,16 +264,19 @@ impl<B: Backend> UNet<B> {
         }
     }
 
-    /// `x_t`: [B, 1, D, H, W]; `cond`: [B, 2, 1, H, W] = [mask, image * mask] in [0, 1], tiled
-    /// along depth here; `t`: the integer timestep of each batch element. Returns [B, 2, D, H, W]
-    /// = [eps_hat, v].
-    pub fn forward(&self, x_t: Tensor<B, 5>, cond: Tensor<B, 5>, t: &[f64]) -> Tensor<B, 5> {
+    /// `x_t`: [B, 1, D, H, W]; `cond`: the conditioning (its planes are tiled along depth here,
+    /// its prior, when the objective has one, is stacked as is); `t`: the integer timestep of
+    /// each batch element. Returns [B, 2, D, H, W]: [eps_hat, v] for the `eps` objective, [x0
+    /// correction, unused] for `prior-x0`.
+    pub fn forward(&self, x_t: Tensor<B, 5>, cond: &Conditioning<B>, t: &[f64]) -> Tensor<B, 5> {
         let [b, _, d, h, w] = x_t.dims();
         let device = x_t.device();
         let temb = timestep_embedding::<B>(t, self.base_channels, &device);
         let temb = self.time2.forward(silu(self.time1.forward(temb)));
-        let cond = cond.expand([b, 2, d, h, w]);
-        let mut x = self.conv_in.forward(Tensor::cat(vec![cond, x_t], 1));
+        let mut inputs = vec![cond.planes.clone().expand([b, 2, d, h, w])];
+        inputs.extend(cond.prior.clone());
+        inputs.push(x_t);
+        let mut x = self.conv_in.forward(Tensor::cat(inputs, 1));
         let mut skips = vec![x.clone()];
         for block in &self.encoder {
             x = block.forward(x, &temb, self.downsample_depth);
@@ -236,7 +288,7 @@ impl<B: Backend> UNet<B> {
         }
         x = self.mid2.forward(x, temb.clone());
         for block in &self.decoder {
-            if block.res.is_some() {
+            if matches!(block, Block::Res(_)) {
                 // Every decoder residual block takes one skip; the plan guarantees there is one.
                 if let Some(skip) = skips.pop() {
                     x = Tensor::cat(vec![x, skip], 1);
@@ -262,14 +314,24 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_scripts_network_has_its_parameter_count() {
+        // guided-diffusion's UNetModel with 2 residual blocks per level, attention at the 16x16
+        // and 8x8 levels and scale-shift norm: counted layer by layer from its constructor.
+        let net = UNet::<TestBackend>::new(&ModelConfig::dispr_64_ref(), &Default::default());
+        assert_eq!(net.num_params(), 14_714_626);
+    }
+
+    #[test]
     fn forward_shapes_and_zero_output_at_init() {
         let dev = Default::default();
-        for config in [ModelConfig::tiny(), ModelConfig::small()] {
+        for config in [ModelConfig::tiny(), ModelConfig::small(), ModelConfig::tiny_prior()] {
             let net = UNet::<TestBackend>::new(&config, &dev);
             let r = config.resolution;
             let x = Tensor::random([2, 1, r, r, r], Distribution::Normal(0.0, 1.0), &dev);
-            let c = Tensor::random([2, 2, 1, r, r], Distribution::Uniform(0.0, 1.0), &dev);
-            let out = net.forward(x, c, &[3.0, 999.0]);
+            let planes = Tensor::random([2, 2, 1, r, r], Distribution::Uniform(0.0, 1.0), &dev);
+            let prior = (config.objective == crate::config::Objective::PriorX0)
+                .then(|| Tensor::random([2, 1, r, r, r], Distribution::Uniform(0.0, 1.0), &dev));
+            let out = net.forward(x, &Conditioning { planes, prior }, &[3.0, 999.0]);
             assert_eq!(out.dims(), [2, 2, r, r, r], "{}", config.name);
             // The head conv is zero-initialised: the untrained network outputs exactly zero.
             let max = out.abs().max().into_scalar();
@@ -286,8 +348,8 @@ mod tests {
         net.out_conv = conv3(config.base_channels, 2, [1, 1, 1], false).init(&dev);
         let r = config.resolution;
         let x = Tensor::random([1, 1, r, r, r], Distribution::Normal(0.0, 1.0), &dev);
-        let c = Tensor::zeros([1, 2, 1, r, r], &dev);
-        let out = net.forward(x, c, &[10.0]);
+        let c = Conditioning { planes: Tensor::zeros([1, 2, 1, r, r], &dev), prior: None };
+        let out = net.forward(x, &c, &[10.0]);
         assert_eq!(out.dims(), [1, 2, r, r, r]);
         assert!(out.abs().max().into_scalar() > 0.0);
     }

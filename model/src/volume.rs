@@ -1,5 +1,5 @@
 //! Conversions between the dataset's fixed sizes (64x64 images, 64^3 volumes, uint8) and a
-//! configuration's internal resolution, and the reference binarisation (Otsu on x / max).
+//! configuration's internal resolution (the binarisation, Otsu on x / max, is `dispr_shape::otsu`).
 
 /// Edge length of the dataset's images and volumes.
 pub const SIZE: usize = 64;

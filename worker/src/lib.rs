@@ -34,6 +34,7 @@ pub mod pipeline;
 pub mod retry;
 pub mod sampler;
 pub mod samplers;
+pub mod scoring;
 pub mod serve;
 pub mod telemetry;
 pub mod train;

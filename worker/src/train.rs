@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dispr_model::checkpoint::{Sidecar, Validation};
-use dispr_model::{CellInput, ModelConfig, TrainBackend, TrainOptions, Trainer};
+use dispr_model::{ModelConfig, TrainBackend, TrainOptions, Trainer};
 use dispr_proto::SamplerSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::train_data::{TrainData, ValCell};
+use crate::train_data::{Split, TrainData, ValCell};
 
 /// Everything a run needs (the `train` command's flags, parsed).
 #[derive(Debug, Clone)]
@@ -24,7 +24,12 @@ pub struct TrainSettings {
     pub steps: u64,
     pub checkpoint_every: u64,
     pub validate_every: u64,
-    pub val_cells: usize,
+    /// Which cells of `dataset` are held out for validation.
+    pub split: Split,
+    /// Datasets whose every cell joins training as a part of its own (see `TrainSet`).
+    pub extra_datasets: Vec<String>,
+    /// Start from this checkpoint's weights (fine-tuning) instead of a fresh network.
+    pub init: Option<PathBuf>,
     pub val_sampler: SamplerSpec,
     pub val_samples: u32,
     pub resume: bool,
@@ -52,10 +57,11 @@ pub fn run(settings: &TrainSettings) -> anyhow::Result<Option<Validation>> {
     let data = crate::train_data::load(
         &settings.dataset,
         &settings.config,
-        settings.val_cells,
-        settings.options.seed,
+        settings.split,
+        &settings.extra_datasets,
     )?;
-    tracing::info!(train = data.train.len(), val = data.val.len(), digest = %data.digest, "dataset ready");
+    let parts: Vec<usize> = data.train.parts.iter().map(Vec::len).collect();
+    tracing::info!(train = ?parts, val = data.val.len(), digest = %data.digest, "dataset ready");
 
     let device = Default::default();
     let mut trainer = if has_state {
@@ -77,6 +83,25 @@ pub fn run(settings: &TrainSettings) -> anyhow::Result<Option<Validation>> {
         }
         tracing::info!(step = t.step_count(), "resumed");
         t
+    } else if let Some(init) = &settings.init {
+        let (model, sidecar) = dispr_model::checkpoint::load_model::<TrainBackend>(init, None, &device)
+            .with_context(|| format!("loading --init {}", init.display()))?;
+        if sidecar.config != settings.config {
+            anyhow::bail!(
+                "--init {} is a {:?} model, not {:?}: pass --config {}",
+                init.display(),
+                sidecar.config.name,
+                settings.config.name,
+                sidecar.config.name
+            );
+        }
+        tracing::info!(init = %init.display(), step = sidecar.step, "fine-tuning from a checkpoint");
+        Trainer::<TrainBackend>::from_weights(
+            settings.config.clone(),
+            settings.options.clone(),
+            model,
+            &device,
+        )
     } else {
         Trainer::<TrainBackend>::new(settings.config.clone(), settings.options.clone(), &device)
     };
@@ -96,11 +121,13 @@ pub fn run(settings: &TrainSettings) -> anyhow::Result<Option<Validation>> {
         let step = trainer.step_count();
         smooth = Some(smooth.map_or(stats.loss, |s| 0.98 * s + 0.02 * stats.loss));
         bar.set_position(step);
+        let second = if stats.dice > 0.0 { ("dice", stats.dice) } else { ("vb", stats.vb) };
         bar.set_message(format!(
-            "loss {:.4} (mse {:.4} vb {:.4})",
+            "loss {:.4} (mse {:.4} {} {:.4})",
             smooth.unwrap_or(stats.loss),
             stats.mse,
-            stats.vb
+            second.0,
+            second.1
         ));
         if step % 50 == 0 {
             let rate = (step - first_step) as f64 / started.elapsed().as_secs_f64();
@@ -109,17 +136,23 @@ pub fn run(settings: &TrainSettings) -> anyhow::Result<Option<Validation>> {
                 loss = stats.loss,
                 mse = stats.mse,
                 vb = stats.vb,
+                dice = stats.dice,
+                lr = settings.options.lr_at(step - 1),
                 it_per_s = rate,
                 "training"
             );
         }
-        if settings.validate_every > 0 && (step % settings.validate_every == 0 || step == settings.steps) {
+        let due = step % settings.validate_every.max(1) == 0 || step == settings.steps;
+        if settings.validate_every > 0 && !data.val.is_empty() && due {
             let v = validate(&trainer, &data.val, settings)?;
             bar.println(format!(
-                "step {step}: validation mean IoU {:.4} ({} cells, {})",
-                v.mean_iou, v.cells, v.sampler
+                "step {step}: validation mean IoU {:.4} (floor {:.4}; {} cells, {})",
+                v.mean_iou,
+                v.floor_iou.unwrap_or(f64::NAN),
+                v.cells,
+                v.sampler
             ));
-            tracing::info!(step, mean_iou = v.mean_iou, "validation");
+            tracing::info!(step, mean_iou = v.mean_iou, floor_iou = v.floor_iou, "validation");
             last_val = Some(v);
         }
         if step % settings.checkpoint_every == 0 || step == settings.steps {
@@ -159,46 +192,21 @@ fn save(
 }
 
 /// Samples every held-out cell with the EMA weights and scores the Otsu-binarised samples
-/// against the ground truth (IoU at 64^3, averaged over cells and samples).
+/// against the ground truth (IoU at 64^3, averaged over cells and samples), beside the floor.
 pub fn validate(
     trainer: &Trainer<TrainBackend>,
     val: &[ValCell],
     settings: &TrainSettings,
 ) -> anyhow::Result<Validation> {
-    let mean_iou = mean_iou(&trainer.ema_predictor(), val, &settings.val_sampler, settings.val_samples)?;
+    let scores =
+        crate::scoring::score(&trainer.ema_predictor(), val, &settings.val_sampler, settings.val_samples)?;
+    let all = crate::scoring::summarise(&scores.cells);
     Ok(Validation {
         step: trainer.step_count(),
         sampler: settings.val_sampler.to_string(),
         cells: val.len(),
         samples_per_cell: settings.val_samples as usize,
-        mean_iou,
+        mean_iou: all.sample_iou,
+        floor_iou: Some(all.floor_iou),
     })
-}
-
-/// Samples `samples` volumes of every cell in `val` with `sampler` and returns the mean IoU of
-/// the Otsu-binarised samples against the ground truth (at 64^3, over cells and samples). Seeds
-/// come from the cell ids, so two calls see the same initial noise.
-pub fn mean_iou<B: burn::tensor::backend::Backend>(
-    predictor: &dispr_model::Predictor<B>,
-    val: &[ValCell],
-    sampler: &SamplerSpec,
-    samples: u32,
-) -> anyhow::Result<f64> {
-    let inputs: Vec<CellInput<'_>> =
-        val.iter().map(|c| CellInput { image: &c.image, mask: &c.mask }).collect();
-    let seeds: Vec<Vec<u64>> = val
-        .iter()
-        .map(|c| (0..samples).map(|k| dispr_proto::seed::sample_seed(0, &c.id, k)).collect())
-        .collect();
-    let volumes =
-        predictor.sample(&inputs, &seeds, sampler, &mut |_, _| {}).context("sampling the held-out cells")?;
-    let mut total = 0.0;
-    let mut n = 0usize;
-    for (cell, samples) in val.iter().zip(&volumes) {
-        for vol in samples {
-            total += dispr_shape::metrics::iou(&dispr_shape::otsu::binarise(vol), &cell.truth);
-            n += 1;
-        }
-    }
-    Ok(if n == 0 { 0.0 } else { total / n as f64 })
 }

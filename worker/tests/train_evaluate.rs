@@ -57,33 +57,92 @@ fn train_resumes_and_evaluate_scores_each_sampler_on_the_held_out_cells() {
     assert!(out.join("model-step0000002.mpk").exists() && out.join("model-step0000004.mpk").exists());
 
     let latest = out.join("latest.mpk");
-    let evaluate = |samplers: &str| {
+    let evaluate = |samplers: &str, samples: &str| {
         let args = ["evaluate", "--checkpoint", latest.to_str().unwrap(), "--dataset", data, "--cells", "2"];
-        worker(&[&args[..], &["--samplers", samplers]].concat())
+        worker(&[&args[..], &["--samplers", samplers, "--samples", samples]].concat())
     };
-    // One row per sampler: its name, model evaluations, seconds per cell and mean IoU.
+    // The "all" row of every sampler: sampler, class, cells, model IoU, consensus IoU, floor IoU,
+    // model - floor, pairwise IoU, volume CV, seconds per sample.
     let rows = |out: &Output| -> Vec<Vec<String>> {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let rows = text.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| sampler"));
-        rows.map(|l| l.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()).collect()
+        let cells = rows.map(|l| l.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
+        cells.filter(|r: &Vec<String>| r[1] == "all").collect()
     };
-    let eval = evaluate("ddim-2,dpmpp2m-3");
+    let eval = evaluate("ddim-2,dpmpp2m-3", "2");
     assert!(eval.status.success());
     let table = String::from_utf8_lossy(&eval.stdout);
-    assert!(table.contains("step 4") && table.contains("2 held-out cells"), "{table}");
+    assert!(table.contains("step 4") && table.contains("2 held-out cells x 2 samples"), "{table}");
     let rows_seen = rows(&eval);
-    let names: Vec<(&str, &str)> = rows_seen.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
-    assert_eq!(names, [("ddim-2", "2"), ("dpmpp2m-3", "3")], "{table}");
+    let names: Vec<(&str, &str)> = rows_seen.iter().map(|r| (r[0].as_str(), r[2].as_str())).collect();
+    assert_eq!(names, [("ddim-2", "2"), ("dpmpp2m-3", "2")], "{table}");
     for row in &rows_seen {
-        let iou: f64 = row[3].parse().unwrap();
-        assert!((0.0..=1.0).contains(&iou), "{row:?}");
+        for col in [3, 4, 5, 7] {
+            let v: f64 = row[col].parse().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{row:?}");
+        }
     }
-    // The same seeds and sampler as training's validation give the same score.
-    let want = sidecar(&out.join("latest.json"))["validation"]["mean_iou"].as_f64().unwrap();
-    let got: f64 = rows(&evaluate("ddim-2"))[0][3].parse().unwrap();
-    assert!((got - want).abs() < 1e-4, "evaluate {got} vs train's validation {want}");
+    // The floor does not depend on the sampler.
+    assert_eq!(rows_seen[0][5], rows_seen[1][5]);
+    // The same seeds and sampler as training's validation give the same scores.
+    let validation = &sidecar(&out.join("latest.json"))["validation"];
+    let (want, want_floor) = (validation["mean_iou"].as_f64().unwrap(), validation["floor_iou"].as_f64().unwrap());
+    let row = &rows(&evaluate("ddim-2", "1"))[0];
+    let (got, got_floor): (f64, f64) = (row[3].parse().unwrap(), row[5].parse().unwrap());
+    assert!((got - want).abs() < 1e-3, "evaluate {got} vs train's validation {want}");
+    assert!((got_floor - want_floor).abs() < 1e-3, "evaluate's floor {got_floor} vs train's {want_floor}");
+    // One sample has no diversity to report.
+    assert_eq!((row[7].as_str(), row[8].as_str()), ("n/a", "n/a"));
 
-    let null = evaluate("null");
+    let null = evaluate("null", "1");
     assert!(!null.status.success());
     assert!(String::from_utf8_lossy(&null.stderr).contains("does not use the model"));
+}
+
+#[test]
+fn folds_extra_datasets_and_fine_tuning_from_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (real, synth) = (dir.path().join("real"), dir.path().join("synth"));
+    synthetic_dataset(&real, 10);
+    synthetic_dataset(&synth, 8);
+    let (real_s, synth_s) = (real.to_str().unwrap(), synth.to_str().unwrap());
+    let base = dir.path().join("base");
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["train", "--dataset", real_s, "--out", out.to_str().unwrap(), "--steps", "2"];
+        args.extend(["--config", "tiny-prior", "--batch-size", "2", "--checkpoint-every", "2"]);
+        args.extend(["--val-sampler", "ddim-2", "--augment", "--ema-warmup", "--warmup-steps", "1"]);
+        args.extend(extra);
+        worker(&args)
+    };
+    // Fold 1 of 3, with the synthetic cells as a second training part.
+    let fold = ["--folds", "3", "--fold", "1", "--extra-dataset", synth_s];
+    assert!(train(&base, &fold).status.success());
+    let side = sidecar(&base.join("latest.json"));
+    assert_eq!(side["config"]["objective"], "prior-x0");
+    // Stratified: 10 cells of 6 classes, dealt per class, leave 2 to 4 cells in fold 1.
+    let held = side["validation"]["cells"].as_u64().unwrap();
+    assert!((2..=4).contains(&held), "{held}");
+    // Fine-tuning starts from the checkpoint's weights; another configuration is refused.
+    let init = base.join("latest.mpk");
+    let tuned = train(&dir.path().join("tuned"), &["--init", init.to_str().unwrap(), "--val-cells", "2"]);
+    assert!(tuned.status.success());
+    let wrong = worker(&[
+        "train", "--dataset", real_s, "--out", dir.path().join("wrong").to_str().unwrap(), "--config", "tiny",
+        "--init", init.to_str().unwrap(), "--steps", "1", "--val-cells", "2",
+    ]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("--config tiny-prior"));
+    // A k-fold evaluation needs one checkpoint per fold.
+    let eval = worker(&["evaluate", "--checkpoint", init.to_str().unwrap(), "--dataset", real_s, "--folds", "3"]);
+    assert!(!eval.status.success());
+    assert!(String::from_utf8_lossy(&eval.stderr).contains("one --checkpoint per fold"));
+    let c = init.to_str().unwrap();
+    let eval = worker(&[
+        "evaluate", "--checkpoint", c, "--checkpoint", c, "--checkpoint", c, "--dataset", real_s, "--folds", "3",
+        "--samplers", "ddim-2", "--samples", "2",
+    ]);
+    assert!(eval.status.success());
+    // Every cell is held out by exactly one fold.
+    let all = String::from_utf8_lossy(&eval.stdout).lines().find(|l| l.contains("| all |")).unwrap().to_string();
+    assert!(all.contains("| all | 10 |"), "{all}");
 }

@@ -1,17 +1,20 @@
 //! Prints the model's speed figures (no timed tests: figures go here).
 //!
 //! ```text
-//! cargo run --release -p dispr-model --bin dispr-model-bench -- [--configs tiny,small,dispr-64]
-//!     [--batches 1,4] [--iters 3] [--sampler-steps 10,25,50]
+//! cargo run --release -p dispr-model --bin dispr-model-bench -- [--configs shape-32,small,dispr-64]
+//!     [--batches 1,4] [--iters 3] [--sample-config shape-32] [--samplers ddim-8,dpmpp2m-8]
+//!     [--cells 16]
 //! ```
 //! For every configuration and batch size: forward time, FLOPs per forward, GFLOP/s and the
-//! peak resident memory so far; then, for `small`, the time to sample one cell per sampler
-//! step count. Build with `--features cuda` to run on a GPU.
+//! peak resident memory so far; then, for `--sample-config`, the seconds per sample of each
+//! sampler when `--cells` cells x 1 sample are sampled together (batched as a worker does).
+//! Build with `--features cuda` to run on a GPU.
 
 use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
-use dispr_model::{CellInput, DefaultBackend, ModelConfig, Predictor, UNet};
+use dispr_model::unet::Conditioning;
+use dispr_model::{CellInput, DefaultBackend, ModelConfig, Objective, Predictor, UNet};
 use dispr_proto::SamplerSpec;
 
 type B = DefaultBackend;
@@ -36,10 +39,13 @@ fn list<T: std::str::FromStr>(args: &[String], flag: &str, default: &str) -> Vec
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let configs: Vec<String> = list(&args, "--configs", "tiny,small,dispr-64");
+    let configs: Vec<String> = list(&args, "--configs", "tiny,shape-16,shape-32,small,dispr-64");
     let batches: Vec<usize> = list(&args, "--batches", "1,4");
     let iters: usize = list(&args, "--iters", "3").first().copied().unwrap_or(3).max(1);
-    let sampler_steps: Vec<u32> = list(&args, "--sampler-steps", "10,25,50");
+    let sample_config: String =
+        list(&args, "--sample-config", dispr_model::config::DEFAULT_CONFIG).pop().unwrap_or_default();
+    let samplers: Vec<SamplerSpec> = list(&args, "--samplers", "ddim-4,ddim-8,dpmpp2m-8,ddim-25");
+    let cells: usize = list(&args, "--cells", "16").first().copied().unwrap_or(16).max(1);
     let device = Default::default();
     println!("backend: {}", std::any::type_name::<B>());
     println!("| config | params | batch | forward s | GFLOP/forward | GFLOP/s | peak RSS MiB |");
@@ -57,16 +63,19 @@ fn main() {
         let r = config.resolution;
         for &b in &batches {
             let x = Tensor::<B, 5>::random([b, 1, r, r, r], Distribution::Normal(0.0, 1.0), &device);
-            let c = Tensor::<B, 5>::random([b, 2, 1, r, r], Distribution::Uniform(0.0, 1.0), &device);
+            let planes = Tensor::<B, 5>::random([b, 2, 1, r, r], Distribution::Uniform(0.0, 1.0), &device);
+            let prior = (config.objective == Objective::PriorX0)
+                .then(|| Tensor::<B, 5>::random([b, 1, r, r, r], Distribution::Uniform(0.0, 1.0), &device));
+            let c = Conditioning { planes, prior };
             let t = vec![500.0; b];
             // Warm-up (allocations, kernel selection), then the timed passes.
-            let _ = net.forward(x.clone(), c.clone(), &t).into_data();
+            let _ = net.forward(x.clone(), &c, &t).into_data();
             let start = Instant::now();
             for _ in 0..iters {
-                let _ = net.forward(x.clone(), c.clone(), &t).into_data();
+                let _ = net.forward(x.clone(), &c, &t).into_data();
             }
             let secs = start.elapsed().as_secs_f64() / iters as f64;
-            let gflop = config.forward_flops() * b as f64 / 1e9;
+            let gflop = dispr_model::unet::Plan::new(&config).forward_flops() * b as f64 / 1e9;
             println!(
                 "| {name} | {params} | {b} | {secs:.3} | {gflop:.1} | {:.1} | {:.0} |",
                 gflop / secs,
@@ -75,31 +84,35 @@ fn main() {
         }
     }
 
-    // Time per sampled cell against the number of sampler steps (small configuration).
-    let config = ModelConfig::small();
+    // Seconds per sample of each sampler, `cells` cells x 1 sample batched as a worker does.
+    let config = match ModelConfig::named(&sample_config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("--sample-config: {e}");
+            std::process::exit(2);
+        }
+    };
     let predictor = Predictor::<B>::from_model(config.clone(), UNet::new(&config, &device), &device);
     let image = vec![128u8; 4096];
     let mask: Vec<u8> = (0..4096)
         .map(|i: usize| if (i % 64).abs_diff(32) < 12 && (i / 64usize).abs_diff(32) < 12 { 255 } else { 0 })
         .collect();
-    println!("\n| sampler (small, 1 cell x 1 sample) | seconds | s/step |");
+    let inputs = vec![CellInput { image: &image, mask: &mask }; cells];
+    let seeds: Vec<Vec<u64>> = (0..cells as u64).map(|c| vec![c]).collect();
+    println!(
+        "\n| sampler ({}, {cells} cells x 1 sample, batch {}) | s per sample | s per step per sample |",
+        config.name,
+        predictor.batch_size().min(cells)
+    );
     println!("|---|---|---|");
-    for &steps in &sampler_steps {
-        for spec in [SamplerSpec::Ddim { steps, eta: 0.0 }, SamplerSpec::DpmSolver2m { steps }] {
-            let start = Instant::now();
-            let r = predictor.sample(
-                &[CellInput { image: &image, mask: &mask }],
-                &[vec![1]],
-                &spec,
-                &mut |_, _| {},
-            );
-            let secs = start.elapsed().as_secs_f64();
-            if let Err(e) = r {
-                eprintln!("{spec}: {e}");
-                continue;
-            }
-            println!("| {spec} | {secs:.2} | {:.3} |", secs / steps as f64);
+    for spec in &samplers {
+        let start = Instant::now();
+        if let Err(e) = predictor.sample(&inputs, &seeds, spec, &mut |_, _| {}) {
+            eprintln!("{spec}: {e}");
+            continue;
         }
+        let per = start.elapsed().as_secs_f64() / cells as f64;
+        println!("| {spec} | {per:.3} | {:.4} |", per / spec.steps().max(1) as f64);
     }
     println!("\npeak RSS: {:.0} MiB", peak_rss_mib().unwrap_or(f64::NAN));
 }

@@ -1,44 +1,52 @@
 //! `dispr-worker evaluate`: how well a checkpoint reconstructs held-out cells with each sampler,
-//! and what each costs, so an operator can pick the sampler of a run.
+//! beside the naive floor on the same cells, and what each sampler costs, so an operator can
+//! pick the sampler of a run and a biologist can see whether the model beats doing nothing.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::Context;
-use dispr_model::{DefaultBackend, ModelConfig, Predictor};
+use dispr_model::{DefaultBackend, Predictor};
 use dispr_proto::SamplerSpec;
 
-/// Sample held-out cells of a dataset with a checkpoint, once per sampler, and print the mean IoU
-/// of the Otsu-binarised samples against the true shapes (obj/) with the time per cell.
+use crate::scoring::{CellScore, by_class};
+use crate::train_data::Split;
+
+/// Sample held-out cells of a dataset with a checkpoint, once per sampler, and print per class
+/// the mean IoU of single samples and of the consensus of the K samples against the true shapes
+/// (obj > 0), the floor's IoU (the mask extruded along z) on the same cells, the diversity of the
+/// samples (mean pairwise IoU, coefficient of variation of their volumes) and seconds per sample.
 ///
-/// The held-out cells are those `train` holds out with the same --cells and --seed, so a
-/// checkpoint is scored on cells it never saw when both use the defaults. Every sampler starts
-/// from the same noise (seeded by the cell ids), so the rows differ by the sampler alone.
+/// The held-out cells are those `train` holds out with the same split: --cells and --seed
+/// (random), or --folds with one --checkpoint per fold (checkpoint K scores fold K; every
+/// cell is then scored by the model that did not train on it).
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Checkpoint record (.mpk) with its .json sidecar beside it (as written by `train`).
-    #[arg(long)]
-    checkpoint: PathBuf,
+    /// With --folds, give one per fold, in fold order.
+    #[arg(long, required = true)]
+    checkpoint: Vec<PathBuf>,
     /// Dataset folder, file:// URI or s3://bucket/prefix with obj/ volumes (the true shapes).
     #[arg(long)]
     dataset: String,
     /// Samplers to compare, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "ddpm-1000,ddim-50,ddim-25,ddim-10,dpmpp2m-25,dpmpp2m-10"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "ddim-8,ddim-25,dpmpp2m-8,ddpm-100")]
     samplers: Vec<SamplerSpec>,
     /// Held-out cells to sample (the split of `train --val-cells`).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     cells: u64,
-    /// Volumes per cell.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
-    samples: u32,
     /// Seed of the held-out split (train's --seed).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Score a k-fold split: every fold's cells with that fold's --checkpoint.
+    #[arg(long)]
+    folds: Option<usize>,
+    /// Volumes per cell (K): the consensus and the diversity need at least 2.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    samples: u32,
+    /// Also write every cell's scores (JSON lines) to this file.
+    #[arg(long)]
+    cell_scores: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -46,29 +54,81 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(null) = args.samplers.iter().find(|s| matches!(s, SamplerSpec::Null)) {
         anyhow::bail!("--samplers: {null} does not use the model; list ddpm-N, ddim-N or dpmpp2m-N samplers");
     }
+    let splits: Vec<Split> = match args.folds {
+        Some(folds) if folds != args.checkpoint.len() => anyhow::bail!(
+            "--folds {folds} needs one --checkpoint per fold, in fold order; {} given",
+            args.checkpoint.len()
+        ),
+        Some(folds) => (0..folds).map(|fold| Split::Fold { fold, folds }).collect(),
+        None if args.checkpoint.len() > 1 => {
+            anyhow::bail!("several --checkpoint values need --folds (one checkpoint per fold)")
+        }
+        None => vec![Split::Random { val_cells: args.cells as usize, seed: args.seed }],
+    };
     let device = Default::default();
-    let predictor = Predictor::<DefaultBackend>::load(&args.checkpoint, &device)
-        .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;
-    let config: ModelConfig = predictor.config().clone();
-    let step = predictor.sidecar().map(|s| s.step).unwrap_or(0);
-    let data = crate::train_data::load(&args.dataset, &config, args.cells as usize, args.seed)?;
-    if data.val.is_empty() {
-        anyhow::bail!("{} has no cells with an obj/ volume to score against", args.dataset);
+    let mut per_sampler: Vec<(Vec<CellScore>, f64)> =
+        args.samplers.iter().map(|_| (Vec::new(), 0.0)).collect();
+    for (path, split) in args.checkpoint.iter().zip(&splits) {
+        let predictor = Predictor::<DefaultBackend>::load(path, &device)
+            .with_context(|| format!("loading checkpoint {}", path.display()))?;
+        let config = predictor.config().clone();
+        let step = predictor.sidecar().map(|s| s.step).unwrap_or(0);
+        let data = crate::train_data::load(&args.dataset, &config, *split, &[])?;
+        if data.val.is_empty() {
+            anyhow::bail!("{}: no held-out cells with an obj/ volume to score against", args.dataset);
+        }
+        println!(
+            "checkpoint {} ({}, objective {}, step {step}): {} held-out cells x {} samples",
+            path.display(),
+            config.name,
+            config.objective.name(),
+            data.val.len(),
+            args.samples
+        );
+        for (sampler, (cells, seconds)) in args.samplers.iter().zip(per_sampler.iter_mut()) {
+            let scores = crate::scoring::score(&predictor, &data.val, sampler, args.samples)?;
+            *seconds += scores.seconds_per_sample * scores.cells.len() as f64;
+            cells.extend(scores.cells);
+        }
     }
     println!(
-        "checkpoint {} ({}, step {step}), {} held-out cells x {} samples",
-        args.checkpoint.display(),
-        config.name,
-        data.val.len(),
-        args.samples
+        "\nIoU against obj > 0 at 64^3 (Otsu on x / max); floor = the mask extruded along z to 0.75 x its equivalent radius."
     );
-    println!("| sampler | model evaluations | s per cell | mean IoU |");
-    println!("|---|---|---|---|");
-    for sampler in &args.samplers {
-        let started = Instant::now();
-        let iou = crate::train::mean_iou(&predictor, &data.val, sampler, args.samples)?;
-        let per_cell = started.elapsed().as_secs_f64() / data.val.len() as f64;
-        println!("| {sampler} | {} | {per_cell:.2} | {iou:.4} |", sampler.steps());
+    println!(
+        "| sampler | class | cells | model IoU (1 sample) | consensus of {k} | floor | model - floor | pairwise IoU of samples | volume CV | s per sample |",
+        k = args.samples
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    for (sampler, (cells, seconds)) in args.samplers.iter().zip(&per_sampler) {
+        let per_sample = seconds / cells.len().max(1) as f64;
+        for (class, s) in by_class(cells) {
+            println!(
+                "| {sampler} | {class} | {} | {:.3} | {:.3} | {:.3} | {:+.3} | {} | {} | {per_sample:.3} |",
+                s.cells,
+                s.sample_iou,
+                s.consensus_iou,
+                s.floor_iou,
+                s.sample_iou - s.floor_iou,
+                opt(s.pairwise_iou),
+                opt(s.volume_cv),
+            );
+        }
+    }
+    if let Some(path) = &args.cell_scores {
+        let mut lines = String::new();
+        for (sampler, (cells, _)) in args.samplers.iter().zip(&per_sampler) {
+            for c in cells {
+                let row = serde_json::json!({
+                    "sampler": sampler.to_string(), "cell": c.id, "class": c.class,
+                    "sample_iou": c.sample_iou, "consensus_iou": c.consensus_iou, "floor_iou": c.floor_iou,
+                    "pairwise_iou": c.pairwise_iou, "volume_cv": c.volume_cv,
+                });
+                lines.push_str(&row.to_string());
+                lines.push('\n');
+            }
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing --cell-scores {}", path.display()))?;
     }
     Ok(())
 }
