@@ -12,9 +12,9 @@ const BATCH: usize = 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_submit_resumes_without_republishing() {
     let ctx = Ctx::new("e2e-resume");
-    // `submit` only lists the images: empty objects make a large dataset quickly.
+    // `submit` only lists the dataset: empty objects make a large dataset quickly.
     let dataset = ctx.dataset();
-    put_empty_images(&dataset, CELLS).await;
+    put_empty_cells(&dataset, CELLS).await;
 
     // A throttled submit (about 2 s at 200 jobs/s), killed once a few batches are confirmed.
     let flags = ctx.run_flags(1);
@@ -87,17 +87,20 @@ async fn batches(output: &dispr_store::Store, markers: &str) -> usize {
     output.list(markers).await.unwrap_or_default().iter().filter(|k| k.contains("/batch-")).count()
 }
 
-/// Writes `n` empty `image/<cell>.tif` objects, a few at a time (s3s-fs shares two cores).
-async fn put_empty_images(store: &dispr_store::Store, n: usize) {
+/// Writes `n` cells of empty `image/<cell>.tif` and `mask/<cell>.tif` objects (submit refuses an
+/// image without its mask), a few at a time (s3s-fs shares two cores).
+async fn put_empty_cells(store: &dispr_store::Store, n: usize) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
-        let store = store.clone();
-        tasks.spawn(async move { store.put(&keys::dataset_image(&cell_name(i)), bytes::Bytes::new()).await });
-        if tasks.len() >= 16 {
-            tasks.join_next().await.expect("a task").expect("joined").expect("writing an image");
+        for key in [keys::dataset_image(&cell_name(i)), keys::dataset_mask(&cell_name(i))] {
+            let store = store.clone();
+            tasks.spawn(async move { store.put(&key, bytes::Bytes::new()).await });
+            if tasks.len() >= 16 {
+                tasks.join_next().await.expect("a task").expect("joined").expect("writing a file");
+            }
         }
     }
     while let Some(done) = tasks.join_next().await {
-        done.expect("joined").expect("writing an image");
+        done.expect("joined").expect("writing a file");
     }
 }
