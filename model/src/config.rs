@@ -253,7 +253,10 @@ impl ModelConfig {
         let middle = self.channel_mults.last().map(|m| m * self.base_channels);
         let widths: Vec<usize> = attended.chain(middle.filter(|_| self.middle_attention)).collect();
         if self.num_heads == 0 || widths.iter().any(|w| !w.is_multiple_of(self.num_heads)) {
-            return err(format!("every attention width ({widths:?}) must divide into num_heads {}", self.num_heads));
+            return err(format!(
+                "every attention width ({widths:?}) must divide into num_heads {}",
+                self.num_heads
+            ));
         }
         if self.attention_chunk == 0 || !self.base_channels.is_multiple_of(2) {
             return err("attention_chunk must be > 0 and base_channels even".into());

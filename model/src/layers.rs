@@ -40,7 +40,14 @@ pub struct ResBlock<B: Backend> {
 impl<B: Backend> ResBlock<B> {
     /// With `scale_shift`, the embedding gives a scale and a shift of the second norm's output
     /// (norm(h) (1 + scale) + shift, guided-diffusion's `use_scale_shift_norm`).
-    pub fn new(cin: usize, cout: usize, temb: usize, groups: usize, scale_shift: bool, device: &B::Device) -> Self {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        temb: usize,
+        groups: usize,
+        scale_shift: bool,
+        device: &B::Device,
+    ) -> Self {
         Self {
             norm1: group_norm(groups, cin).init(device),
             conv1: conv3(cin, cout, [1, 1, 1], false).init(device),
@@ -106,11 +113,15 @@ impl<B: Backend> AttentionBlock<B> {
         let qkv = self.qkv.forward(tokens);
         let (heads, ch) = (self.heads, c / self.heads);
         // [B, N, C] -> [B * heads, N, C / heads]: each head attends over its own channels.
-        let split = |t: Tensor<B, 3>| t.reshape([b, n, heads, ch]).swap_dims(1, 2).reshape([b * heads, n, ch]);
+        let split =
+            |t: Tensor<B, 3>| t.reshape([b, n, heads, ch]).swap_dims(1, 2).reshape([b * heads, n, ch]);
         let q = split(qkv.clone().narrow(2, 0, c));
         let k = split(qkv.clone().narrow(2, c, c));
         let v = split(qkv.narrow(2, 2 * c, c));
-        let a = chunked_attention(q, k, v, self.chunk).reshape([b, heads, n, ch]).swap_dims(1, 2).reshape([b, n, c]);
+        let a = chunked_attention(q, k, v, self.chunk)
+            .reshape([b, heads, n, ch])
+            .swap_dims(1, 2)
+            .reshape([b, n, c]);
         let out = self.proj.forward(a).swap_dims(1, 2).reshape([b, c, d, h, w]);
         x + out
     }

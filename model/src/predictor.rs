@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use dispr_proto::SamplerSpec;
 
 use crate::checkpoint::{CheckpointError, Sidecar, load_model};
@@ -171,10 +171,10 @@ impl<B: Backend> Predictor<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
     use crate::TestBackend;
     use crate::checkpoint::{Sidecar, save_model};
     use burn::module::{Module, ModuleMapper, Param};
+    use burn::tensor::TensorData;
 
     /// A tiny network whose zero-initialised layers are given values, so outputs depend on
     /// every weight (an untrained DISPR outputs exactly zero).

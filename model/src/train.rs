@@ -505,7 +505,7 @@ mod tests {
 
     /// An ellipsoid cell centred in the stack: in-plane semi-axes `ry`, `rx` (centred at
     /// `cy`, `cx`), half-height `hz`; its central slice is the mask, and the image is the mask
-    /// at `brightness` (the only clue to the height when two cells share a mask).
+    /// at `brightness`.
     struct Cell {
         image: Vec<u8>,
         mask: Vec<u8>,
@@ -526,68 +526,6 @@ mod tests {
         Cell { image, mask, obj }
     }
 
-    /// Four cells far from the extruded-mask prior (flat ones and tall ones); the first two share
-    /// a mask and differ only in height and image.
-    fn four_cells() -> Vec<Cell> {
-        vec![
-            ellipsoid(31.5, 31.5, 20.0, 20.0, 6.0, 230),
-            ellipsoid(31.5, 31.5, 20.0, 20.0, 26.0, 60),
-            ellipsoid(28.0, 34.0, 12.0, 16.0, 27.0, 120),
-            ellipsoid(33.0, 30.0, 22.0, 14.0, 7.0, 200),
-        ]
-    }
-
-    /// A `tiny-prior` network trained on [`four_cells`] (once for every test that needs it).
-    fn trained_on_four_cells() -> &'static Predictor<TestBackend> {
-        static TRAINED: std::sync::OnceLock<Predictor<TestBackend>> = std::sync::OnceLock::new();
-        TRAINED.get_or_init(|| {
-            let config = ModelConfig::tiny_prior();
-            let data: TrainSet = four_cells()
-                .iter()
-                .map(|c| TrainExample::new(&config, &c.image, &c.mask, &c.obj))
-                .collect::<Vec<_>>()
-                .into();
-            let options = TrainOptions { warmup_steps: 10, ..TrainOptions::plain(5e-3, 4, 0.0, 7) };
-            let mut t = Trainer::<AB>::new(config, options, &Default::default());
-            for _ in 0..120 {
-                t.step(&data);
-            }
-            t.live_predictor()
-        })
-    }
-
-    fn sampled_iou(p: &Predictor<TestBackend>, inputs: &Cell, truth: &Cell) -> f64 {
-        let spec: dispr_proto::SamplerSpec = "ddim-4".parse().unwrap();
-        let input = crate::CellInput { image: &inputs.image, mask: &inputs.mask };
-        let v = p.sample(&[input], &[vec![11]], &spec, &mut |_, _| {}).unwrap();
-        let truth: Vec<bool> = truth.obj.iter().map(|&v| v > 0).collect();
-        dispr_shape::metrics::iou(&dispr_shape::otsu::binarise(&v[0][0]), &truth)
-    }
-
-    #[test]
-    fn training_on_four_cells_overfits_them() {
-        let p = trained_on_four_cells();
-        for (i, c) in four_cells().iter().enumerate() {
-            let truth: Vec<bool> = c.obj.iter().map(|&v| v > 0).collect();
-            let floor = dispr_shape::metrics::iou(&dispr_shape::floor::extruded_shape(&c.mask), &truth);
-            let iou = sampled_iou(p, c, c);
-            assert!(iou >= 0.8, "cell {i}: IoU {iou:.3} after training (floor {floor:.3})");
-        }
-    }
-
-    #[test]
-    fn the_prediction_follows_the_image_not_only_the_mask() {
-        // Cells 0 and 1 share their mask (so their prior too): only the image says which is flat.
-        let p = trained_on_four_cells();
-        let cells = four_cells();
-        let own = sampled_iou(p, &cells[0], &cells[0]);
-        let other = sampled_iou(p, &cells[1], &cells[0]);
-        assert!(own > other + 0.2, "conditioned on its own image {own:.3}, on the other's {other:.3}");
-        let own = sampled_iou(p, &cells[1], &cells[1]);
-        let other = sampled_iou(p, &cells[0], &cells[1]);
-        assert!(own > other + 0.2, "conditioned on its own image {own:.3}, on the other's {other:.3}");
-    }
-
     #[test]
     fn augmentation_moves_inputs_and_target_together() {
         let config = ModelConfig::tiny_prior();
@@ -605,8 +543,10 @@ mod tests {
             }
             // Volumes are kept; the identity is the identity.
             let sum = |v: &[f32]| v.iter().sum::<f32>();
-            assert_eq!(sum(&a.x0), sum(&ex.x0));
-            assert_eq!(sum(a.cond.prior.as_ref().unwrap()), sum(ex.cond.prior.as_ref().unwrap()));
+            // (summed in another order: equal up to rounding)
+            assert!((sum(&a.x0) - sum(&ex.x0)).abs() < 1e-3, "code {code}");
+            let prior = |e: &TrainExample| sum(e.cond.prior.as_ref().unwrap());
+            assert!((prior(&a) - prior(&ex)).abs() < 1e-3, "code {code}");
         }
         assert_eq!(ex.augmented(0, r).x0, ex.x0);
         assert_ne!(ex.augmented(1, r).x0, ex.x0);

@@ -194,7 +194,9 @@ impl<B: Backend> Block<B> {
                 let sd = if config.downsample_depth { 2 } else { 1 };
                 Block::Down(conv3(channels, channels, [sd, 2, 2], false).init(device))
             }
-            BlockPlan::Up { channels, .. } => Block::Up(conv3(channels, channels, [1, 1, 1], false).init(device)),
+            BlockPlan::Up { channels, .. } => {
+                Block::Up(conv3(channels, channels, [1, 1, 1], false).init(device))
+            }
         }
     }
 

@@ -31,6 +31,8 @@ pub enum Split {
     /// in turn, so every fold holds each class's cells in proportion (stratified), and the
     /// folds of one dataset are the same on every machine.
     Fold { fold: usize, folds: usize },
+    /// Every cell (for scoring a model that never trained on this dataset; refused by `train`).
+    All,
 }
 
 impl Split {
@@ -38,6 +40,7 @@ impl Split {
         match self {
             Split::Random { val_cells, seed } => format!("val={val_cells} seed={seed}"),
             Split::Fold { fold, folds } => format!("fold={fold}/{folds}"),
+            Split::All => "all".into(),
         }
     }
 
@@ -45,6 +48,7 @@ impl Split {
     fn held_out(&self, cells: &[CellData]) -> Vec<bool> {
         match *self {
             Split::Random { val_cells, seed } => dispr_model::train::held_out(cells.len(), val_cells, seed),
+            Split::All => vec![true; cells.len()],
             Split::Fold { fold, folds } => {
                 let mut order: Vec<usize> = (0..cells.len()).collect();
                 order.sort_by(|&a, &b| {

@@ -66,7 +66,8 @@ fn train_resumes_and_evaluate_scores_each_sampler_on_the_held_out_cells() {
     let rows = |out: &Output| -> Vec<Vec<String>> {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let rows = text.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| sampler"));
-        let cells = rows.map(|l| l.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
+        let cells =
+            rows.map(|l| l.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
         cells.filter(|r: &Vec<String>| r[1] == "all").collect()
     };
     let eval = evaluate("ddim-2,dpmpp2m-3", "2");
@@ -86,7 +87,8 @@ fn train_resumes_and_evaluate_scores_each_sampler_on_the_held_out_cells() {
     assert_eq!(rows_seen[0][5], rows_seen[1][5]);
     // The same seeds and sampler as training's validation give the same scores.
     let validation = &sidecar(&out.join("latest.json"))["validation"];
-    let (want, want_floor) = (validation["mean_iou"].as_f64().unwrap(), validation["floor_iou"].as_f64().unwrap());
+    let (want, want_floor) =
+        (validation["mean_iou"].as_f64().unwrap(), validation["floor_iou"].as_f64().unwrap());
     let row = &rows(&evaluate("ddim-2", "1"))[0];
     let (got, got_floor): (f64, f64) = (row[3].parse().unwrap(), row[5].parse().unwrap());
     assert!((got - want).abs() < 1e-3, "evaluate {got} vs train's validation {want}");
@@ -127,22 +129,48 @@ fn folds_extra_datasets_and_fine_tuning_from_a_checkpoint() {
     let tuned = train(&dir.path().join("tuned"), &["--init", init.to_str().unwrap(), "--val-cells", "2"]);
     assert!(tuned.status.success());
     let wrong = worker(&[
-        "train", "--dataset", real_s, "--out", dir.path().join("wrong").to_str().unwrap(), "--config", "tiny",
-        "--init", init.to_str().unwrap(), "--steps", "1", "--val-cells", "2",
+        "train",
+        "--dataset",
+        real_s,
+        "--out",
+        dir.path().join("wrong").to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--init",
+        init.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--val-cells",
+        "2",
     ]);
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("--config tiny-prior"));
     // A k-fold evaluation needs one checkpoint per fold.
-    let eval = worker(&["evaluate", "--checkpoint", init.to_str().unwrap(), "--dataset", real_s, "--folds", "3"]);
+    let eval =
+        worker(&["evaluate", "--checkpoint", init.to_str().unwrap(), "--dataset", real_s, "--folds", "3"]);
     assert!(!eval.status.success());
     assert!(String::from_utf8_lossy(&eval.stderr).contains("one --checkpoint per fold"));
     let c = init.to_str().unwrap();
     let eval = worker(&[
-        "evaluate", "--checkpoint", c, "--checkpoint", c, "--checkpoint", c, "--dataset", real_s, "--folds", "3",
-        "--samplers", "ddim-2", "--samples", "2",
+        "evaluate",
+        "--checkpoint",
+        c,
+        "--checkpoint",
+        c,
+        "--checkpoint",
+        c,
+        "--dataset",
+        real_s,
+        "--folds",
+        "3",
+        "--samplers",
+        "ddim-2",
+        "--samples",
+        "2",
     ]);
     assert!(eval.status.success());
     // Every cell is held out by exactly one fold.
-    let all = String::from_utf8_lossy(&eval.stdout).lines().find(|l| l.contains("| all |")).unwrap().to_string();
+    let all =
+        String::from_utf8_lossy(&eval.stdout).lines().find(|l| l.contains("| all |")).unwrap().to_string();
     assert!(all.contains("| all | 10 |"), "{all}");
 }

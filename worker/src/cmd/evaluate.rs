@@ -18,7 +18,8 @@ use crate::train_data::Split;
 ///
 /// The held-out cells are those `train` holds out with the same split: --cells and --seed
 /// (random), or --folds with one --checkpoint per fold (checkpoint K scores fold K; every
-/// cell is then scored by the model that did not train on it).
+/// cell is then scored by the model that did not train on it); --all-cells scores every cell,
+/// for a checkpoint that never saw the dataset.
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -39,8 +40,12 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Score a k-fold split: every fold's cells with that fold's --checkpoint.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all_cells")]
     folds: Option<usize>,
+    /// Score every cell with ground truth (for a checkpoint that never trained on this dataset,
+    /// e.g. the default model on real cells).
+    #[arg(long)]
+    all_cells: bool,
     /// Volumes per cell (K): the consensus and the diversity need at least 2.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     samples: u32,
@@ -63,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None if args.checkpoint.len() > 1 => {
             anyhow::bail!("several --checkpoint values need --folds (one checkpoint per fold)")
         }
+        None if args.all_cells => vec![Split::All],
         None => vec![Split::Random { val_cells: args.cells as usize, seed: args.seed }],
     };
     let device = Default::default();
