@@ -35,6 +35,10 @@ pub enum PredictError {
     Sampler(#[from] SamplerError),
 }
 
+/// A network (or a stand-in for one in tests): x_t, the conditioning and the timesteps to its
+/// two output channels.
+type Network<'a, B> = dyn Fn(Tensor<B, 5>, &crate::unet::Conditioning<B>, &[f64]) -> Tensor<B, 5> + 'a;
+
 /// A loaded model ready to sample.
 pub struct Predictor<B: Backend> {
     config: ModelConfig,
@@ -116,7 +120,7 @@ impl<B: Backend> Predictor<B> {
         seeds: &[Vec<u64>],
         sampler: &SamplerSpec,
         progress: &mut dyn FnMut(u32, u32),
-        network: &dyn Fn(Tensor<B, 5>, &crate::unet::Conditioning<B>, &[f64]) -> Tensor<B, 5>,
+        network: &Network<'_, B>,
     ) -> Result<Vec<Vec<Vec<f32>>>, PredictError> {
         if inputs.len() != seeds.len() {
             return Err(PredictError::SeedCount { cells: inputs.len(), seeds: seeds.len() });

@@ -173,6 +173,9 @@ pub struct ResAttn<B: Backend> {
 }
 
 /// An encoder or decoder block as built from a [`BlockPlan`]: one of its three kinds.
+// A network holds a few dozen blocks, built once and never moved on a hot path: the residual
+// variant's size costs nothing worth a box (which Burn's record layout would also see).
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block<B: Backend> {
     Res(ResAttn<B>),

@@ -88,7 +88,7 @@ pub fn by_class(cells: &[CellScore]) -> Vec<(String, Summary)> {
         classes.entry(c.class.as_str()).or_default().push(c);
     }
     let mut out: Vec<(String, Summary)> =
-        classes.into_iter().map(|(k, v)| (k.to_string(), summarise(v.into_iter()))).collect();
+        classes.into_iter().map(|(k, v)| (k.to_string(), summarise(v))).collect();
     out.push(("all".to_string(), summarise(cells)));
     out
 }
