@@ -64,12 +64,15 @@ fn measure(mut cmd: Command) -> (f64, f64, String) {
     (started.elapsed().as_secs_f64(), peak_kib as f64 / 1024.0, text)
 }
 
-/// A folder dataset of `n` empty images: `submit` only lists them.
+/// A folder dataset of `n` cells of empty image and mask files: `submit` only lists them (and
+/// refuses an image without its mask).
 fn empty_dataset(n: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    std::fs::create_dir(dir.path().join("image")).unwrap();
-    for i in 0..n {
-        std::fs::File::create(dir.path().join(format!("image/c{i:07}.tif"))).unwrap();
+    for folder in ["image", "mask"] {
+        std::fs::create_dir(dir.path().join(folder)).unwrap();
+        for i in 0..n {
+            std::fs::File::create(dir.path().join(format!("{folder}/c{i:07}.tif"))).unwrap();
+        }
     }
     dir
 }

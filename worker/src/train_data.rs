@@ -88,7 +88,8 @@ fn load_cells(uri: &str) -> anyhow::Result<Vec<CellData>> {
         .context("starting the I/O runtime")?;
     rt.block_on(async {
         let store = Store::open(uri).with_context(|| format!("opening dataset {uri}"))?;
-        let dataset = Dataset::open(store).await.with_context(|| format!("reading dataset {uri}"))?;
+        // The reader's errors name the dataset already.
+        let dataset = Dataset::open(store).await?;
         let ids: Vec<CellId> = dataset.index.cells.iter().filter(|c| c.has_obj).map(|c| c.id.clone()).collect();
         if ids.is_empty() {
             anyhow::bail!(

@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long)]
     dataset: String,
     /// Samplers to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "ddim-8,ddim-25,dpmpp2m-8,ddpm-100")]
+    #[arg(long, value_delimiter = ',', default_value = "ddim-2,ddim-4,ddim-8,dpmpp2m-8")]
     samplers: Vec<SamplerSpec>,
     /// Held-out cells to sample (the split of `train --val-cells`).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
