@@ -50,6 +50,19 @@ pub const METRICS: &[FeatureDescriptor] = &[
     },
 ];
 
+/// IoU and relative volume error |V(P) - V(G)| / V(G) of `pred` against `truth` (one size), in
+/// one pass; `None` when the truth is empty (nothing to compare with).
+pub fn iou_and_volume_error(pred: &[bool], truth: &[bool]) -> Option<(f64, f64)> {
+    let (mut inter, mut union, mut vp, mut vg) = (0u64, 0u64, 0u64, 0u64);
+    for (&p, &g) in pred.iter().zip(truth) {
+        inter += (p && g) as u64;
+        union += (p || g) as u64;
+        vp += p as u64;
+        vg += g as u64;
+    }
+    (vg > 0).then(|| (inter as f64 / union as f64, (vp as f64 - vg as f64).abs() / vg as f64))
+}
+
 /// Reconstruction metrics of `pred` against `truth`, two binary volumes of `dims`.
 ///
 /// The ground truth must have foreground (every metric divides by it): an empty ground truth is
@@ -62,20 +75,13 @@ pub fn reconstruction(pred: &[bool], truth: &[bool], dims: [usize; 3]) -> Result
             return Err(FeatureError::WrongSize { what, len: v.len(), dims: dims.to_vec(), expected });
         }
     }
-    let (mut inter, mut union, mut vp, mut vg) = (0u64, 0u64, 0u64, 0u64);
-    for (&p, &g) in pred.iter().zip(truth) {
-        inter += (p && g) as u64;
-        union += (p || g) as u64;
-        vp += p as u64;
-        vg += g as u64;
-    }
-    if vg == 0 {
+    let Some((iou, volume_error)) = iou_and_volume_error(pred, truth) else {
         return Err(FeatureError::EmptyShape { what: "ground-truth volume" });
-    }
+    };
     let rel = |p: f64, g: f64| if g > 0.0 { (p - g).abs() / g } else { 0.0 };
     let values = [
-        ("iou", inter as f64 / union as f64),
-        ("volume_error", rel(vp as f64, vg as f64)),
+        ("iou", iou),
+        ("volume_error", volume_error),
         ("surface_error", rel(surface_area(pred, dims), surface_area(truth, dims))),
         ("roughness_error", rel(surface_roughness(pred, dims), surface_roughness(truth, dims))),
     ];

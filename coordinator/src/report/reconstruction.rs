@@ -24,17 +24,10 @@ pub fn truth_shape(obj: &[u8]) -> Vec<bool> {
     obj.iter().map(|&v| v > 0).collect()
 }
 
-/// IoU and relative volume error |V(P) - V(G)| / V(G) of `pred` against `truth` (one size);
-/// `None` when the truth is empty (nothing to compare with).
+/// IoU and relative volume error of `pred` against `truth`: `dispr_shape::metrics`' (one
+/// definition for the report and the per-sample records); `None` when the truth is empty.
 pub fn scores(pred: &[bool], truth: &[bool]) -> Option<(f64, f64)> {
-    let (mut inter, mut union, mut vp, mut vg) = (0u64, 0u64, 0u64, 0u64);
-    for (&p, &g) in pred.iter().zip(truth) {
-        inter += (p && g) as u64;
-        union += (p || g) as u64;
-        vp += p as u64;
-        vg += g as u64;
-    }
-    (vg > 0).then(|| (inter as f64 / union as f64, (vp as f64 - vg as f64).abs() / vg as f64))
+    dispr_shape::metrics::iou_and_volume_error(pred, truth)
 }
 
 /// One cell's scores: the model's are the means over its samples.
