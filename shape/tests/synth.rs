@@ -132,3 +132,88 @@ fn no_cell_has_an_empty_mask() {
     assert_eq!(stats(&cell).mask_mismatch, 0);
     assert_eq!(encode_cell(&cell).unwrap(), encode_cell(&synth::generate(3, spec)).unwrap());
 }
+
+/// One row of the real sample's README table ("Statistics to calibrate synthetic cells
+/// against", 135 real cells): class means of volume fraction (obj > 127), z extent (voxels,
+/// obj > 127), soft-edge voxels per solid voxel, image mean inside and outside the mask.
+struct RealClass {
+    kind: Kind,
+    solid_fraction: f64,
+    z_extent: f64,
+    soft_per_solid: f64,
+    image_in: f64,
+    image_out: f64,
+}
+
+const REAL_CLASSES: [RealClass; 4] = [
+    RealClass {
+        kind: Kind::Cluster,
+        solid_fraction: 0.202,
+        z_extent: 51.0,
+        soft_per_solid: 0.366,
+        image_in: 132.0,
+        image_out: 13.0,
+    },
+    RealClass {
+        kind: Kind::Keratocyte,
+        solid_fraction: 0.085,
+        z_extent: 32.0,
+        soft_per_solid: 0.435,
+        image_in: 142.0,
+        image_out: 9.0,
+    },
+    RealClass {
+        kind: Kind::Knizocyte,
+        solid_fraction: 0.120,
+        z_extent: 46.0,
+        soft_per_solid: 0.420,
+        image_in: 135.0,
+        image_out: 10.0,
+    },
+    RealClass {
+        kind: Kind::Multilobate,
+        solid_fraction: 0.156,
+        z_extent: 49.0,
+        soft_per_solid: 0.328,
+        image_in: 149.0,
+        image_out: 8.0,
+    },
+];
+
+/// The calibration the shapes model depends on: a model trained on synthetic cells learns their
+/// heights, sizes and edges, and carries every mismatch onto real cells. For each class of the
+/// real sample, the mean over 16 synthetic cells must lie near the real class mean: volume
+/// fraction within 25% (the real classes' own spread is 13-32%), z extent within 6 voxels,
+/// soft edges within 0.1 per solid voxel, image brightness within 20 (inside) and 5 (outside)
+/// grey levels. Prints the table it checks.
+#[test]
+fn minority_classes_match_the_real_statistics() {
+    const PER_CLASS: usize = 16;
+    let plan = synth::plan_with_min(400, PER_CLASS);
+    println!("class          | volume fraction | z extent    | soft/solid  | image in    | image out");
+    let mut misses = Vec::new();
+    for real in &REAL_CLASSES {
+        let specs: Vec<_> = plan.iter().filter(|s| s.kind == real.kind).take(PER_CLASS).collect();
+        assert_eq!(specs.len(), PER_CLASS);
+        let all: Vec<Stats> = specs.iter().map(|s| stats(&synth::generate(17, s))).collect();
+        let mean = |f: &dyn Fn(&Stats) -> f64| all.iter().map(f).sum::<f64>() / all.len() as f64;
+        let got = [
+            mean(&|s| s.solid_fraction),
+            mean(&|s| s.extent[0] as f64),
+            mean(&|s| s.soft_per_solid),
+            mean(&|s| s.image_in),
+            mean(&|s| s.image_out),
+        ];
+        let want = [real.solid_fraction, real.z_extent, real.soft_per_solid, real.image_in, real.image_out];
+        let tolerance = [0.25 * real.solid_fraction, 6.0, 0.1, 20.0, 5.0];
+        let names = ["volume fraction", "z extent", "soft/solid", "image in", "image out"];
+        let cells: Vec<String> = got.iter().zip(&want).map(|(g, w)| format!("{g:6.3} ({w:6.3})")).collect();
+        println!("{:14} | {}", format!("{:?}", real.kind), cells.join(" | "));
+        for i in 0..5 {
+            if (got[i] - want[i]).abs() > tolerance[i] {
+                misses.push(format!("{:?} {}: {:.3}, real {:.3}", real.kind, names[i], got[i], want[i]));
+            }
+        }
+    }
+    assert!(misses.is_empty(), "synthetic cells off the real statistics: {misses:#?}");
+}

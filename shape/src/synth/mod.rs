@@ -29,6 +29,6 @@ fn cell_rng(seed: u64, index: u64) -> ChaCha8Rng {
 pub fn generate(seed: u64, spec: &SynthSpec) -> CellData {
     let mut rng = cell_rng(seed, spec.index);
     let phantom = phantoms::phantom(spec.kind, &mut rng);
-    let r = render::render(phantom, &mut rng);
+    let r = render::render(phantom, phantoms::Pose::of(spec.kind), &mut rng);
     CellData { id: spec.id.clone(), label: spec.kind.label(), image: r.image, mask: r.mask, obj: Some(r.obj) }
 }

@@ -2,13 +2,14 @@
 //!
 //! - `obj`: the shape turned at random, scaled so its largest extent fills most of the cube
 //!   (the real cells span about 44-56 of 64 voxels), anti-aliased from the signed distance with
-//!   a ramp about 1.6 voxels wide (the real volumes' soft edges), as uint8 0..255;
+//!   a ramp about 1.9 voxels wide (the real volumes' soft edges), as uint8 0..255;
 //! - `mask`: the central slice z = 32 of obj, quantised to the 16 levels of the real masks
 //!   (0, 15, 31, ..., 255: the real masks were anti-aliased on a 4x4 sub-grid);
 //! - `image`: a membrane stain seen through a microscope: a thin bright shell on the surface
 //!   plus a dimmer cytoplasm, blurred along z (the optical section is several slices thick) and
 //!   in the plane, scaled to the real images' brightness, with a dark background and noise.
 
+use super::phantoms::Pose;
 use super::sdf::{Phantom, V3};
 use crate::volume::{Image2d, SIDE, Volume};
 use rand::Rng;
@@ -19,7 +20,7 @@ type Rng64 = rand_chacha::ChaCha8Rng;
 /// The z-slice the mask and image show (the real masks match obj slice 31 or 32).
 pub const CENTRAL_SLICE: usize = SIDE / 2;
 /// Width in voxels of the anti-aliasing ramp of obj.
-const EDGE_WIDTH: f32 = 1.6;
+const EDGE_WIDTH: f32 = 1.9;
 /// Side of the blocks the distance field is evaluated by: a block far from the surface is filled
 /// from its centre's distance alone.
 const BLOCK: usize = 4;
@@ -152,7 +153,7 @@ fn blur2d(img: &[f32], sigma: f32) -> Vec<f32> {
 /// The fluorescence image of the central slice (see the module doc).
 fn stain(field: &Volume<f32>, rng: &mut Rng64) -> Image2d<u8> {
     let membrane_width = rng.random_range(0.9..1.3f32);
-    let cytoplasm = rng.random_range(0.25..0.45f32);
+    let cytoplasm = rng.random_range(0.45..0.7f32);
     let kz = gaussian(rng.random_range(1.8..2.6));
     let r = kz.len() / 2;
     let plane = SIDE * SIDE;
@@ -165,10 +166,10 @@ fn stain(field: &Volume<f32>, rng: &mut Rng64) -> Image2d<u8> {
             *e += w * (shell + cytoplasm * occupancy(d));
         }
     }
-    let blurred = blur2d(&emission, rng.random_range(0.9..1.4));
+    let blurred = blur2d(&emission, rng.random_range(0.7..1.1));
     let peak = blurred.iter().copied().fold(0.0f32, f32::max).max(1e-6);
     let brightest = rng.random_range(195.0..225.0f32);
-    let background = rng.random_range(1.0..3.0f32);
+    let background = rng.random_range(0.0..2.0f32);
     let data = blurred
         .iter()
         .map(|&b| {
@@ -194,14 +195,15 @@ pub fn mask_pixels(mask: &Image2d<u8>) -> usize {
     mask.data.iter().filter(|&&m| m > 127).count()
 }
 
-/// Renders `phantom` (in cell units, centred) into obj, mask and image, turning it at random.
+/// Renders `phantom` (in cell units, centred) into obj, mask and image, turned at random as `pose`
+/// allows.
 /// A turn whose central slice shows less than [`MIN_MASK_PIXELS`] of cell is drawn again (from
 /// the same random stream, so the dataset stays a function of its seed); cells whose first turn
 /// is fine are unchanged by this.
-pub fn render(phantom: Phantom, rng: &mut Rng64) -> Rendered {
+pub fn render(phantom: Phantom, pose: Pose, rng: &mut Rng64) -> Rendered {
     let turn = |rng: &mut Rng64| {
         let mut turned = phantom.clone();
-        turned.rotate(&super::phantoms::random_rotation(rng));
+        turned.rotate(&pose.draw(rng));
         let extent = rng.random_range(48.0..58.0f32);
         let at = place(&turned, extent);
         let field = distance_field(&turned, &at);
