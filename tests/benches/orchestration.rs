@@ -330,8 +330,8 @@ async fn queue_per_job(env: &TestEnv, jobs: usize) -> f64 {
     use lapin::options::*;
     let prefix = format!("{}.", unique("queue"));
     let broker = Broker::connect(&broker_args(&env.amqp_url, &prefix), "bench queue").await.unwrap();
-    let publisher = dispr_worker::amqp::confirm_channel(&broker.conn).await.unwrap();
-    let consumer_ch = dispr_worker::amqp::confirm_channel(&broker.conn).await.unwrap();
+    let publisher = dispr_amqp::confirm_channel(&broker.conn).await.unwrap();
+    let consumer_ch = dispr_amqp::confirm_channel(&broker.conn).await.unwrap();
     consumer_ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
     let mut consumer = consumer_ch
         .basic_consume(
@@ -345,16 +345,16 @@ async fn queue_per_job(env: &TestEnv, jobs: usize) -> f64 {
     let body = vec![b'x'; 400];
     let started = Instant::now();
     for _ in 0..jobs {
-        dispr_worker::amqp::publish_confirmed(&publisher, &broker.names.jobs, &body).await.unwrap();
+        dispr_amqp::publish_confirmed(&publisher, &broker.names.jobs, &body).await.unwrap();
         let delivery = consumer.next().await.unwrap().unwrap();
         // As the worker does: the results go out at once, their confirms are awaited together.
         let mut confirms = Vec::new();
         for _ in 0..3 {
             let results = &broker.names.results;
-            confirms.push(dispr_worker::amqp::publish(&consumer_ch, results, &body[..200]).await.unwrap());
+            confirms.push(dispr_amqp::publish(&consumer_ch, results, &body[..200]).await.unwrap());
         }
         for confirm in confirms {
-            dispr_worker::amqp::confirmed(confirm, &broker.names.results).await.unwrap();
+            dispr_amqp::confirmed(confirm, &broker.names.results).await.unwrap();
         }
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }

@@ -1,6 +1,5 @@
 //! The DISPR worker as a library (the coordinator's `local` mode runs it in-process).
 //!
-//! - [`amqp`]: queue names, connecting, the RabbitMQ topology, confirmed publishing;
 //! - [`sampler`]: the [`sampler::VolumeSampler`] trait and the [`sampler::NullSampler`];
 //! - [`samplers`]: finding a job's sampler (checkpoints fetched, verified, cached);
 //! - [`model_sampler`]: the DISPR model (`dispr_model::Predictor`) as a sampler;
@@ -24,7 +23,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod amqp;
 pub mod cell;
 pub mod cmd;
 pub mod http;
