@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod features;
+pub mod features_doc;
 pub mod floor;
 pub mod hostile;
 pub mod metrics;
