@@ -23,7 +23,7 @@ pub fn features_markdown() -> String {
         ("3D features of a binarised volume", FEATURES_3D),
         (
             "Reconstruction metrics of a predicted volume P against the ground truth G",
-            crate::metrics::METRICS,
+            crate::reconstruction::METRICS,
         ),
     ] {
         s.push_str(&format!(

@@ -308,7 +308,7 @@ async fn s3_latencies(env: &TestEnv, n: usize) -> Vec<(&'static str, f64)> {
 /// checking the inputs with their 2D features, then the 3D features and the volume TIFF.
 fn compute_per_cell(cells: usize) -> f64 {
     use dispr_shape::dataset::{CellBytes, Label};
-    use dispr_worker::{cell, sampler::NullSampler};
+    use dispr_worker::{cell, volume_sampler::NullSampler};
     let (image, mask) = cell_tiffs();
     let files = CellBytes { image: image.into(), mask: mask.into(), obj: None };
     let id = CellId::new("c00000").unwrap();

@@ -3,12 +3,12 @@
 //! features record). No I/O here, so the pipeline decides where and when it runs (on a blocking
 //! thread).
 
-use crate::sampler::{CellInput, SIDE, Volume};
+use crate::volume_sampler::{CellInput, SIDE, Volume};
 use dispr_proto::records::{FeatureMap, aggregate};
 use dispr_proto::{CellFeatures, CellId, RunId, SCHEMA_VERSION, SampleFeatures, keys};
 use dispr_shape::dataset::{CellBytes, DatasetCell, Geometry, Label, decode_cell};
 use dispr_shape::features::{FeatureError, features_2d, features_3d};
-use dispr_shape::metrics::{reconstruction, truth_mask};
+use dispr_shape::reconstruction::{reconstruction, truth_mask};
 use dispr_shape::tiff_io::{TiffError, encode_volume_f32};
 use dispr_shape::{otsu, volume};
 
@@ -31,7 +31,7 @@ pub enum InputError {
     Features2d { cell: CellId, key: String, source: FeatureError },
     #[error(
         "cell {cell}: the ground truth {key} has no voxel above {threshold} of 255; fix or remove it",
-        threshold = dispr_shape::metrics::TRUTH_THRESHOLD
+        threshold = dispr_shape::reconstruction::TRUTH_THRESHOLD
     )]
     EmptyTruth { cell: CellId, key: String },
 }

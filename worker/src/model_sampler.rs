@@ -1,7 +1,7 @@
 //! The DISPR model as a [`VolumeSampler`]: a loaded [`dispr_model::Predictor`] on the backend this
 //! binary was built for (Burn's Flex CPU backend, or CUDA with the `cuda` feature).
 
-use crate::sampler::{CellInput, Progress, Volume, VolumeSampler};
+use crate::volume_sampler::{CellInput, Progress, Volume, VolumeSampler};
 use dispr_model::{DefaultBackend, Predictor};
 use dispr_proto::SamplerSpec;
 use std::path::Path;

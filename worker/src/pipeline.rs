@@ -13,8 +13,8 @@
 
 use crate::cell::{self, Checked, InputError, OutputError};
 use crate::retry::{Retry, StoreFailure};
-use crate::sampler::{CellInput, VolumeSampler};
-use crate::samplers::{SamplerError, Samplers};
+use crate::volume_sampler::{CellInput, VolumeSampler};
+use crate::model_cache::{ModelCache, SamplerError};
 use crate::telemetry::Telemetry;
 use anyhow::Context;
 use dispr_proto::seed::sample_seed;
@@ -105,7 +105,7 @@ impl RunnerConfig {
 /// Runs jobs. One per worker process; jobs may run concurrently on it.
 pub struct JobRunner {
     config: RunnerConfig,
-    samplers: Samplers,
+    models: ModelCache,
     telemetry: Arc<Telemetry>,
     stores: Mutex<HashMap<String, Store>>,
     /// `labels.csv` of each dataset seen, parsed (empty when a dataset has none).
@@ -126,10 +126,10 @@ struct CellFault {
 
 impl JobRunner {
     pub fn new(config: RunnerConfig, telemetry: Arc<Telemetry>) -> Self {
-        let samplers = Samplers::new(config.model_cache_dir.clone(), telemetry.clone(), config.retry);
+        let models = ModelCache::new(config.model_cache_dir.clone(), telemetry.clone(), config.retry);
         Self {
             config,
-            samplers,
+            models,
             telemetry,
             stores: Mutex::new(HashMap::new()),
             labels: Default::default(),
@@ -283,7 +283,7 @@ impl JobRunner {
             );
             return Ok(None);
         }
-        let sampler = match self.samplers.for_job(job.model.as_ref(), &job.sampler).await {
+        let sampler = match self.models.for_job(job.model.as_ref(), &job.sampler).await {
             Ok(s) => s,
             Err(SamplerError::Permanent(e)) => {
                 fail_all(faults, &e);
@@ -473,7 +473,7 @@ impl JobRunner {
         job: &Job,
         output: &Store,
         prepared: Prepared,
-        volumes: Vec<crate::sampler::Volume>,
+        volumes: Vec<crate::volume_sampler::Volume>,
     ) -> Result<Result<(CellId, f64), CellFault>, JobError> {
         let started = Instant::now();
         let cell = prepared.checked.input.cell.clone();
@@ -534,7 +534,7 @@ impl JobRunner {
         sampler: Arc<dyn VolumeSampler>,
         cells: Vec<Prepared>,
         sink: &impl ResultSink,
-    ) -> Result<(Vec<Vec<crate::sampler::Volume>>, Vec<Prepared>), JobError> {
+    ) -> Result<(Vec<Vec<crate::volume_sampler::Volume>>, Vec<Prepared>), JobError> {
         let (tx, mut rx) = tokio::sync::watch::channel((0u32, 0u32));
         let telemetry = self.telemetry.clone();
         let describe = sampler.describe();

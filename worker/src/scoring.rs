@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::Context;
 use dispr_model::{CellInput, Predictor};
 use dispr_proto::SamplerSpec;
-use dispr_shape::metrics::iou;
+use dispr_shape::reconstruction::iou;
 
 use crate::train_data::ValCell;
 

@@ -12,7 +12,7 @@ pub mod plots;
 pub mod reconstruction;
 pub mod table;
 
-use crate::classify::{CvConfig, Metrics, evaluate, repeated_cross_val_predict};
+use crate::classify::{CvConfig, Scores, evaluate, repeated_cross_val_predict};
 pub use reconstruction::Reconstruction;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -99,7 +99,7 @@ pub struct FeatureSetResult {
     /// `confusion[true][predicted]`, summed over the repetitions.
     pub confusion: Vec<Vec<usize>>,
     /// Each repetition's metrics, in seed order.
-    pub repetitions: Vec<Metrics>,
+    pub repetitions: Vec<Scores>,
     /// The first repetition's out-of-fold prediction per cell (class names), in
     /// [`Report::cells`] order.
     pub predictions: Vec<String>,
@@ -194,8 +194,8 @@ fn summarise_set(
     y: &[usize],
     runs: &[Vec<usize>],
 ) -> FeatureSetResult {
-    let repetitions: Vec<Metrics> = runs.iter().map(|p| evaluate(class_names, y, p)).collect();
-    let over = |f: &dyn Fn(&Metrics) -> f64| Stat::of(&repetitions.iter().map(f).collect::<Vec<_>>());
+    let repetitions: Vec<Scores> = runs.iter().map(|p| evaluate(class_names, y, p)).collect();
+    let over = |f: &dyn Fn(&Scores) -> f64| Stat::of(&repetitions.iter().map(f).collect::<Vec<_>>());
     let k = class_names.len();
     let mut confusion = vec![vec![0usize; k]; k];
     for m in &repetitions {

@@ -7,11 +7,11 @@
 //! order or in parallel and the same seed always gives byte-identical files.
 
 mod phantoms;
-mod plan;
+mod roster;
 mod render;
 pub mod sdf;
 
-pub use plan::{Kind, REAL_COUNTS, REAL_TOTAL, SynthSpec, kind_counts, plan, plan_with_min};
+pub use roster::{Kind, REAL_COUNTS, REAL_TOTAL, SynthSpec, kind_counts, plan, plan_with_min};
 pub use render::{CENTRAL_SLICE, MIN_MASK_PIXELS, mask_pixels};
 
 use crate::dataset::CellData;

@@ -3,7 +3,7 @@
 
 use crate::model_sampler::{self, LoadedModel};
 use crate::retry::{Retry, StoreFailure};
-use crate::sampler::{NullSampler, VolumeSampler};
+use crate::volume_sampler::{NullSampler, VolumeSampler};
 use crate::telemetry::Telemetry;
 use anyhow::Context;
 use dispr_proto::{ModelRef, SamplerSpec};
@@ -24,8 +24,9 @@ pub enum SamplerError {
     Retriable(anyhow::Error),
 }
 
-/// Resolves jobs to samplers; cheap to share (`Arc`) between the jobs of a worker.
-pub struct Samplers {
+/// Resolves jobs to samplers, keeping the checkpoints it downloaded and the models it loaded;
+/// one per worker, shared by its jobs.
+pub struct ModelCache {
     cache_dir: PathBuf,
     /// Every model loaded so far, by checkpoint sha256, shared by the jobs that name it.
     models: tokio::sync::Mutex<HashMap<String, Arc<LoadedModel>>>,
@@ -33,7 +34,7 @@ pub struct Samplers {
     retry: Retry,
 }
 
-impl Samplers {
+impl ModelCache {
     /// Checkpoints are downloaded into `cache_dir/<sha256>/`.
     pub fn new(cache_dir: impl Into<PathBuf>, telemetry: Arc<Telemetry>, retry: Retry) -> Self {
         Self { cache_dir: cache_dir.into(), models: Default::default(), telemetry, retry }
