@@ -169,12 +169,11 @@ pub async fn declare(ch: &Channel, topology: &Topology) -> anyhow::Result<()> {
 fn field_table(arguments: &[QueueArgument]) -> FieldTable {
     let mut table = FieldTable::default();
     for argument in arguments {
-        match argument {
-            QueueArgument::Text { key, value } => {
-                table.insert((*key).into(), AMQPValue::LongString(value.as_str().into()))
-            }
-            QueueArgument::Int { key, value } => table.insert((*key).into(), AMQPValue::LongLongInt(*value)),
-        }
+        let (key, value) = match argument {
+            QueueArgument::Text { key, value } => (key, AMQPValue::LongString(value.as_str().into())),
+            QueueArgument::Int { key, value } => (key, AMQPValue::LongLongInt(*value)),
+        };
+        table.insert((*key).into(), value);
     }
     table
 }

@@ -4,8 +4,8 @@
 
 use crate::submit::JobSink;
 use anyhow::Context;
-use dispr_proto::Job;
 use dispr_amqp as amqp;
+use dispr_proto::Job;
 use dispr_proto::queues::{DEFAULT_DELIVERY_LIMIT, QueueNames};
 use futures::future::BoxFuture;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};

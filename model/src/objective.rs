@@ -7,8 +7,8 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::config::{ModelConfig, Objective};
 use crate::loss::per_sample;
-use crate::unet::Conditioning;
 use crate::resample::{downsample_2d, downsample_3d, upsample_3d};
+use crate::unet::Conditioning;
 use dispr_shape::volume::SIDE;
 
 /// One cell's conditioning at a configuration's resolution `r`, as plain numbers.

@@ -26,9 +26,9 @@ use crate::config::{ModelConfig, Objective};
 use crate::loss::{hybrid_loss, prior_x0_loss};
 use crate::objective::{CellConditioning, batch_conditioning, cell_conditioning};
 use crate::predictor::Predictor;
+use crate::resample::downsample_3d;
 use crate::schedule::{Schedule, T};
 use crate::unet::UNet;
-use crate::resample::downsample_3d;
 use dispr_shape::volume::SIDE;
 
 /// One training cell at the configuration's resolution.

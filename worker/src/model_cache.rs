@@ -3,8 +3,8 @@
 
 use crate::model_sampler::{self, LoadedModel};
 use crate::retry::{Retry, StoreFailure};
-use crate::volume_sampler::{NullSampler, VolumeSampler};
 use crate::telemetry::Telemetry;
+use crate::volume_sampler::{NullSampler, VolumeSampler};
 use anyhow::Context;
 use dispr_proto::{ModelRef, SamplerSpec};
 use dispr_store::Store;

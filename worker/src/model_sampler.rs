@@ -28,7 +28,11 @@ pub fn load(path: &Path, sha256: &str) -> anyhow::Result<LoadedModel> {
 impl LoadedModel {
     /// This model sampling as `spec` says.
     pub fn sampler(&self, spec: &SamplerSpec) -> Arc<dyn VolumeSampler> {
-        Arc::new(ModelSampler { predictor: self.predictor.clone(), spec: spec.clone(), name: self.name.clone() })
+        Arc::new(ModelSampler {
+            predictor: self.predictor.clone(),
+            spec: spec.clone(),
+            name: self.name.clone(),
+        })
     }
 }
 

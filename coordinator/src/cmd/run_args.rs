@@ -1,8 +1,8 @@
 //! Flags shared by the subcommands: what a new run is and how its jobs are planned (`submit`,
 //! `local`), and which existing run to look at (`status`, `watch`, `report`).
 
-use crate::manifest::RunSpec;
 use crate::job_sizing::{self, Cost, DEFAULT_CONSUMER_TIMEOUT_SECS};
+use crate::manifest::RunSpec;
 use anyhow::Context;
 use dispr_proto::{RunId, SamplerSpec};
 use dispr_store::Store;
@@ -114,7 +114,8 @@ impl PlanArgs {
     /// Cells per job for `run` after planning against the consumer timeout.
     pub fn cells_per_job(&self, run: &RunArgs) -> anyhow::Result<u32> {
         let cost = Cost::new(&run.sampler, run.samples, self.seconds_per_step());
-        let planned = job_sizing::cells_per_job(&cost, run.cells_per_job, self.consumer_timeout(), self.split)?;
+        let planned =
+            job_sizing::cells_per_job(&cost, run.cells_per_job, self.consumer_timeout(), self.split)?;
         if planned != run.cells_per_job {
             eprintln!(
                 "--split: {} cells per job instead of {}, so that a job (about {}) fits well within the broker's \

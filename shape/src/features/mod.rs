@@ -2,9 +2,10 @@
 //! ([`features_2d`]) and 3D features of a binarised volume ([`features_3d`]).
 //!
 //! Every feature is listed once, with its unit and a one-line definition, in [`FEATURES_2D`] and
-//! [`FEATURES_3D`]; `docs/features.md` is generated from these tables by [`crate::features_doc`]
-//! (a test checks it is up to date) and the feature maps hold exactly these names. Definitions follow scikit-image where it
-//! has the same feature, and golden tests check the values against it.
+//! [`FEATURES_3D`]; `docs/features.md` is generated from these tables (by the `features_doc`
+//! module, and a test checks it is up to date) and the feature maps hold exactly these names.
+//! Definitions follow scikit-image where it has the same feature, and golden tests check the
+//! values against it.
 //!
 //! Values are always finite. A shape with no foreground is an [`FeatureError::EmptyShape`]; other
 //! degenerate shapes (a single voxel, a flat shape, a shape touching the border) get the values

@@ -1,10 +1,10 @@
 //! `dispr-worker serve`: consume sampling jobs from RabbitMQ until SIGTERM or SIGINT.
 
-use dispr_amqp as amqp;
 use crate::logging::{self, LogFormat};
 use crate::pipeline::{JobRunner, RunnerConfig};
 use crate::serve::{self, ServeConfig};
 use crate::telemetry::{Health, Telemetry};
+use dispr_amqp as amqp;
 use dispr_proto::queues::{self, QueueNames};
 use std::net::SocketAddr;
 use std::path::PathBuf;
