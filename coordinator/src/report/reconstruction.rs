@@ -111,6 +111,11 @@ pub struct Reconstruction {
 }
 
 impl Reconstruction {
+    /// The rows of its table: each class, then all cells.
+    pub fn rows(&self) -> impl Iterator<Item = &GroupReconstruction> {
+        self.per_class.iter().chain(std::iter::once(&self.all))
+    }
+
     /// The section for `cells`; `None` when no cell could be scored.
     pub fn of(mut cells: Vec<CellReconstruction>) -> Option<Self> {
         if cells.is_empty() {
