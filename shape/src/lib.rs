@@ -1,5 +1,6 @@
 //! Volumes and images of DISPR at scale: TIFF I/O, the dataset layout, synthetic red blood cells
-//! and preview montages (and, from other modules, thresholds and morphometric features).
+//! and preview montages (and, from other modules, thresholds, morphometric features and the
+//! uncertainty of an ensemble of samples).
 
 pub mod dataset;
 pub mod features;
@@ -10,4 +11,5 @@ pub mod otsu;
 pub mod preview;
 pub mod synth;
 pub mod tiff_io;
+pub mod uncertainty;
 pub mod volume;
