@@ -3,8 +3,8 @@
 //!
 //! For each cell of a job: skip it if its features record exists (it is done), read and check its
 //! image and mask, sample its K volumes (all cells of the job in one batch, on a blocking thread),
-//! write each volume, compute the features and write `features/<cell>.json` last, with
-//! put-if-absent. The cells of a job are independent, so their object operations run
+//! write each volume and the ensemble's probability and standard-deviation volumes, compute the
+//! features and write `features/<cell>.json` last, with put-if-absent. The cells of a job are independent, so their object operations run
 //! [`IO_CONCURRENCY`] at a time and their features on up to one blocking thread per core: one
 //! cell at a time would leave the worker waiting on round trips. Bad input fails the cell for
 //! good (`failures/<cell>.json` and a `CellFailed` result); storage trouble is retried and then
@@ -492,13 +492,20 @@ impl JobRunner {
             Err(e @ (OutputError::EmptySample { .. } | OutputError::Features { .. })) => {
                 return Ok(Err(CellFault { cell, error: e.into() }));
             }
-            Err(e @ OutputError::Encode { .. }) => return Err(JobError::Retriable(e.into())),
+            Err(e @ (OutputError::Encode { .. } | OutputError::EncodeEnsemble { .. })) => {
+                return Err(JobError::Retriable(e.into()));
+            }
         };
 
         // In order, one at a time: the job's other cells keep the store busy meanwhile, and a cell
         // cut short leaves samples 0..k, never a gap.
         for (k, tiff) in outputs.volume_tiffs.into_iter().enumerate() {
             self.put(output, &keys::volume(&job.run_id, &cell, k as u32), tiff.into()).await?;
+        }
+        // The ensemble's probability and standard-deviation volumes (K >= 2), before the
+        // done-marker: a cell cut short here is redone, never done without them.
+        for (key, tiff) in outputs.ensemble_volumes {
+            self.put(output, &key, tiff.into()).await?;
         }
         // Last: the done-marker. Another delivery of this job may have written it first; its
         // bytes are the same, so either way the cell is done.
