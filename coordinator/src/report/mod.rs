@@ -11,6 +11,7 @@ pub mod ground_truth;
 pub mod plots;
 pub mod reconstruction;
 pub mod table;
+pub mod uncertainty;
 
 use crate::classify::{CvConfig, Metrics, evaluate, repeated_cross_val_predict};
 pub use reconstruction::Reconstruction;
@@ -153,6 +154,10 @@ pub struct Report {
     /// Cells left out of the classification, with the reason (sorted by cell).
     pub unclassified: Vec<Unclassified>,
     pub seconds: f64,
+    /// How unsure the model is of each cell's shape, and whether that predicts its error
+    /// (absent in reports of earlier releases).
+    #[serde(default)]
+    pub uncertainty: Option<uncertainty::UncertaintySection>,
 }
 
 /// Why a report cannot be made.
@@ -311,6 +316,7 @@ pub fn build(
         reconstruction: None,
         unclassified,
         seconds: 0.0,
+        uncertainty: None,
     };
     report.recovered = recovered(&report);
     report.seconds = started.elapsed().as_secs_f64();
@@ -402,7 +408,7 @@ impl Report {
 
 /// The summary printed by `dispr-coordinator report` and `demo` (and summary.txt): the macro F1
 /// table with the ceiling rows and the recovered share, F1 per class, the reconstruction against
-/// the floor and the unclassified cells.
+/// the floor, the uncertainty of the samples and the unclassified cells.
 pub fn summary(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{} ({:.0} s)", report.protocol(), report.seconds);
@@ -472,6 +478,9 @@ pub fn summary(report: &Report) -> String {
             );
         }
     }
+    if let Some(u) = &report.uncertainty {
+        s.push_str(&uncertainty::summary(u));
+    }
     if !report.unclassified.is_empty() {
         let _ = writeln!(s, "\n{} cell(s) not classified:", report.unclassified.len());
         for u in report.unclassified.iter().take(20) {
@@ -492,7 +501,8 @@ pub type ReportFiles = (Vec<(String, Vec<u8>)>, Vec<String>);
 /// (per class and set: mean and std over the repetitions), confusion_<set>.csv (summed over the
 /// repetitions), predictions.csv (first repetition), unclassified.csv, reconstruction.csv (where
 /// there is ground truth), features.csv and the PNG plots. A plot that cannot be drawn (no usable
-/// font, say) is left out with a warning in `warnings`.
+/// font, say) is left out with a warning in `warnings`. (uncertainty.csv and its plots come from
+/// [`uncertainty::files`], since they are written with or without a classification.)
 pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyhow::Error> {
     let mut out = vec![
         ("report.json".to_string(), serde_json::to_vec_pretty(report)?),
@@ -654,6 +664,7 @@ mod tests {
             mean_3d: f3.clone(),
             std_3d: f3.keys().map(|k| (k.clone(), 0.0)).collect(),
             mean_metrics: None,
+            uncertainty: None,
         }
     }
 

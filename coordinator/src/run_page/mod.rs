@@ -1,14 +1,15 @@
 //! `report.html`: the page people open when a run is over. One self-contained file (pictures are
 //! embedded PNGs, no scripts, no network): the run's summary, its timeline, the classification
 //! results beside the ceiling of the true shapes, the reconstruction against the extrusion floor,
-//! the cells left out and why, and per class the best, median and worst cells: inputs beside the
-//! predicted shapes and the ground truth.
+//! the cells left out and why, the uncertainty of the samples ([`uncertainty`]), and per class the
+//! best, median and worst cells: inputs beside the predicted shapes and the ground truth.
 //!
 //! [`write_run_report`] reads what the report needs from the stores, [`crate::report`] computes
 //! the classification and its plots, [`render`] turns it all into HTML.
 
 pub mod cells;
 pub mod timeline;
+pub mod uncertainty;
 
 use crate::classify::CvConfig;
 use crate::report::reconstruction::CellReconstruction;
@@ -60,6 +61,9 @@ pub struct RunPage {
     pub panels: Vec<CellPanel>,
     /// Cells with features that have no panel (beyond the per-class limit).
     pub cells_not_drawn: usize,
+    /// The uncertainty analysis ([`write_report`] fills it in) and its pictures.
+    pub uncertainty: Option<crate::report::uncertainty::UncertaintySection>,
+    pub uncertainty_panels: Vec<uncertainty::Panel>,
 }
 
 impl RunPage {
@@ -337,6 +341,15 @@ pub async fn write_run_report(
             .buffered(4)
             .try_collect()
             .await?;
+            let (uncertainty_panels, mut missing) = uncertainty::panels(
+                output,
+                dataset.as_ref(),
+                run,
+                &inputs.predicted,
+                inputs.reconstruction.as_ref(),
+            )
+            .await;
+            warnings.append(&mut missing);
             Some(RunPage {
                 cells_in_dataset: dataset.as_ref().map(|d| d.index.cells.len()),
                 done: inputs.predicted.len(),
@@ -345,6 +358,8 @@ pub async fn write_run_report(
                 failures,
                 jobs,
                 panels,
+                uncertainty: None,
+                uncertainty_panels,
             })
         }
         None => None,
@@ -353,6 +368,17 @@ pub async fn write_run_report(
     warnings.append(&mut written.warnings);
     written.warnings = warnings;
     Ok(written)
+}
+
+/// The uncertainty analysis of a run's records; `None` for a report without a run (ground truth
+/// alone).
+fn uncertainty_of(
+    predicted: &[CellFeatures],
+    reconstruction: &Option<Reconstruction>,
+    report: Option<&Report>,
+) -> Option<crate::report::uncertainty::Analysis> {
+    (!predicted.is_empty())
+        .then(|| crate::report::uncertainty::analyse(predicted, reconstruction.as_ref(), report))
 }
 
 /// The report of `inputs` under `runs/<run>/report/`; with `page`, report.html too.
@@ -366,33 +392,49 @@ pub async fn write_report(
     let table = FeatureTable::from_sources(&inputs.predicted, &inputs.truth);
     let run_name = run.to_string();
     let (level, cv) = (options.level, options.cv);
-    let ReportInputs { unclassified, reconstruction, source, .. } = inputs;
+    let ReportInputs { predicted, unclassified, reconstruction, source, .. } = inputs;
     // The forests are compute: a blocking thread, with rayon spreading the trees over the cores.
-    let (report, unclassified, files, warnings) =
+    let (report, unclassified, files, warnings, uncertainty) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            match crate::report::build(&run_name, &source, &table, level, cv, unclassified.clone()) {
-                Ok(mut report) => {
-                    report.reconstruction = reconstruction;
-                    let (files, warnings) = crate::report::files(&report, &table)?;
-                    let unclassified = report.unclassified.clone();
-                    Ok((Ok(report), unclassified, files, warnings))
-                }
-                // Too few cells is not an error of the run: the page says so instead.
-                Err(why) => Ok((
-                    Err(why.to_string()),
-                    unclassified,
-                    vec![("features.csv".to_string(), table.to_csv()?)],
-                    Vec::new(),
-                )),
+            let (report, unclassified, mut files, mut warnings, uncertainty) =
+                match crate::report::build(&run_name, &source, &table, level, cv, unclassified.clone()) {
+                    Ok(mut report) => {
+                        report.reconstruction = reconstruction;
+                        // After the classification: it says which cells were misclassified.
+                        let uncertainty = uncertainty_of(&predicted, &report.reconstruction, Some(&report));
+                        report.uncertainty = uncertainty.as_ref().map(|a| a.section.clone());
+                        let (files, warnings) = crate::report::files(&report, &table)?;
+                        let unclassified = report.unclassified.clone();
+                        (Ok(report), unclassified, files, warnings, uncertainty)
+                    }
+                    // Too few cells is not an error of the run: the page says so instead.
+                    Err(why) => (
+                        Err(why.to_string()),
+                        unclassified,
+                        vec![("features.csv".to_string(), table.to_csv()?)],
+                        Vec::new(),
+                        uncertainty_of(&predicted, &reconstruction, None),
+                    ),
+                };
+            // uncertainty.csv and its plots, with or without a classification.
+            if let Some(a) = &uncertainty {
+                let (mut more, mut w) = crate::report::uncertainty::files(a)?;
+                files.append(&mut more);
+                warnings.append(&mut w);
             }
+            Ok((report, unclassified, files, warnings, uncertainty.map(|a| a.section)))
         })
         .await??;
-    let summary = match &report {
+    let mut summary = match &report {
         Ok(r) => crate::report::summary(r),
         Err(why) => format!("no classification: {why}\n"),
     };
+    if let (Err(_), Some(u)) = (&report, &uncertainty) {
+        summary.push_str(&crate::report::uncertainty::summary(u));
+    }
     let (mut all, warnings) = (files, warnings);
-    if let Some(page) = page {
+    if let Some(mut page) = page {
+        page.uncertainty = uncertainty;
         let plots: BTreeMap<String, Vec<u8>> =
             all.iter().filter(|(n, _)| n.ends_with(".png")).cloned().collect();
         let html = render(
@@ -544,6 +586,7 @@ pub fn render(
     if let Some(rec) = report.and_then(|r| r.reconstruction.as_ref()) {
         render_reconstruction(&mut h, rec);
     }
+    uncertainty::render(&mut h, page.uncertainty.as_ref(), &page.uncertainty_panels, plots);
 
     // Cells.
     let by_iou = page.panels.iter().any(|p| p.scores.is_some());
@@ -783,9 +826,10 @@ mod tests {
         }
     }
 
-    /// A synthetic dataset of 24 cells (4 per class) run with the null sampler, one cell's mask
-    /// emptied (it fails) and one cell added after the run (unfinished); with and without obj/.
-    async fn run_and_report(with_truth: bool) -> (Report, String, tempfile::TempDir) {
+    /// A synthetic dataset of 24 cells (4 per class) run with the null sampler, `samples` per cell,
+    /// one cell's mask emptied (it fails) and one cell added after the run (unfinished); with and
+    /// without obj/.
+    pub(super) async fn run_and_report(with_truth: bool, samples: u32) -> (Report, String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let data = Store::open(dir.path().join("data").to_str().unwrap()).unwrap();
         crate::cmd::synth::generate_into(&data, 24, 4, 7, 0).await.unwrap();
@@ -806,7 +850,7 @@ mod tests {
             output_uri: dir.path().join("out").to_string_lossy().into_owned(),
             model_uri: None,
             sampler: SamplerSpec::Null,
-            samples_per_cell: 1,
+            samples_per_cell: samples,
             seed: 3,
         };
         let prepared = prepare(&spec).await.unwrap();
@@ -848,7 +892,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_ground_truth_the_report_has_the_ceiling_the_floor_and_ranked_cells() {
-        let (report, html, _dir) = run_and_report(true).await;
+        let (report, html, _dir) = run_and_report(true, 1).await;
         let rows: Vec<_> = report.feature_sets.iter().map(|s| (s.name.as_str(), s.ceiling)).collect();
         assert_eq!(
             rows,
@@ -882,7 +926,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_ground_truth_there_are_no_ceiling_rows() {
-        let (report, html, _dir) = run_and_report(false).await;
+        let (report, html, _dir) = run_and_report(false, 1).await;
         assert!(report.feature_sets.iter().all(|s| !s.ceiling) && report.feature_sets.len() == 3);
         assert_eq!((report.recovered, report.reconstruction.as_ref()), (None, None));
         assert!(!html.contains("2D + true 3D") && html.contains("so there is no ceiling"));
