@@ -1,6 +1,6 @@
 //! Volumes and images of DISPR at scale: TIFF I/O, the dataset layout, synthetic red blood cells
-//! and preview montages (and, from other modules, thresholds, morphometric features and
-//! reconstruction metrics).
+//! and preview montages (and, from other modules, thresholds, morphometric features,
+//! reconstruction metrics and the uncertainty of an ensemble of samples).
 
 pub mod dataset;
 pub mod features;
@@ -12,4 +12,5 @@ pub mod preview;
 pub mod reconstruction;
 pub mod synth;
 pub mod tiff_io;
+pub mod uncertainty;
 pub mod volume;

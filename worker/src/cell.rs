@@ -90,16 +90,23 @@ pub enum OutputError {
     Features { cell: CellId, k: u32, source: FeatureError },
     #[error("cell {cell}: could not encode sample {k}: {source}")]
     Encode { cell: CellId, k: u32, source: TiffError },
+    /// The probability or standard-deviation volume of the samples could not be encoded.
+    #[error("cell {cell}: {source}")]
+    EncodeEnsemble { cell: CellId, source: crate::uncertainty::EncodeError },
 }
 
-/// What a cell writes: one TIFF per sample (in order of k) and the features record, written last.
+/// What a cell writes: one TIFF per sample (in order of k), the ensemble's probability and
+/// standard-deviation volumes (K >= 2), and the features record, written last.
 pub struct CellOutputs {
     pub volume_tiffs: Vec<Vec<u8>>,
+    /// `(key, TIFF)`, to be written after the samples and before the features record.
+    pub ensemble_volumes: Vec<(String, Vec<u8>)>,
     pub features: CellFeatures,
 }
 
 /// Encodes the volumes, binarises them with Otsu, computes their 3D features (and
-/// reconstruction metrics where there is ground truth) and the features record.
+/// reconstruction metrics where there is ground truth), the uncertainty of the ensemble
+/// ([`crate::uncertainty`]) and the features record.
 pub fn outputs(
     run: &RunId,
     cell: &Checked,
@@ -109,6 +116,8 @@ pub fn outputs(
     let id = &cell.input.cell;
     let mut volume_tiffs = Vec::with_capacity(volumes.len());
     let mut samples = Vec::with_capacity(volumes.len());
+    // Kept for the ensemble's uncertainty, computed once all samples are in.
+    let mut binaries = Vec::with_capacity(volumes.len());
     for (k, (data, &seed)) in volumes.into_iter().zip(seeds).enumerate() {
         let k = k as u32;
         let binary = otsu::binarise(&data);
@@ -133,9 +142,12 @@ pub fn outputs(
             source,
         })?);
         samples.push(SampleFeatures { k, seed, features, metrics });
+        binaries.push(binary);
     }
     let per_sample: Vec<FeatureMap> = samples.iter().map(|s| s.features.clone()).collect();
     let (mean_3d, std_3d) = aggregate(&per_sample);
+    let ensemble = crate::uncertainty::outputs(run, id, &binaries, &mean_3d, &std_3d)
+        .map_err(|source| OutputError::EncodeEnsemble { cell: id.clone(), source })?;
     let mean_metrics = cell.truth.as_ref().map(|_| {
         let m: Vec<FeatureMap> = samples.iter().filter_map(|s| s.metrics.clone()).collect();
         aggregate(&m).0
@@ -151,6 +163,7 @@ pub fn outputs(
         mean_3d,
         std_3d,
         mean_metrics,
+        uncertainty: ensemble.record,
     };
-    Ok(CellOutputs { volume_tiffs, features })
+    Ok(CellOutputs { volume_tiffs, ensemble_volumes: ensemble.volumes, features })
 }

@@ -7,6 +7,8 @@
 //! - [`pipeline`]: [`pipeline::JobRunner`], one job from inputs to durable outputs, reporting
 //!   [`dispr_proto::ResultBody`] values to a [`pipeline::ResultSink`] (no AMQP inside);
 //! - [`cell`]: the pure per-cell work (input checks, volume files, features record);
+//! - [`uncertainty`]: a cell's ensemble outputs (probability and standard-deviation volumes, the
+//!   scalar uncertainties of its record);
 //! - [`retry`]: backoff for object-store calls;
 //! - [`telemetry`]: Prometheus metrics and health state; [`http`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`serve`]: the RabbitMQ consumer loop (reconnects, drain on shutdown); [`logging`]: tracing setup;
@@ -37,4 +39,5 @@ pub mod serve;
 pub mod telemetry;
 pub mod train;
 pub mod train_data;
+pub mod uncertainty;
 pub mod volume_sampler;

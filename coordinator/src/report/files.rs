@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 /// The summary printed by `dispr-coordinator report` and `demo` (and summary.txt): the macro F1
 /// table with the ceiling rows and the recovered share, F1 per class, the reconstruction against
-/// the floor and the unclassified cells.
+/// the floor, the uncertainty of the samples and the unclassified cells.
 pub fn summary(report: &Report) -> String {
     let tables = report.tables();
     let mut s = String::new();
@@ -69,6 +69,9 @@ pub fn summary(report: &Report) -> String {
             );
         }
     }
+    if let Some(u) = &report.uncertainty {
+        s.push_str(&super::uncertainty::summary(u));
+    }
     if !report.unclassified.is_empty() {
         let _ = writeln!(s, "\n{} cell(s) not classified:", report.unclassified.len());
         for u in report.unclassified.iter().take(20) {
@@ -89,7 +92,8 @@ pub type ReportFiles = (Vec<(String, Vec<u8>)>, Vec<String>);
 /// (per class and set: mean and std over the repetitions), confusion_<set>.csv (summed over the
 /// repetitions), predictions.csv (first repetition), unclassified.csv, reconstruction.csv (where
 /// there is ground truth), features.csv and the PNG plots. A plot that cannot be drawn (no usable
-/// font, say) is left out with a warning in `warnings`.
+/// font, say) is left out with a warning in `warnings`. (uncertainty.csv and its plots come from
+/// [`super::uncertainty::files`], since they are written with or without a classification.)
 pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyhow::Error> {
     let mut out = vec![
         ("report.json".to_string(), serde_json::to_vec_pretty(report)?),

@@ -197,5 +197,7 @@ pub fn record(cell: &CellData, run: &RunId) -> Result<CellFeatures, dispr_shape:
         mean_3d,
         std_3d,
         mean_metrics: None,
+        // One true shape: nothing to disagree.
+        uncertainty: None,
     })
 }

@@ -14,8 +14,10 @@ pub mod ground_truth;
 pub mod plots;
 pub mod reconstruction;
 pub mod table;
+pub mod uncertainty;
 
 use crate::classify::{CvConfig, Scores, evaluate, repeated_cross_val_predict};
+use dispr_proto::records::CellFeatures;
 pub use files::{ReportFiles, files, summary};
 pub use reconstruction::Reconstruction;
 use serde::{Deserialize, Serialize};
@@ -157,6 +159,10 @@ pub struct Report {
     /// Cells left out of the classification, with the reason (sorted by cell).
     pub unclassified: Vec<Unclassified>,
     pub seconds: f64,
+    /// How unsure the model is of each cell's shape, and whether that predicts its error
+    /// (absent in reports of earlier releases).
+    #[serde(default)]
+    pub uncertainty: Option<uncertainty::UncertaintySection>,
 }
 
 /// Why a report cannot be made.
@@ -315,6 +321,7 @@ pub fn build(
         reconstruction: None,
         unclassified,
         seconds: 0.0,
+        uncertainty: None,
     };
     report.recovered = recovered(&report);
     report.seconds = started.elapsed().as_secs_f64();
@@ -444,10 +451,32 @@ impl Report {
     }
 }
 
-/// The report's results as one value: the classification, or why there is none. Every
-/// rendering (summary.txt, report.json, report.html) starts from it.
+/// What a report is made of.
+pub struct ReportInputs {
+    /// The run's feature records (predicted shapes); empty for a report on ground truth alone.
+    pub predicted: Vec<CellFeatures>,
+    /// Ground-truth feature records (true shapes): the ceiling rows.
+    pub truth: Vec<CellFeatures>,
+    /// Cells left out before classifying, with the reason.
+    pub unclassified: Vec<Unclassified>,
+    pub reconstruction: Option<Reconstruction>,
+    /// Where the features came from, as the report states it.
+    pub source: String,
+}
+
+/// The report's results as one value: the classification (or why there is none) and the
+/// uncertainty of the samples. Every rendering (summary.txt, report.json, report.html, the CSV
+/// tables) starts from it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Results {
+pub struct Results {
+    pub classification: Classification,
+    /// `None` for a report without a run (ground truth alone).
+    pub uncertainty: Option<uncertainty::Analysis>,
+}
+
+/// The classification of a report, or why there is none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Classification {
     Classified(Report),
     /// Too few labelled cells to cross-validate: not an error of the run, the page says why.
     NotClassified {
@@ -459,62 +488,87 @@ pub enum Results {
 impl Results {
     /// The classification, where there is one.
     pub fn report(&self) -> Option<&Report> {
-        match self {
-            Results::Classified(r) => Some(r),
-            Results::NotClassified { .. } => None,
+        match &self.classification {
+            Classification::Classified(r) => Some(r),
+            Classification::NotClassified { .. } => None,
         }
     }
 
     /// Why there is no classification, where there is none.
     pub fn why_not_classified(&self) -> Option<&str> {
-        match self {
-            Results::Classified(_) => None,
-            Results::NotClassified { why, .. } => Some(why),
+        match &self.classification {
+            Classification::Classified(_) => None,
+            Classification::NotClassified { why, .. } => Some(why),
         }
     }
 
     /// The cells left out of the classification, with the reason.
     pub fn unclassified(&self) -> &[Unclassified] {
-        match self {
-            Results::Classified(r) => &r.unclassified,
-            Results::NotClassified { unclassified, .. } => unclassified,
+        match &self.classification {
+            Classification::Classified(r) => &r.unclassified,
+            Classification::NotClassified { unclassified, .. } => unclassified,
         }
     }
 
-    /// The printable summary: the classification table, or why there is none.
+    /// The printable summary: the classification table (with the uncertainty), or why there is
+    /// none (and the uncertainty).
     pub fn summary(&self) -> String {
-        match self {
-            Results::Classified(r) => summary(r),
-            Results::NotClassified { why, .. } => format!("no classification: {why}\n"),
+        match &self.classification {
+            Classification::Classified(r) => summary(r),
+            Classification::NotClassified { why, .. } => {
+                let mut s = format!("no classification: {why}\n");
+                if let Some(a) = &self.uncertainty {
+                    s.push_str(&uncertainty::summary(&a.section));
+                }
+                s
+            }
         }
     }
 
     /// The files under `report/`: all of [`files`], or features.csv alone without a
-    /// classification.
+    /// classification; and uncertainty.csv and its plots, with or without one.
     pub fn files(&self, table: &FeatureTable) -> anyhow::Result<ReportFiles> {
-        match self {
-            Results::Classified(r) => files(r, table),
-            Results::NotClassified { .. } => {
-                Ok((vec![("features.csv".to_string(), table.to_csv()?)], Vec::new()))
+        let (mut out, mut warnings) = match &self.classification {
+            Classification::Classified(r) => files(r, table)?,
+            Classification::NotClassified { .. } => {
+                (vec![("features.csv".to_string(), table.to_csv()?)], Vec::new())
             }
+        };
+        if let Some(a) = &self.uncertainty {
+            let (mut more, mut w) = uncertainty::files(a)?;
+            out.append(&mut more);
+            warnings.append(&mut w);
         }
+        Ok((out, warnings))
     }
 }
 
-/// The one computation of a run's results: [`build`] on `table`, with the reconstruction
-/// against the floor added. Compute-heavy: call it from a blocking thread.
+/// The one computation of a run's results: [`build`] on `table` (made from `inputs`), with the
+/// reconstruction against the floor added, then the uncertainty of the run's samples (after the
+/// classification: it says which cells were misclassified). Compute-heavy: call it from a
+/// blocking thread.
 pub fn results(
     run_id: &str,
-    source: &str,
     table: &FeatureTable,
+    inputs: ReportInputs,
     level: Level,
     cv: CvConfig,
-    unclassified: Vec<Unclassified>,
-    reconstruction: Option<Reconstruction>,
 ) -> Results {
-    match build(run_id, source, table, level, cv, unclassified.clone()) {
-        Ok(report) => Results::Classified(Report { reconstruction, ..report }),
-        Err(why) => Results::NotClassified { why: why.to_string(), unclassified },
+    let ReportInputs { predicted, unclassified, reconstruction, source, .. } = inputs;
+    let analyse = |report: Option<&Report>, reconstruction: Option<&Reconstruction>| {
+        (!predicted.is_empty()).then(|| uncertainty::analyse(&predicted, reconstruction, report))
+    };
+    match build(run_id, &source, table, level, cv, unclassified.clone()) {
+        Ok(report) => {
+            let mut report = Report { reconstruction, ..report };
+            let uncertainty = analyse(Some(&report), report.reconstruction.as_ref());
+            report.uncertainty = uncertainty.as_ref().map(|a| a.section.clone());
+            Results { classification: Classification::Classified(report), uncertainty }
+        }
+        Err(why) => Results {
+            uncertainty: analyse(None, reconstruction.as_ref()),
+            classification: Classification::NotClassified { why: why.to_string(), unclassified },
+        },
     }
 }
 
@@ -588,6 +642,7 @@ mod tests {
             mean_3d: f3.clone(),
             std_3d: f3.keys().map(|k| (k.clone(), 0.0)).collect(),
             mean_metrics: None,
+            uncertainty: None,
         }
     }
 

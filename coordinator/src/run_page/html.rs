@@ -2,8 +2,9 @@
 //! here, and `templates/report.html`, an askama template (checked when the crate compiles, every
 //! value HTML-escaped unless marked safe) that lays them out.
 
-use super::{CellPanel, RunPage, timeline};
+use super::{CellPanel, RunPage, timeline, uncertainty};
 use crate::report::reconstruction::CellReconstruction;
+use crate::report::uncertainty::{self as analysis, UncertaintySection};
 use crate::report::{Reconstruction, Report, Results, Tables, Unclassified, file_tag};
 use askama::Template;
 use base64::Engine as _;
@@ -40,6 +41,8 @@ struct ReportHtml<'a> {
     /// The first [`UNCLASSIFIED_SHOWN`] of them.
     unclassified_listed: &'a [Unclassified],
     reconstruction: Option<&'a Reconstruction>,
+    /// The uncertainty section (`templates/uncertainty.html`).
+    uncertainty: Option<UncertaintyView<'a>>,
     /// Whether the cells drawn were chosen by IoU (best, median, worst).
     ranked_by_iou: bool,
     /// The drawn cells by class.
@@ -52,6 +55,31 @@ struct Classification<'a> {
     tables: Tables,
     f1_plot: Option<Picture>,
     confusion: Vec<Picture>,
+}
+
+/// The uncertainty section.
+struct UncertaintyView<'a> {
+    u: &'a UncertaintySection,
+    /// Per scalar: its name, cells and Spearman with 1 - IoU (signed, or `-`).
+    correlations: Vec<(String, usize, String)>,
+    /// Whether the headline ranks the errors, where its correlation could be computed.
+    verdict: Option<String>,
+    /// The scatter and selective-prediction plots that could be drawn.
+    plots: Vec<Picture>,
+    panels: Vec<UncertaintyRow>,
+}
+
+/// A pictured cell of the uncertainty section.
+struct UncertaintyRow {
+    cell: String,
+    class: String,
+    which: String,
+    disagreement: String,
+    iou: String,
+    inputs: Option<Picture>,
+    probability: Picture,
+    std: Picture,
+    truth: Option<Picture>,
 }
 
 /// A cell's row in the cells section.
@@ -100,6 +128,10 @@ pub fn render(page: &RunPage, results: &Results, plots: &BTreeMap<String, Vec<u8
         unclassified,
         unclassified_listed: &unclassified[..unclassified.len().min(UNCLASSIFIED_SHOWN)],
         reconstruction: report.and_then(|r| r.reconstruction.as_ref()),
+        uncertainty: results
+            .uncertainty
+            .as_ref()
+            .map(|a| uncertainty_view(&a.section, &page.uncertainty_panels, plots)),
         ranked_by_iou: page.panels.iter().any(|p| p.scores.is_some()),
         classes: panels_by_class(&page.panels),
     };
@@ -143,6 +175,58 @@ fn classification<'a>(report: &'a Report, plots: &BTreeMap<String, Vec<u8>>) -> 
         })
         .collect();
     Classification { report, tables: report.tables(), f1_plot, confusion }
+}
+
+fn uncertainty_view<'a>(
+    u: &'a UncertaintySection,
+    panels: &[uncertainty::Panel],
+    plots: &BTreeMap<String, Vec<u8>>,
+) -> UncertaintyView<'a> {
+    let signed = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:+.3}"));
+    let verdict = u.headline_spearman().and_then(|c| c.spearman).map(|rho| {
+        if rho >= 0.3 {
+            format!("The headline uncertainty ranks the cells' errors (Spearman {rho:+.3}).")
+        } else {
+            format!(
+                "The headline uncertainty predicts the error poorly here (Spearman {rho:+.3}, below 0.3): do \
+                 not rely on it to choose cells."
+            )
+        }
+    });
+    let plots = [
+        (analysis::SCATTER_PNG, "uncertainty against the error per cell"),
+        (analysis::SELECTIVE_PNG, "mean IoU of the most certain cells"),
+    ]
+    .into_iter()
+    .filter_map(|(name, alt)| plots.get(name).map(|png| Picture::new(png, alt)))
+    .collect();
+    let panels = (panels.iter())
+        .map(|p| {
+            let c = &p.pictured;
+            UncertaintyRow {
+                cell: c.cell.clone(),
+                class: c.class.clone(),
+                which: c.which.clone(),
+                disagreement: format!("{:.3}", c.disagreement),
+                iou: p.iou.map_or("-".into(), |v| format!("{v:.3}")),
+                inputs: p.inputs_png.as_ref().map(|png| Picture::new(png, format!("{} inputs", c.cell))),
+                probability: Picture::new(&p.probability_png, format!("{} probability", c.cell)),
+                std: Picture::new(&p.std_png, format!("{} standard deviation", c.cell)),
+                truth: p.truth_png.as_ref().map(|png| Picture::new(png, format!("{} ground truth", c.cell))),
+            }
+        })
+        .collect();
+    UncertaintyView {
+        u,
+        correlations: u
+            .correlations
+            .iter()
+            .map(|c| (c.scalar.clone(), c.cells, signed(c.spearman)))
+            .collect(),
+        verdict,
+        plots,
+        panels,
+    }
 }
 
 fn panels_by_class(panels: &[CellPanel]) -> Vec<(String, Vec<PanelRow>)> {

@@ -1,8 +1,8 @@
 //! `report.html`: the page people open when a run is over. One self-contained file (pictures are
 //! embedded PNGs, no scripts, no network): the run's summary, its timeline, the classification
 //! results beside the ceiling of the true shapes, the reconstruction against the extrusion floor,
-//! the cells left out and why, and per class the best, median and worst cells: inputs beside the
-//! predicted shapes and the ground truth.
+//! the cells left out and why, the uncertainty of the samples ([`uncertainty`]), and per class the
+//! best, median and worst cells: inputs beside the predicted shapes and the ground truth.
 //!
 //! [`write_run_report`] reads what the report needs from the stores (the drawn cells in
 //! [`panels`]); [`write_report`] has [`crate::report::results`] compute the results once and
@@ -13,10 +13,12 @@ pub mod cells;
 mod html;
 mod panels;
 pub mod timeline;
+pub mod uncertainty;
 
 pub use panels::gallery_positions;
 
 use crate::classify::CvConfig;
+pub use crate::report::ReportInputs;
 use crate::report::reconstruction::CellReconstruction;
 use crate::report::{self, FeatureTable, Level, Reconstruction, Unclassified, ground_truth};
 use anyhow::Context as _;
@@ -60,6 +62,8 @@ pub struct RunPage {
     pub panels: Vec<CellPanel>,
     /// Cells with features that have no panel (beyond the per-class limit).
     pub cells_not_drawn: usize,
+    /// The most and least certain cell of each class, drawn (the numbers are in the results).
+    pub uncertainty_panels: Vec<uncertainty::Panel>,
 }
 
 impl RunPage {
@@ -121,19 +125,6 @@ pub struct Written {
     pub summary: String,
     pub files: usize,
     pub warnings: Vec<String>,
-}
-
-/// What a report is made of.
-pub struct ReportInputs {
-    /// The run's feature records (predicted shapes); empty for a report on ground truth alone.
-    pub predicted: Vec<CellFeatures>,
-    /// Ground-truth feature records (true shapes): the ceiling rows.
-    pub truth: Vec<CellFeatures>,
-    /// Cells left out before classifying, with the reason.
-    pub unclassified: Vec<Unclassified>,
-    pub reconstruction: Option<Reconstruction>,
-    /// Where the features came from, as the report states it.
-    pub source: String,
 }
 
 /// The report of a run, from its records in `output` and, where its dataset has ground truth,
@@ -235,6 +226,15 @@ pub async fn write_run_report(
             .buffered(4)
             .try_collect()
             .await?;
+            let (uncertainty_panels, mut missing) = uncertainty::panels(
+                output,
+                dataset.as_ref(),
+                run,
+                &inputs.predicted,
+                inputs.reconstruction.as_ref(),
+            )
+            .await;
+            warnings.append(&mut missing);
             Some(RunPage {
                 cells_in_dataset: dataset.as_ref().map(|d| d.index.cells.len()),
                 done: inputs.predicted.len(),
@@ -243,6 +243,7 @@ pub async fn write_run_report(
                 failures,
                 jobs,
                 panels,
+                uncertainty_panels,
             })
         }
         None => None,
@@ -264,10 +265,9 @@ pub async fn write_report(
     let table = FeatureTable::from_sources(&inputs.predicted, &inputs.truth);
     let run_name = run.to_string();
     let (level, cv) = (options.level, options.cv);
-    let ReportInputs { unclassified, reconstruction, source, .. } = inputs;
     // The forests are compute: a blocking thread, with rayon spreading the trees over the cores.
     let (results, (mut all, warnings)) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let results = report::results(&run_name, &source, &table, level, cv, unclassified, reconstruction);
+        let results = report::results(&run_name, &table, inputs, level, cv);
         let files = results.files(&table)?;
         Ok((results, files))
     })
@@ -320,9 +320,13 @@ mod tests {
         }
     }
 
-    /// A synthetic dataset of 24 cells (4 per class) run with the null sampler, one cell's mask
-    /// emptied (it fails) and one cell added after the run (unfinished); with and without obj/.
-    async fn run_and_report(with_truth: bool) -> (Report, String, tempfile::TempDir) {
+    /// A synthetic dataset of 24 cells (4 per class) run with the null sampler, `samples` per cell,
+    /// one cell's mask emptied (it fails) and one cell added after the run (unfinished); with and
+    /// without obj/.
+    pub(super) async fn run_and_report(
+        with_truth: bool,
+        samples: u32,
+    ) -> (Report, String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let data = Store::open(dir.path().join("data").to_str().unwrap()).unwrap();
         crate::cmd::synth::generate_into(&data, 24, 4, 7, 0).await.unwrap();
@@ -343,7 +347,7 @@ mod tests {
             output_uri: dir.path().join("out").to_string_lossy().into_owned(),
             model_uri: None,
             sampler: SamplerSpec::Null,
-            samples_per_cell: 1,
+            samples_per_cell: samples,
             seed: 3,
         };
         let prepared = prepare(&spec).await.unwrap();
@@ -385,7 +389,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_ground_truth_the_report_has_the_ceiling_the_floor_and_ranked_cells() {
-        let (report, html, _dir) = run_and_report(true).await;
+        let (report, html, _dir) = run_and_report(true, 1).await;
         let rows: Vec<_> = report.feature_sets.iter().map(|s| (s.name.as_str(), s.ceiling)).collect();
         assert_eq!(
             rows,
@@ -419,7 +423,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_ground_truth_there_are_no_ceiling_rows() {
-        let (report, html, _dir) = run_and_report(false).await;
+        let (report, html, _dir) = run_and_report(false, 1).await;
         assert!(report.feature_sets.iter().all(|s| !s.ceiling) && report.feature_sets.len() == 3);
         assert_eq!((report.recovered, report.reconstruction.as_ref()), (None, None));
         assert!(!html.contains("2D + true 3D") && html.contains("so there is no ceiling"));

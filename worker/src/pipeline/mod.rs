@@ -6,9 +6,10 @@
 //!    sampler; read, check and decode each cell's image, mask and ground truth; derive its seeds.
 //! 2. [`sample`]: sample the K volumes of every cell of the job in one batch, on a blocking
 //!    thread, one batch per worker at a time, forwarding progress.
-//! 3. [`outputs`]: per cell, compute the features, write each volume and then
-//!    `features/<cell>.json` last, with put-if-absent (the done-marker); record the cells that
-//!    failed for good (`failures/<cell>.json`) and the job (`jobs/<job>.json`).
+//! 3. [`outputs`]: per cell, compute the features, write each volume and the ensemble's
+//!    probability and standard-deviation volumes, then `features/<cell>.json` last, with
+//!    put-if-absent (the done-marker); record the cells that failed for good
+//!    (`failures/<cell>.json`) and the job (`jobs/<job>.json`).
 //!
 //! The cells of a job are independent, so their object operations run [`IO_CONCURRENCY`] at a
 //! time and their features on up to one blocking thread per core: one cell at a time would leave

@@ -1,6 +1,7 @@
 //! Stage 3 of a job: its outputs. Per sampled cell, the features (on a blocking thread, one per
-//! core), the volume TIFFs and then `features/<cell>.json`, the done-marker, last; then the
-//! failure records of the cells that failed for good and the job's own record.
+//! core), the volume TIFFs, the ensemble's probability and standard-deviation volumes, and then
+//! `features/<cell>.json`, the done-marker, last; then the failure records of the cells that
+//! failed for good and the job's own record.
 
 use super::inputs::Prepared;
 use super::sample::Sampled;
@@ -72,13 +73,20 @@ impl JobRunner {
             Err(e @ (OutputError::EmptySample { .. } | OutputError::Features { .. })) => {
                 return Err(Setback::FailedForGood(e.into()));
             }
-            Err(e @ OutputError::Encode { .. }) => return Err(JobError::Retriable(e.into()).into()),
+            Err(e @ (OutputError::Encode { .. } | OutputError::EncodeEnsemble { .. })) => {
+                return Err(JobError::Retriable(e.into()).into());
+            }
         };
 
         // In order, one at a time: the job's other cells keep the store busy meanwhile, and a cell
         // cut short leaves samples 0..k, never a gap.
         for (k, tiff) in outputs.volume_tiffs.into_iter().enumerate() {
             self.put(output, &keys::volume(&job.run_id, &cell, k as u32), tiff.into()).await?;
+        }
+        // The ensemble's probability and standard-deviation volumes (K >= 2), before the
+        // done-marker: a cell cut short here is redone, never done without them.
+        for (key, tiff) in outputs.ensemble_volumes {
+            self.put(output, &key, tiff.into()).await?;
         }
         // Last: the done-marker. Another delivery of this job may have written it first; its
         // bytes are the same, so either way the cell is done.
