@@ -122,10 +122,7 @@ fn cv(mean: f64, std: f64) -> Option<f64> {
 /// it varies (an Euler characteristic of +2 and -2, say) has no CV and is left out: a record
 /// holds finite numbers only.
 pub fn feature_cv(mean_3d: &FeatureMap, std_3d: &FeatureMap) -> FeatureMap {
-    mean_3d
-        .iter()
-        .filter_map(|(name, &m)| cv(m, *std_3d.get(name)?).map(|v| (name.clone(), v)))
-        .collect()
+    mean_3d.iter().filter_map(|(name, &m)| cv(m, *std_3d.get(name)?).map(|v| (name.clone(), v))).collect()
 }
 
 /// The scalars of the features record for an ensemble and its samples' aggregated 3D features.

@@ -346,8 +346,14 @@ fn compute_with_ensemble(cells: usize, samples: u32) -> (f64, f64) {
         total += started.elapsed().as_secs_f64();
         assert_eq!(outputs.ensemble_volumes.len(), if samples >= 2 { 2 } else { 0 });
         let started = Instant::now();
-        dispr_worker::uncertainty::outputs(&run, &id, &binaries, &outputs.features.mean_3d, &outputs.features.std_3d)
-            .unwrap();
+        dispr_worker::uncertainty::outputs(
+            &run,
+            &id,
+            &binaries,
+            &outputs.features.mean_3d,
+            &outputs.features.std_3d,
+        )
+        .unwrap();
         ensemble += started.elapsed().as_secs_f64();
     }
     (total / cells as f64, ensemble / cells as f64)

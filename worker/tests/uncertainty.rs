@@ -39,8 +39,11 @@ async fn ensemble_volumes_are_written_before_the_done_marker() {
     write_cell(&data, "disc001", &good_image(), &good_mask());
     let job = job("u1", &data, &out, &["disc001"], 3);
     let (run_id, cell) = (RunId::new("u1").unwrap(), CellId::new("disc001").unwrap());
-    let (probability, std, features) =
-        (keys::probability_volume(&run_id, &cell), keys::std_volume(&run_id, &cell), keys::features(&run_id, &cell));
+    let (probability, std, features) = (
+        keys::probability_volume(&run_id, &cell),
+        keys::std_volume(&run_id, &cell),
+        keys::features(&run_id, &cell),
+    );
     let runner = runner(&dir.path().join("cache"));
 
     // A folder where the standard-deviation volume goes: writing it fails.
@@ -110,8 +113,14 @@ fn print_the_cost_of_the_uncertainty_outputs() {
         let out = cell::outputs(&run, &checked, &seeds, volumes).unwrap();
         with += started.elapsed().as_secs_f64();
         let started = std::time::Instant::now();
-        let e = dispr_worker::uncertainty::outputs(&run, &id, &binaries, &out.features.mean_3d, &out.features.std_3d)
-            .unwrap();
+        let e = dispr_worker::uncertainty::outputs(
+            &run,
+            &id,
+            &binaries,
+            &out.features.mean_3d,
+            &out.features.std_3d,
+        )
+        .unwrap();
         ensemble += started.elapsed().as_secs_f64();
         assert_eq!(e.volumes.len(), 2);
     }

@@ -264,7 +264,11 @@ fn error_rate<'a>(rows: impl Iterator<Item = &'a CellUncertainty>) -> ErrorRate 
             misclassified += usize::from(p != t);
         }
     }
-    ErrorRate { cells, misclassified, rate: if cells > 0 { misclassified as f64 / cells as f64 } else { 0.0 } }
+    ErrorRate {
+        cells,
+        misclassified,
+        rate: if cells > 0 { misclassified as f64 / cells as f64 } else { 0.0 },
+    }
 }
 
 /// The most and least certain known cell of each class (by the headline), in class order.
@@ -320,8 +324,7 @@ pub fn analyse(
         Vec::new()
     };
     // Most certain first for the curve: the rows are most uncertain first.
-    let scored: Vec<(f64, f64)> =
-        known.iter().rev().filter_map(|r| Some((r.headline()?, r.iou?))).collect();
+    let scored: Vec<(f64, f64)> = known.iter().rev().filter_map(|r| Some((r.headline()?, r.iou?))).collect();
     let quartiles = report.and_then(classifier_set).and_then(|set| {
         let classified: Vec<&CellUncertainty> =
             known.iter().copied().filter(|r| r.predicted.is_some() && r.truth.is_some()).collect();
@@ -365,14 +368,19 @@ pub fn summary(u: &UncertaintySection) -> String {
     };
     let _ = writeln!(s, "headline: {} = {}; mean {:.3}", u.headline, u.headline_definition, mean);
     if u.unknown > 0 {
-        let _ = writeln!(s, "{} cell(s) sampled once: uncertainty unknown (listed last in uncertainty.csv)", u.unknown);
+        let _ = writeln!(
+            s,
+            "{} cell(s) sampled once: uncertainty unknown (listed last in uncertainty.csv)",
+            u.unknown
+        );
     }
     if !u.correlations.is_empty() {
         let _ = writeln!(s, "Spearman correlation with the error (1 - IoU):");
         for c in &u.correlations {
             let _ = writeln!(s, "  {:<20} {:>7} ({} cells)", c.scalar, show(c.spearman), c.cells);
         }
-        let curve: Vec<String> = u.selective.iter().map(|p| format!("{}% {:.3}", p.coverage, p.mean_iou)).collect();
+        let curve: Vec<String> =
+            u.selective.iter().map(|p| format!("{}% {:.3}", p.coverage, p.mean_iou)).collect();
         let _ = writeln!(s, "mean IoU of the most certain cells: {}", curve.join(", "));
     }
     if let Some(q) = &u.quartiles {
@@ -405,9 +413,8 @@ pub fn csv(rows: &[CellUncertainty]) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<String> = ["rank", "cell", "class", "samples"].map(String::from).to_vec();
     header.extend(SCALARS.iter().map(|(n, _)| n.to_string()));
-    header.extend(
-        ["mean_pairwise_iou", "iou", "error", "predicted_class", "misclassified"].map(String::from),
-    );
+    header
+        .extend(["mean_pairwise_iou", "iou", "error", "predicted_class", "misclassified"].map(String::from));
     header.extend(cv_names.iter().map(|n| format!("cv_{n}")));
     w.write_record(&header)?;
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
@@ -481,7 +488,8 @@ fn axes(
     for i in 0..=4 {
         let f = f64::from(i) / 4.0;
         let (px, py) = (left + (f * f64::from(w)) as i32, top + h - (f * f64::from(h)) as i32);
-        root.draw(&PathElement::new(vec![(left, py), (left + w, py)], RGBColor(230, 230, 230))).map_err(err)?;
+        root.draw(&PathElement::new(vec![(left, py), (left + w, py)], RGBColor(230, 230, 230)))
+            .map_err(err)?;
         let (xv, yv) = (x.0 + f * (x.1 - x.0), y.0 + f * (y.1 - y.0));
         text(root, &format!("{xv:.*}", x.3), (px, top + h + 6), 12, Pos::new(HPos::Center, VPos::Top))?;
         text(root, &format!("{yv:.*}", y.3), (left - 6, py), 12, Pos::new(HPos::Right, VPos::Center))?;
@@ -540,11 +548,13 @@ pub fn scatter_png(a: &Analysis) -> anyhow::Result<Option<Vec<u8>>> {
             let c = classes.iter().position(|k| *k == class).unwrap_or(0);
             let px = left + ((x - x0) / (x1 - x0) * f64::from(w)) as i32;
             let py = top + h - ((y - y0) / (y1 - y0) * f64::from(h)) as i32;
-            root.draw(&Circle::new((px, py), 5, CLASS_COLOURS[c % CLASS_COLOURS.len()].filled())).map_err(err)?;
+            root.draw(&Circle::new((px, py), 5, CLASS_COLOURS[c % CLASS_COLOURS.len()].filled()))
+                .map_err(err)?;
         }
         for (c, class) in classes.iter().enumerate() {
             let (lx, ly) = (left + w + 20, top + 10 + 22 * c as i32);
-            root.draw(&Circle::new((lx, ly), 5, CLASS_COLOURS[c % CLASS_COLOURS.len()].filled())).map_err(err)?;
+            root.draw(&Circle::new((lx, ly), 5, CLASS_COLOURS[c % CLASS_COLOURS.len()].filled()))
+                .map_err(err)?;
             text(root, class, (lx + 12, ly), 13, Pos::new(HPos::Left, VPos::Center))?;
         }
         Ok(())
@@ -575,13 +585,20 @@ pub fn selective_png(u: &UncertaintySection) -> anyhow::Result<Option<Vec<u8>>> 
         )?;
         let err = |e: plotters::drawing::DrawingAreaErrorKind<_>| anyhow::anyhow!("{e}");
         let at = |coverage: f64, iou: f64| {
-            (left + (coverage / 100.0 * f64::from(w)) as i32, top + h - ((iou - y0) / (y1 - y0) * f64::from(h)) as i32)
+            (
+                left + (coverage / 100.0 * f64::from(w)) as i32,
+                top + h - ((iou - y0) / (y1 - y0) * f64::from(h)) as i32,
+            )
         };
         let base = at(0.0, all.mean_iou).1;
-        root.draw(&PathElement::new(vec![(left, base), (left + w, base)], RGBColor(150, 150, 150).stroke_width(1)))
-            .map_err(err)?;
+        root.draw(&PathElement::new(
+            vec![(left, base), (left + w, base)],
+            RGBColor(150, 150, 150).stroke_width(1),
+        ))
+        .map_err(err)?;
         text(root, "all cells (random order)", (left + 6, base - 4), 12, Pos::new(HPos::Left, VPos::Bottom))?;
-        let line: Vec<(i32, i32)> = u.selective.iter().map(|p| at(f64::from(p.coverage), p.mean_iou)).collect();
+        let line: Vec<(i32, i32)> =
+            u.selective.iter().map(|p| at(f64::from(p.coverage), p.mean_iou)).collect();
         root.draw(&PathElement::new(line.clone(), RGBColor(0, 114, 178).stroke_width(2))).map_err(err)?;
         for p in line {
             root.draw(&Circle::new(p, 4, RGBColor(0, 114, 178).filled())).map_err(err)?;
@@ -670,7 +687,12 @@ mod tests {
             a.section.pictured.iter().map(|p| (p.cell.as_str(), p.which.as_str())).collect();
         assert_eq!(
             picked,
-            [("a1", "most certain"), ("a3", "least certain"), ("b2", "most certain"), ("b1", "least certain")]
+            [
+                ("a1", "most certain"),
+                ("a3", "least certain"),
+                ("b2", "most certain"),
+                ("b1", "least certain")
+            ]
         );
 
         let csv = String::from_utf8(csv(&a.rows).unwrap()).unwrap();

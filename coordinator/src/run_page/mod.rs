@@ -829,7 +829,10 @@ mod tests {
     /// A synthetic dataset of 24 cells (4 per class) run with the null sampler, `samples` per cell,
     /// one cell's mask emptied (it fails) and one cell added after the run (unfinished); with and
     /// without obj/.
-    pub(super) async fn run_and_report(with_truth: bool, samples: u32) -> (Report, String, tempfile::TempDir) {
+    pub(super) async fn run_and_report(
+        with_truth: bool,
+        samples: u32,
+    ) -> (Report, String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let data = Store::open(dir.path().join("data").to_str().unwrap()).unwrap();
         crate::cmd::synth::generate_into(&data, 24, 4, 7, 0).await.unwrap();

@@ -55,7 +55,9 @@ pub async fn panels(
     let mut warnings = Vec::new();
     let panels = made
         .into_iter()
-        .filter_map(|m| m.map_err(|e| warnings.push(format!("an uncertainty picture is left out: {e:#}"))).ok())
+        .filter_map(|m| {
+            m.map_err(|e| warnings.push(format!("an uncertainty picture is left out: {e:#}"))).ok()
+        })
         .collect();
     (panels, warnings)
 }
@@ -75,7 +77,10 @@ async fn panel(
     let (p_key, s_key) = (keys::probability_volume(run, &cell), keys::std_volume(run, &cell));
     let read = |key: String| async move {
         let bytes = output.get(&key).await.with_context(|| {
-            format!("reading {} (written by the worker for every cell sampled 2 or more times)", output.uri_of(&key))
+            format!(
+                "reading {} (written by the worker for every cell sampled 2 or more times)",
+                output.uri_of(&key)
+            )
         })?;
         anyhow::Ok((key, bytes))
     };
@@ -90,7 +95,10 @@ async fn panel(
         Ok(Panel {
             pictured,
             iou,
-            inputs_png: input.as_ref().map(|c| cells::strip_png(&[c.image.clone(), c.mask.clone()])).transpose()?,
+            inputs_png: input
+                .as_ref()
+                .map(|c| cells::strip_png(&[c.image.clone(), c.mask.clone()]))
+                .transpose()?,
             probability_png: cells::strip_png(&cells::projections_f32(&probability))?,
             std_png: cells::strip_png(&cells::projections_f32(&doubled))?,
             truth_png: input
@@ -108,7 +116,12 @@ fn show(v: Option<f64>) -> String {
 }
 
 /// The section: nothing when the report has no uncertainty analysis (no done cell).
-pub fn render(h: &mut String, section: Option<&UncertaintySection>, panels: &[Panel], plots: &BTreeMap<String, Vec<u8>>) {
+pub fn render(
+    h: &mut String,
+    section: Option<&UncertaintySection>,
+    panels: &[Panel],
+    plots: &BTreeMap<String, Vec<u8>>,
+) {
     let Some(u) = section else { return };
     h.push_str("<h2 id=\"uncertainty\">Uncertainty</h2>");
     let Some(mean) = u.mean_disagreement else {
@@ -228,9 +241,10 @@ pub fn render(h: &mut String, section: Option<&UncertaintySection>, panels: &[Pa
             p.inputs_png.as_ref().map_or(String::new(), |png| img(png, &format!("{} inputs", c.cell))),
             img(&p.probability_png, &format!("{} probability", c.cell)),
             img(&p.std_png, &format!("{} standard deviation", c.cell)),
-            p.truth_png
-                .as_ref()
-                .map_or("<span class=\"muted\">none</span>".into(), |png| img(png, &format!("{} ground truth", c.cell))),
+            p.truth_png.as_ref().map_or("<span class=\"muted\">none</span>".into(), |png| img(
+                png,
+                &format!("{} ground truth", c.cell)
+            )),
         );
     }
     t.push_str("</table>");
@@ -253,7 +267,10 @@ mod tests {
         assert_eq!(u.selective.len(), 10);
         assert_eq!(u.selective.last().map(|p| p.cells), Some(23));
         let q = u.quartiles.as_ref().expect("error rates by quartile");
-        assert_eq!((q.feature_set.as_str(), q.most_uncertain.cells, q.least_uncertain.cells), ("2D + predicted 3D", 6, 6));
+        assert_eq!(
+            (q.feature_set.as_str(), q.most_uncertain.cells, q.least_uncertain.cells),
+            ("2D + predicted 3D", 6, 6)
+        );
         // 6 classes of 3 or 4 done cells: the most and the least certain of each.
         assert_eq!(u.pictured.len(), 12, "{:?}", u.pictured);
 
