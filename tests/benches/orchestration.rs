@@ -329,7 +329,7 @@ fn compute_per_cell(cells: usize) -> f64 {
 /// and the scalars of the record (timed alone on the same binarised samples).
 fn compute_with_ensemble(cells: usize, samples: u32) -> (f64, f64) {
     use dispr_shape::dataset::{CellBytes, Label};
-    use dispr_worker::{cell, sampler::NullSampler};
+    use dispr_worker::{cell, volume_sampler::NullSampler};
     let (image, mask) = cell_tiffs();
     let files = CellBytes { image: image.into(), mask: mask.into(), obj: None };
     let id = CellId::new("c00000").unwrap();

@@ -90,9 +90,11 @@ pub enum OutputError {
     Features { cell: CellId, k: u32, source: FeatureError },
     #[error("cell {cell}: could not encode sample {k}: {source}")]
     Encode { cell: CellId, k: u32, source: TiffError },
-    /// The probability or standard-deviation volume of the samples could not be encoded.
+    /// The probability or standard-deviation volume of the samples could not be encoded (boxed:
+    /// the error names the volume beside the TIFF error, which would make every `OutputError`
+    /// large).
     #[error("cell {cell}: {source}")]
-    EncodeEnsemble { cell: CellId, source: crate::uncertainty::EncodeError },
+    EncodeEnsemble { cell: CellId, source: Box<crate::uncertainty::EncodeError> },
 }
 
 /// What a cell writes: one TIFF per sample (in order of k), the ensemble's probability and
@@ -147,7 +149,7 @@ pub fn outputs(
     let per_sample: Vec<FeatureMap> = samples.iter().map(|s| s.features.clone()).collect();
     let (mean_3d, std_3d) = aggregate(&per_sample);
     let ensemble = crate::uncertainty::outputs(run, id, &binaries, &mean_3d, &std_3d)
-        .map_err(|source| OutputError::EncodeEnsemble { cell: id.clone(), source })?;
+        .map_err(|source| OutputError::EncodeEnsemble { cell: id.clone(), source: Box::new(source) })?;
     let mean_metrics = cell.truth.as_ref().map(|_| {
         let m: Vec<FeatureMap> = samples.iter().filter_map(|s| s.metrics.clone()).collect();
         aggregate(&m).0

@@ -477,19 +477,17 @@ pub struct Results {
 /// The classification of a report, or why there is none.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Classification {
-    Classified(Report),
+    /// Boxed: a report is large beside the reason there is none.
+    Classified(Box<Report>),
     /// Too few labelled cells to cross-validate: not an error of the run, the page says why.
-    NotClassified {
-        why: String,
-        unclassified: Vec<Unclassified>,
-    },
+    NotClassified { why: String, unclassified: Vec<Unclassified> },
 }
 
 impl Results {
     /// The classification, where there is one.
     pub fn report(&self) -> Option<&Report> {
         match &self.classification {
-            Classification::Classified(r) => Some(r),
+            Classification::Classified(r) => Some(r.as_ref()),
             Classification::NotClassified { .. } => None,
         }
     }
@@ -563,7 +561,7 @@ pub fn results(
             let mut report = Report { reconstruction, ..report };
             let uncertainty = analyse(Some(&report), report.reconstruction.as_ref());
             report.uncertainty = uncertainty.as_ref().map(|a| a.section.clone());
-            Results { classification: Classification::Classified(report), uncertainty }
+            Results { classification: Classification::Classified(Box::new(report)), uncertainty }
         }
         Err(why) => Results {
             uncertainty: analyse(None, reconstruction.as_ref()),

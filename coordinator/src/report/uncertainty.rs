@@ -32,9 +32,12 @@ pub const HEADLINE: &str = "disagreement";
 pub const HEADLINE_DEFINITION: &str = "1 - mean pairwise IoU of the cell's binarised samples: the share of their shape on which \
      two samples disagree (0 when all agree)";
 
+/// A scalar of a cell's uncertainty record: its name and how to read it.
+pub type Scalar = (&'static str, fn(&Uncertainty) -> Option<f64>);
+
 /// The scalars compared with the error, each oriented so that more means less sure: name and
 /// value (`None` where the record lacks it).
-pub const SCALARS: [(&str, fn(&Uncertainty) -> Option<f64>); 5] = [
+pub const SCALARS: [Scalar; 5] = [
     (HEADLINE, |u| Some(u.disagreement())),
     ("uncertain_fraction", |u| Some(u.uncertain_fraction)),
     ("mean_entropy", |u| Some(u.mean_entropy)),
