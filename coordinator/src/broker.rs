@@ -1,12 +1,12 @@
-//! The coordinator's side of RabbitMQ: connecting (through the worker library's shared plumbing,
-//! so both sides declare the same topology), publishing jobs with pipelined confirms, and reading
+//! The coordinator's side of RabbitMQ: connecting (through `dispr-amqp`, which the workers use
+//! too, so both sides declare the topology of `dispr_proto::queues`), publishing jobs with pipelined confirms, and reading
 //! queue depths without consuming.
 
 use crate::submit::JobSink;
 use anyhow::Context;
+use dispr_amqp as amqp;
 use dispr_proto::Job;
-use dispr_proto::messages::queues::DEFAULT_DELIVERY_LIMIT;
-use dispr_worker::amqp::{self, QueueNames};
+use dispr_proto::queues::{DEFAULT_DELIVERY_LIMIT, QueueNames};
 use futures::future::BoxFuture;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;

@@ -3,7 +3,7 @@
 //! workers). Delivery is at-least-once, so a cell reported twice counts once.
 
 use crate::cells::Finished;
-use crate::plan::human;
+use crate::job_sizing::human;
 use dispr_proto::{CellId, JobResult, ResultBody};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};

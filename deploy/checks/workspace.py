@@ -42,8 +42,8 @@ def load(root: Path) -> Workspace:
 
 
 def proto_queue_names(root: Path) -> dict[str, str]:
-    """The queue constants of proto/src/messages.rs (`pub const JOBS: &str = "dispr.jobs";`)."""
-    text = (root / "proto" / "src" / "messages.rs").read_text()
+    """The queue constants of proto/src/queues.rs (`pub const JOBS: &str = "dispr.jobs";`)."""
+    text = (root / "proto" / "src" / "queues.rs").read_text()
     return dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', text))
 
 
@@ -52,7 +52,7 @@ def env_read(root: Path) -> set[str]:
     in the sources of the crates the binaries are built from (clap `env = "..."` attributes
     and direct `std::env::var` reads alike)."""
     names: set[str] = set()
-    for crate in ("worker", "coordinator", "store", "model", "shape", "proto"):
+    for crate in ("worker", "coordinator", "amqp", "store", "model", "shape", "proto"):
         for path in (root / crate / "src").rglob("*.rs"):
             names.update(re.findall(r'"(DISPR_[A-Z0-9_]+)"', path.read_text()))
     return names

@@ -12,8 +12,10 @@
 //!   [`Predictor::sample`] cells x K seeds to 64^3 volumes in [0, 1].
 //! - [`train`]: one training step (augmentation, warm-up and cosine learning rate, gradient
 //!   clipping, a warming EMA) and exact resume; [`checkpoint`]: record + JSON sidecar.
-//! - [`volume`]: resampling between 64^3 and a configuration's resolution. Otsu and IoU live in
-//!   `dispr_shape`, the naive floor (the mask extruded along z) in `dispr_shape::floor`.
+//! - [`resample`]: averaging down from the dataset's 64^3 (`dispr_shape::volume::SIDE`) to a
+//!   configuration's resolution and trilinear upsampling back. Otsu is `dispr_shape::otsu`, IoU
+//!   `dispr_shape::reconstruction`, the naive floor (the mask extruded along z)
+//!   `dispr_shape::floor`.
 //!
 //! The crate is generic over the Burn backend; binaries pick [`CpuBackend`] (Flex) or, with the
 //! `cuda` feature, CUDA.
@@ -26,11 +28,11 @@ pub mod loss;
 pub mod noise;
 pub mod objective;
 pub mod predictor;
+pub mod resample;
 pub mod sampler;
 pub mod schedule;
 pub mod train;
 pub mod unet;
-pub mod volume;
 
 pub use checkpoint::{CheckpointError, Sidecar, Validation, sha256_file, sidecar_path};
 pub use config::{ModelConfig, Objective};

@@ -7,8 +7,9 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::config::{ModelConfig, Objective};
 use crate::loss::per_sample;
+use crate::resample::{downsample_2d, downsample_3d, upsample_3d};
 use crate::unet::Conditioning;
-use crate::volume::{SIZE, downsample_2d, downsample_3d, upsample_3d};
+use dispr_shape::volume::SIDE;
 
 /// One cell's conditioning at a configuration's resolution `r`, as plain numbers.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,18 +41,18 @@ pub fn normalised_image(image: &[u8], mask: &[u8]) -> Vec<f32> {
 /// The conditioning of one cell (64x64 uint8 image and mask) for `config`.
 pub fn cell_conditioning(config: &ModelConfig, image: &[u8], mask: &[u8]) -> CellConditioning {
     let r = config.resolution;
-    let factor = SIZE / r;
+    let factor = SIDE / r;
     let m: Vec<f32> = mask.iter().map(|&v| f32::from(v) / 255.0).collect();
     let im: Vec<f32> = match config.objective {
         Objective::Eps => image.iter().map(|&v| f32::from(v) / 255.0).collect(),
         Objective::PriorX0 => normalised_image(image, mask),
     };
     let masked: Vec<f32> = im.iter().zip(&m).map(|(&i, &mv)| i * mv).collect();
-    let mut planes = downsample_2d(&m, SIZE, factor);
-    planes.extend(downsample_2d(&masked, SIZE, factor));
+    let mut planes = downsample_2d(&m, SIDE, factor);
+    planes.extend(downsample_2d(&masked, SIDE, factor));
     let prior = match config.objective {
         Objective::Eps => None,
-        Objective::PriorX0 => Some(downsample_3d(&dispr_shape::floor::extrusion(mask), SIZE, factor)),
+        Objective::PriorX0 => Some(downsample_3d(&dispr_shape::floor::extrusion(mask), SIDE, factor)),
     };
     CellConditioning { planes, prior }
 }
@@ -115,7 +116,7 @@ pub fn to_full_resolution(
     cond: &CellConditioning,
 ) -> Vec<f32> {
     let r = config.resolution;
-    let factor = SIZE / r;
+    let factor = SIDE / r;
     let out = match (&cond.prior, config.objective) {
         (Some(prior), Objective::PriorX0) => {
             let correction: Vec<f32> = sample.iter().zip(prior).map(|(s, p)| s - p).collect();

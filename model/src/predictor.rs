@@ -15,7 +15,7 @@ use crate::objective::{as_eps_v, batch_conditioning, cell_conditioning, to_full_
 use crate::sampler::{SamplerError, sample};
 use crate::schedule::Schedule;
 use crate::unet::UNet;
-use crate::volume::SIZE;
+use dispr_shape::volume::SIDE;
 
 /// One cell's inputs: the 64x64 uint8 fluorescence image and segmentation mask (row-major).
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +127,7 @@ impl<B: Backend> Predictor<B> {
         }
         for (index, c) in inputs.iter().enumerate() {
             for (what, len) in [("image", c.image.len()), ("mask", c.mask.len())] {
-                if len != SIZE * SIZE {
+                if len != SIDE * SIDE {
                     return Err(PredictError::InputSize { index, what, len });
                 }
             }
@@ -303,7 +303,7 @@ mod tests {
         let dev = Default::default();
         let (img, mask) = cell(3);
         // A taller-than-the-prior box inside the mask's rectangle.
-        let n = SIZE;
+        let n = SIDE;
         let shape: Vec<f32> = (0..n * n * n)
             .map(|i| {
                 let (z, y, x) = (i / (n * n), (i / n) % n, i % n);
@@ -336,7 +336,7 @@ mod tests {
                 let inputs = [CellInput { image: &img, mask: &mask }];
                 let out = p.sample_through(&inputs, &[vec![1, 2]], &spec, &mut |_, _| {}, &oracle).unwrap();
                 for vol in &out[0] {
-                    let iou = dispr_shape::metrics::iou(&dispr_shape::otsu::binarise(vol), &truth);
+                    let iou = dispr_shape::reconstruction::iou(&dispr_shape::otsu::binarise(vol), &truth);
                     assert_eq!(iou, 1.0, "{} with {spec}", objective.name());
                 }
             }

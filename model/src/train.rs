@@ -26,9 +26,10 @@ use crate::config::{ModelConfig, Objective};
 use crate::loss::{hybrid_loss, prior_x0_loss};
 use crate::objective::{CellConditioning, batch_conditioning, cell_conditioning};
 use crate::predictor::Predictor;
+use crate::resample::downsample_3d;
 use crate::schedule::{Schedule, T};
 use crate::unet::UNet;
-use crate::volume::{SIZE, downsample_3d};
+use dispr_shape::volume::SIDE;
 
 /// One training cell at the configuration's resolution.
 #[derive(Debug, Clone)]
@@ -46,7 +47,7 @@ impl TrainExample {
         let r = config.resolution;
         let inside: Vec<f32> = obj.iter().map(|&v| (v > 0) as u8 as f32).collect();
         let x0 =
-            downsample_3d(&inside, SIZE, SIZE / r).into_iter().map(|v| (v >= 0.5) as u8 as f32).collect();
+            downsample_3d(&inside, SIDE, SIDE / r).into_iter().map(|v| (v >= 0.5) as u8 as f32).collect();
         Self { cond: cell_conditioning(config, image, mask), x0 }
     }
 
@@ -476,7 +477,7 @@ mod tests {
 
     /// One synthetic cell: a ball, its central slice as mask, a ring as image.
     fn one_cell(config: &ModelConfig) -> TrainExample {
-        let n = SIZE;
+        let n = SIDE;
         let c = n as f32 / 2.0;
         let obj: Vec<u8> = (0..n * n * n)
             .map(|i| {
@@ -515,7 +516,7 @@ mod tests {
     }
 
     fn ellipsoid(cy: f32, cx: f32, ry: f32, rx: f32, hz: f32, brightness: u8) -> Cell {
-        let n = SIZE;
+        let n = SIDE;
         let obj: Vec<u8> = (0..n * n * n)
             .map(|i| {
                 let (z, y, x) = ((i / (n * n)) as f32, ((i / n) % n) as f32, (i % n) as f32);

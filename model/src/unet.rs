@@ -319,6 +319,13 @@ mod tests {
     }
 
     #[test]
+    fn dispr_64_flops_match_the_published_estimate() {
+        // DESIGN.md: about 0.79 TFLOP per forward pass at batch 1, about 40% in attention.
+        let f = Plan::new(&ModelConfig::dispr_64()).forward_flops();
+        assert!((0.7e12..0.9e12).contains(&f), "{f}");
+    }
+
+    #[test]
     fn the_reference_scripts_network_has_its_parameter_count() {
         // guided-diffusion's UNetModel with 2 residual blocks per level, attention at the 16x16
         // and 8x8 levels and scale-shift norm: counted layer by layer from its constructor.

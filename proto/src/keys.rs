@@ -28,6 +28,16 @@ pub fn manifest(run: &RunId) -> String {
 pub fn volume(run: &RunId, cell: &CellId, k: u32) -> String {
     format!("runs/{run}/volumes/{cell}/{k}.tif")
 }
+/// The voxel-wise occupancy probability of a cell's samples (the mean of the K binarised samples),
+/// a float32 ImageJ stack beside them. Written only for K >= 2, before the features record.
+pub fn probability_volume(run: &RunId, cell: &CellId) -> String {
+    format!("runs/{run}/volumes/{cell}/probability.tif")
+}
+/// The voxel-wise standard deviation of a cell's binarised samples, sqrt(p (1 - p)), a float32
+/// ImageJ stack beside them. Written only for K >= 2, before the features record.
+pub fn std_volume(run: &RunId, cell: &CellId) -> String {
+    format!("runs/{run}/volumes/{cell}/std.tif")
+}
 pub fn features_prefix(run: &RunId) -> String {
     format!("runs/{run}/features/")
 }
@@ -97,6 +107,8 @@ mod tests {
         assert_eq!(manifest(&r), "runs/r7/manifest.json");
         assert_eq!(volume(&r, &c, 3), "runs/r7/volumes/B_keratocytes000673/3.tif");
         assert_eq!(features(&r, &c), "runs/r7/features/B_keratocytes000673.json");
+        assert_eq!(probability_volume(&r, &c), "runs/r7/volumes/B_keratocytes000673/probability.tif");
+        assert_eq!(std_volume(&r, &c), "runs/r7/volumes/B_keratocytes000673/std.tif");
         assert_eq!(failure(&r, &c), "runs/r7/failures/B_keratocytes000673.json");
         assert_eq!(report_file(&r, "report.html"), "runs/r7/report/report.html");
         assert_eq!(submitted_batch(&r, 12), "runs/r7/submitted/batch-00000012.json");

@@ -1,19 +1,9 @@
-//! Messages on RabbitMQ: jobs on `dispr.jobs`, results and progress on `dispr.results`.
+//! Messages on RabbitMQ: jobs on `dispr.jobs`, results and progress on `dispr.results` (the
+//! queues themselves are in [`crate::queues`]).
 
 use crate::ids::{CellId, RunId};
 use crate::version::{self, ProtoError, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
-
-/// Queue and exchange names of DESIGN.md ("The distributed run"). Tests prefix them to run in
-/// parallel; production uses these.
-pub mod queues {
-    pub const JOBS: &str = "dispr.jobs";
-    pub const RESULTS: &str = "dispr.results";
-    pub const DEAD_LETTER_EXCHANGE: &str = "dispr.dlx";
-    pub const DEAD: &str = "dispr.jobs.dead";
-    /// Deliveries of one job before RabbitMQ dead-letters it (a poison job stops cycling).
-    pub const DEFAULT_DELIVERY_LIMIT: u32 = 3;
-}
 
 /// How volumes are sampled from the trained model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -86,6 +86,36 @@ pub struct CellFeatures {
     /// Mean reconstruction metrics over the samples, when ground truth exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_metrics: Option<FeatureMap>,
+    /// How much the cell's samples disagree (docs/uncertainty.md). `null` where it is unknown: a
+    /// cell sampled once, or a record of a release before it was measured (the field is absent
+    /// there). Written even when null, so that a reader sees "unknown", never a missing zero.
+    #[serde(default)]
+    pub uncertainty: Option<Uncertainty>,
+}
+
+/// The scalar uncertainties of a cell's K >= 2 samples (`dispr_shape::uncertainty` defines them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Uncertainty {
+    /// K, the samples they come from.
+    pub samples: u32,
+    /// Mean IoU over every pair of binarised samples: 1 when they agree.
+    pub mean_pairwise_iou: f64,
+    /// Voxels where the samples disagree (0 < probability < 1) over the mean sample volume.
+    pub uncertain_fraction: f64,
+    /// Mean binary entropy of the probability volume over all its voxels, in bits.
+    pub mean_entropy: f64,
+    /// Per 3D feature, population standard deviation over |mean| across the samples; a feature
+    /// whose mean is 0 while it varies has none and is left out.
+    pub feature_cv: FeatureMap,
+}
+
+impl Uncertainty {
+    /// The headline uncertainty of a cell: 1 - mean pairwise IoU, the share of their shape on which
+    /// two samples disagree (0: all samples identical; 1: no two overlap). Chosen before seeing
+    /// any result for being in the units of the error it should predict (1 - IoU).
+    pub fn disagreement(&self) -> f64 {
+        1.0 - self.mean_pairwise_iou
+    }
 }
 
 impl CellFeatures {
@@ -193,6 +223,40 @@ mod tests {
         let bytes = m.encode();
         assert!(bytes.ends_with(b"}\n"));
         assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn uncertainty_is_null_when_unknown_and_absent_in_old_records() {
+        let record = CellFeatures {
+            schema_version: SCHEMA_VERSION,
+            run_id: RunId::new("r").unwrap(),
+            cell: CellId::new("a1").unwrap(),
+            class: None,
+            subclass: None,
+            features_2d: FeatureMap::new(),
+            samples: vec![],
+            mean_3d: FeatureMap::new(),
+            std_3d: FeatureMap::new(),
+            mean_metrics: None,
+            uncertainty: None,
+        };
+        let json: serde_json::Value = serde_json::from_slice(&record.encode()).unwrap();
+        assert!(json["uncertainty"].is_null() && json.as_object().unwrap().contains_key("uncertainty"));
+        // A record of an earlier release has no such field: unknown, not an error.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("uncertainty");
+        let back = CellFeatures::decode(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(back, record);
+        let known = Uncertainty {
+            samples: 2,
+            mean_pairwise_iou: 0.75,
+            uncertain_fraction: 0.5,
+            mean_entropy: 0.1,
+            feature_cv: FeatureMap::from([("volume".to_string(), 0.2)]),
+        };
+        assert_eq!(known.disagreement(), 0.25);
+        let with = CellFeatures { uncertainty: Some(known), ..record };
+        assert_eq!(CellFeatures::decode(&with.encode()).unwrap(), with);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use dispr_proto::messages::{MAX_CELLS_PER_JOB, MAX_SAMPLES_PER_CELL};
 use dispr_proto::records::FeatureMap;
 use dispr_proto::{
     CellFailure, CellFeatures, CellId, Job, JobRecord, JobResult, Manifest, ModelRef, ProtoError, ResultBody,
-    RunId, SCHEMA_VERSION, SampleFeatures, SamplerSpec,
+    RunId, SCHEMA_VERSION, SampleFeatures, SamplerSpec, Uncertainty,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -193,6 +193,13 @@ static VALID: LazyLock<Vec<Value>> = LazyLock::new(|| {
         mean_3d: features(),
         std_3d: features(),
         mean_metrics: Some(features()),
+        uncertainty: Some(Uncertainty {
+            samples: 5,
+            mean_pairwise_iou: 0.9,
+            uncertain_fraction: 0.2,
+            mean_entropy: 0.01,
+            feature_cv: features(),
+        }),
     };
     let failure = CellFailure {
         schema_version: SCHEMA_VERSION,

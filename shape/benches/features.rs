@@ -7,7 +7,7 @@
 //! exists, else synthetic ellipsoids.
 
 use dispr_shape::features::{features_2d, features_3d, surface_area, surface_roughness};
-use dispr_shape::{metrics, otsu};
+use dispr_shape::{otsu, reconstruction};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -101,7 +101,7 @@ fn main() {
     let binary: Vec<bool> = cells()[0].obj.iter().map(|&v| v > 127).collect();
     let shifted: Vec<bool> = (0..binary.len()).map(|i| binary[(i + 1) % binary.len()]).collect();
     let tmet = median_ms(
-        || drop(std::hint::black_box(metrics::reconstruction(&shifted, &binary, [64, 64, 64]))),
+        || drop(std::hint::black_box(reconstruction::reconstruction(&shifted, &binary, [64, 64, 64]))),
         runs,
     );
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;

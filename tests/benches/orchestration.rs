@@ -308,7 +308,7 @@ async fn s3_latencies(env: &TestEnv, n: usize) -> Vec<(&'static str, f64)> {
 /// checking the inputs with their 2D features, then the 3D features and the volume TIFF.
 fn compute_per_cell(cells: usize) -> f64 {
     use dispr_shape::dataset::{CellBytes, Label};
-    use dispr_worker::{cell, sampler::NullSampler};
+    use dispr_worker::{cell, volume_sampler::NullSampler};
     let (image, mask) = cell_tiffs();
     let files = CellBytes { image: image.into(), mask: mask.into(), obj: None };
     let id = CellId::new("c00000").unwrap();
@@ -323,6 +323,42 @@ fn compute_per_cell(cells: usize) -> f64 {
     started.elapsed().as_secs_f64() / cells as f64
 }
 
+/// Seconds of one core per cell for the worker's per-cell compute with `samples` null samples
+/// (as [`compute_per_cell`], the samples' 3D features and TIFFs included), and within it the
+/// ensemble's uncertainty outputs: the probability and standard-deviation volumes, their TIFFs
+/// and the scalars of the record (timed alone on the same binarised samples).
+fn compute_with_ensemble(cells: usize, samples: u32) -> (f64, f64) {
+    use dispr_shape::dataset::{CellBytes, Label};
+    use dispr_worker::{cell, volume_sampler::NullSampler};
+    let (image, mask) = cell_tiffs();
+    let files = CellBytes { image: image.into(), mask: mask.into(), obj: None };
+    let id = CellId::new("c00000").unwrap();
+    let run = dispr_proto::RunId::new("bench").unwrap();
+    let (mut total, mut ensemble) = (0.0, 0.0);
+    for cell_seed in 0..cells as u64 {
+        let started = Instant::now();
+        let label = Label { class: "bench".into(), subclass: None };
+        let checked = cell::check_inputs(&id, label, &files).unwrap();
+        let seeds: Vec<u64> = (0..u64::from(samples)).map(|k| cell_seed * 1000 + k * 7919).collect();
+        let volumes: Vec<_> = seeds.iter().map(|&s| NullSampler::volume(&checked.input.mask, s)).collect();
+        let binaries: Vec<Vec<bool>> = volumes.iter().map(|v| dispr_shape::otsu::binarise(v)).collect();
+        let outputs = cell::outputs(&run, &checked, &seeds, volumes).unwrap();
+        total += started.elapsed().as_secs_f64();
+        assert_eq!(outputs.ensemble_volumes.len(), if samples >= 2 { 2 } else { 0 });
+        let started = Instant::now();
+        dispr_worker::uncertainty::outputs(
+            &run,
+            &id,
+            &binaries,
+            &outputs.features.mean_3d,
+            &outputs.features.std_3d,
+        )
+        .unwrap();
+        ensemble += started.elapsed().as_secs_f64();
+    }
+    (total / cells as f64, ensemble / cells as f64)
+}
+
 /// Seconds per job of the queue traffic of a job: its publish (confirmed), delivery and ack, and
 /// the three result messages a worker publishes for it (started, cell done, job done).
 async fn queue_per_job(env: &TestEnv, jobs: usize) -> f64 {
@@ -330,8 +366,8 @@ async fn queue_per_job(env: &TestEnv, jobs: usize) -> f64 {
     use lapin::options::*;
     let prefix = format!("{}.", unique("queue"));
     let broker = Broker::connect(&broker_args(&env.amqp_url, &prefix), "bench queue").await.unwrap();
-    let publisher = dispr_worker::amqp::confirm_channel(&broker.conn).await.unwrap();
-    let consumer_ch = dispr_worker::amqp::confirm_channel(&broker.conn).await.unwrap();
+    let publisher = dispr_amqp::confirm_channel(&broker.conn).await.unwrap();
+    let consumer_ch = dispr_amqp::confirm_channel(&broker.conn).await.unwrap();
     consumer_ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
     let mut consumer = consumer_ch
         .basic_consume(
@@ -345,16 +381,16 @@ async fn queue_per_job(env: &TestEnv, jobs: usize) -> f64 {
     let body = vec![b'x'; 400];
     let started = Instant::now();
     for _ in 0..jobs {
-        dispr_worker::amqp::publish_confirmed(&publisher, &broker.names.jobs, &body).await.unwrap();
+        dispr_amqp::publish_confirmed(&publisher, &broker.names.jobs, &body).await.unwrap();
         let delivery = consumer.next().await.unwrap().unwrap();
         // As the worker does: the results go out at once, their confirms are awaited together.
         let mut confirms = Vec::new();
         for _ in 0..3 {
             let results = &broker.names.results;
-            confirms.push(dispr_worker::amqp::publish(&consumer_ch, results, &body[..200]).await.unwrap());
+            confirms.push(dispr_amqp::publish(&consumer_ch, results, &body[..200]).await.unwrap());
         }
         for confirm in confirms {
-            dispr_worker::amqp::confirmed(confirm, &broker.names.results).await.unwrap();
+            dispr_amqp::confirmed(confirm, &broker.names.results).await.unwrap();
         }
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
@@ -441,6 +477,15 @@ fn main() {
         println!(
             "  the workers' own overhead (their CPU per cell less the compute, 16 cells/job, 2 workers): {:.2} ms",
             (worker_cpu_ms - compute * 1000.0).max(0.0)
+        );
+        let (with, ensemble) = compute_with_ensemble(cells.min(50), 5);
+        println!(
+            "  compute on one core with 5 samples per cell: {:.2} ms without the uncertainty outputs, {:.2} ms \
+             with them (probability and std volumes, their TIFFs, the scalars: +{:.2} ms; the store writes \
+             2 MiB more per cell, see the S3 put above)",
+            (with - ensemble) * 1000.0,
+            with * 1000.0,
+            ensemble * 1000.0
         );
     });
 }

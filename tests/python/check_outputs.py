@@ -4,7 +4,10 @@ Usage: python3 check_outputs.py <output root> <run id>
 
 Checks that every predicted volume opens as a (64, 64, 64) float32 array in [0, 1], that
 features.csv is one row per done cell with the documented columns, and that both agree with the
-per-cell features/<cell>.json records. Exits non-zero with a message on the first problem.
+per-cell features/<cell>.json records; for cells of 2 samples or more, that the probability and
+standard-deviation volumes are the mean and spread of the binarised samples as their records say,
+and that uncertainty.csv has a row per done cell, most uncertain first. Exits non-zero with a
+message on the first problem.
 """
 
 import json
@@ -65,8 +68,46 @@ def main() -> None:
     for name, value in first["features_2d"].items():
         if not np.isclose(row[f"2d_{name}"], value, rtol=1e-6, atol=1e-9):
             fail(f"features.csv 2d_{name} = {row[f'2d_{name}']} but the record says {value}")
+    uncertain = check_uncertainty(run_dir, records)
     print(f"check_outputs: {checked} volumes read as (64,64,64) float32 in [0,1]; "
+          f"{uncertain} cells' probability and std volumes agree with their records; "
           f"features.csv: {len(table)} cells x {len(cols_2d)} 2D + {len(cols_3d)} 3D columns")
+
+
+def check_uncertainty(run_dir: pathlib.Path, records: list) -> int:
+    """The ensemble outputs of each cell against its record, and uncertainty.csv; returns the
+    number of cells with a known uncertainty."""
+    known = 0
+    for rec_path in records:
+        rec = json.loads(rec_path.read_text())
+        cell, u = rec["cell"], rec.get("uncertainty")
+        prob_path = run_dir / "volumes" / cell / "probability.tif"
+        if len(rec["samples"]) < 2:
+            if u is not None or prob_path.exists():
+                fail(f"{cell} has one sample but an uncertainty: it must be unknown (null), never measured")
+            continue
+        if u is None:
+            fail(f"{cell} has {len(rec['samples'])} samples but no uncertainty in its record")
+        p = tifffile.imread(prob_path)
+        s = tifffile.imread(run_dir / "volumes" / cell / "std.tif")
+        k = len(rec["samples"])
+        if p.dtype != np.float32 or p.shape != (64, 64, 64) or s.shape != (64, 64, 64):
+            fail(f"{prob_path}: {p.dtype} {p.shape}, expected float32 (64, 64, 64)")
+        if not np.allclose(p * k, np.round(p * k), atol=1e-4):
+            fail(f"{prob_path} is not a mean of {k} binary samples")
+        if not np.allclose(s, np.sqrt(p * (1 - p)), atol=1e-6):
+            fail(f"{cell}: std.tif is not sqrt(p (1 - p)) of probability.tif")
+        entropy = -(p * np.log2(np.where(p > 0, p, 1)) + (1 - p) * np.log2(np.where(p < 1, 1 - p, 1)))
+        if not np.isclose(entropy.mean(), u["mean_entropy"], rtol=1e-4, atol=1e-9):
+            fail(f"{cell}: mean entropy of probability.tif {entropy.mean()} but the record says {u['mean_entropy']}")
+        known += 1
+    table = pd.read_csv(run_dir / "report" / "uncertainty.csv")
+    if len(table) != len(records):
+        fail(f"uncertainty.csv has {len(table)} rows for {len(records)} done cells")
+    ranked = table["disagreement"].dropna().to_numpy()
+    if (np.diff(ranked) > 0).any() or table["disagreement"].isna().to_numpy()[: len(ranked)].any():
+        fail("uncertainty.csv is not sorted most uncertain first with the unknown cells last")
+    return known
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 //! features record). No I/O here, so the pipeline decides where and when it runs (on a blocking
 //! thread).
 
-use crate::sampler::{CellInput, SIDE, Volume};
+use crate::volume_sampler::{CellInput, SIDE, Volume};
 use dispr_proto::records::{FeatureMap, aggregate};
 use dispr_proto::{CellFeatures, CellId, RunId, SCHEMA_VERSION, SampleFeatures, keys};
 use dispr_shape::dataset::{CellBytes, DatasetCell, Geometry, Label, decode_cell};
 use dispr_shape::features::{FeatureError, features_2d, features_3d};
-use dispr_shape::metrics::{reconstruction, truth_mask};
+use dispr_shape::reconstruction::{reconstruction, truth_mask};
 use dispr_shape::tiff_io::{TiffError, encode_volume_f32};
 use dispr_shape::{otsu, volume};
 
@@ -31,7 +31,7 @@ pub enum InputError {
     Features2d { cell: CellId, key: String, source: FeatureError },
     #[error(
         "cell {cell}: the ground truth {key} has no voxel above {threshold} of 255; fix or remove it",
-        threshold = dispr_shape::metrics::TRUTH_THRESHOLD
+        threshold = dispr_shape::reconstruction::TRUTH_THRESHOLD
     )]
     EmptyTruth { cell: CellId, key: String },
 }
@@ -90,16 +90,25 @@ pub enum OutputError {
     Features { cell: CellId, k: u32, source: FeatureError },
     #[error("cell {cell}: could not encode sample {k}: {source}")]
     Encode { cell: CellId, k: u32, source: TiffError },
+    /// The probability or standard-deviation volume of the samples could not be encoded (boxed:
+    /// the error names the volume beside the TIFF error, which would make every `OutputError`
+    /// large).
+    #[error("cell {cell}: {source}")]
+    EncodeEnsemble { cell: CellId, source: Box<crate::uncertainty::EncodeError> },
 }
 
-/// What a cell writes: one TIFF per sample (in order of k) and the features record, written last.
+/// What a cell writes: one TIFF per sample (in order of k), the ensemble's probability and
+/// standard-deviation volumes (K >= 2), and the features record, written last.
 pub struct CellOutputs {
     pub volume_tiffs: Vec<Vec<u8>>,
+    /// `(key, TIFF)`, to be written after the samples and before the features record.
+    pub ensemble_volumes: Vec<(String, Vec<u8>)>,
     pub features: CellFeatures,
 }
 
 /// Encodes the volumes, binarises them with Otsu, computes their 3D features (and
-/// reconstruction metrics where there is ground truth) and the features record.
+/// reconstruction metrics where there is ground truth), the uncertainty of the ensemble
+/// ([`crate::uncertainty`]) and the features record.
 pub fn outputs(
     run: &RunId,
     cell: &Checked,
@@ -109,6 +118,8 @@ pub fn outputs(
     let id = &cell.input.cell;
     let mut volume_tiffs = Vec::with_capacity(volumes.len());
     let mut samples = Vec::with_capacity(volumes.len());
+    // Kept for the ensemble's uncertainty, computed once all samples are in.
+    let mut binaries = Vec::with_capacity(volumes.len());
     for (k, (data, &seed)) in volumes.into_iter().zip(seeds).enumerate() {
         let k = k as u32;
         let binary = otsu::binarise(&data);
@@ -133,9 +144,12 @@ pub fn outputs(
             source,
         })?);
         samples.push(SampleFeatures { k, seed, features, metrics });
+        binaries.push(binary);
     }
     let per_sample: Vec<FeatureMap> = samples.iter().map(|s| s.features.clone()).collect();
     let (mean_3d, std_3d) = aggregate(&per_sample);
+    let ensemble = crate::uncertainty::outputs(run, id, &binaries, &mean_3d, &std_3d)
+        .map_err(|source| OutputError::EncodeEnsemble { cell: id.clone(), source: Box::new(source) })?;
     let mean_metrics = cell.truth.as_ref().map(|_| {
         let m: Vec<FeatureMap> = samples.iter().filter_map(|s| s.metrics.clone()).collect();
         aggregate(&m).0
@@ -151,6 +165,7 @@ pub fn outputs(
         mean_3d,
         std_3d,
         mean_metrics,
+        uncertainty: ensemble.record,
     };
-    Ok(CellOutputs { volume_tiffs, features })
+    Ok(CellOutputs { volume_tiffs, ensemble_volumes: ensemble.volumes, features })
 }

@@ -1,8 +1,7 @@
 //! The DISPR model as a [`VolumeSampler`]: a loaded [`dispr_model::Predictor`] on the backend this
 //! binary was built for (Burn's Flex CPU backend, or CUDA with the `cuda` feature).
 
-use crate::sampler::{CellInput, Progress, Volume, VolumeSampler};
-use crate::samplers::ModelHandle;
+use crate::volume_sampler::{CellInput, Progress, Volume, VolumeSampler};
 use dispr_model::{DefaultBackend, Predictor};
 use dispr_proto::SamplerSpec;
 use std::path::Path;
@@ -18,21 +17,22 @@ pub struct LoadedModel {
 
 /// Loads the checkpoint record at `path` (its sidecar beside it), checking the record against
 /// `sha256` and the sidecar.
-pub fn load(path: &Path, sha256: &str) -> anyhow::Result<Arc<dyn ModelHandle>> {
+pub fn load(path: &Path, sha256: &str) -> anyhow::Result<LoadedModel> {
     let device = Default::default();
     let predictor = Predictor::<DefaultBackend>::load_verified(path, Some(sha256), &device)?;
     let name = format!("{} (sha256 {}..)", predictor.config().name, &sha256[..12.min(sha256.len())]);
     tracing::info!(model = %name, path = %path.display(), "model loaded");
-    Ok(Arc::new(LoadedModel { predictor: Arc::new(Mutex::new(predictor)), name }))
+    Ok(LoadedModel { predictor: Arc::new(Mutex::new(predictor)), name })
 }
 
-impl ModelHandle for LoadedModel {
-    fn sampler(&self, spec: &SamplerSpec) -> anyhow::Result<Arc<dyn VolumeSampler>> {
-        Ok(Arc::new(ModelSampler {
+impl LoadedModel {
+    /// This model sampling as `spec` says.
+    pub fn sampler(&self, spec: &SamplerSpec) -> Arc<dyn VolumeSampler> {
+        Arc::new(ModelSampler {
             predictor: self.predictor.clone(),
             spec: spec.clone(),
             name: self.name.clone(),
-        }))
+        })
     }
 }
 

@@ -7,7 +7,8 @@
 //!   the binarised samples, kept where it is at least one half);
 //! - the IoU of the floor;
 //! - the diversity of the samples: the mean IoU between every pair of them, and the coefficient of
-//!   variation of their volumes (both undefined for K = 1).
+//!   variation of their volumes (population standard deviation over the mean, as the worker's
+//!   uncertainty; both undefined for K = 1).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,7 +16,8 @@ use std::time::Instant;
 use anyhow::Context;
 use dispr_model::{CellInput, Predictor};
 use dispr_proto::SamplerSpec;
-use dispr_shape::metrics::iou;
+use dispr_shape::reconstruction::iou;
+use dispr_shape::uncertainty;
 
 use crate::train_data::ValCell;
 
@@ -32,7 +34,7 @@ pub struct CellScore {
     pub floor_iou: f64,
     /// Mean IoU over the pairs of samples (None for one sample).
     pub pairwise_iou: Option<f64>,
-    /// Standard deviation / mean of the samples' volumes (None for one sample).
+    /// Population standard deviation / mean of the samples' volumes (None for one sample).
     pub volume_cv: Option<f64>,
 }
 
@@ -100,20 +102,11 @@ pub fn score_cell(cell: &ValCell, volumes: &[Vec<f32>]) -> CellScore {
     let k = binary.len();
     let consensus: Vec<bool> =
         (0..cell.truth.len()).map(|i| 2 * binary.iter().filter(|b| b[i]).count() >= k.max(1)).collect();
-    let (pairwise_iou, volume_cv) = if k >= 2 {
-        let mut pairs = Vec::new();
-        for a in 0..k {
-            for b in a + 1..k {
-                pairs.push(iou(&binary[a], &binary[b]));
-            }
-        }
-        let vols: Vec<f64> = binary.iter().map(|b| b.iter().filter(|&&v| v).count() as f64).collect();
-        let m = mean(&vols);
-        let sd = (vols.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1) as f64).sqrt();
-        (Some(mean(&pairs)), Some(if m > 0.0 { sd / m } else { 0.0 }))
-    } else {
-        (None, None)
-    };
+    // The worker's uncertainty measures them the same way (dispr_shape::uncertainty).
+    let samples: Vec<&[bool]> = binary.iter().map(Vec::as_slice).collect();
+    let pairwise_iou = uncertainty::mean_pairwise_iou(&samples);
+    let vols: Vec<f64> = binary.iter().map(|b| b.iter().filter(|&&v| v).count() as f64).collect();
+    let volume_cv = uncertainty::coefficient_of_variation(&vols);
     CellScore {
         id: cell.id.to_string(),
         class: cell.class.clone(),

@@ -18,8 +18,9 @@
 //!   message it would not run; it exits once the jobs in hand are settled. With `idle_timeout`
 //!   it also exits after that long without a job (a ScaledJob pod whose message went elsewhere).
 
-use crate::amqp::{self, QueueNames};
 use crate::pipeline::{JobError, JobRunner, ResultSink};
+use dispr_amqp as amqp;
+use dispr_proto::queues::QueueNames;
 use dispr_proto::{Job, JobResult, ResultBody, RunId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;

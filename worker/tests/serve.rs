@@ -4,8 +4,9 @@
 mod common;
 
 use common::*;
+use dispr_amqp as amqp;
+use dispr_proto::queues::QueueNames;
 use dispr_proto::{CellFeatures, CellId, JobResult, ResultBody, RunId, keys};
-use dispr_worker::amqp::{self, QueueNames};
 use dispr_worker::pipeline::{JobRunner, RunnerConfig};
 use dispr_worker::serve::{ServeConfig, serve};
 use futures::StreamExt;

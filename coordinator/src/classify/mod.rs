@@ -3,10 +3,10 @@
 //! cross-validation, reported per class and as macro F1.
 
 pub mod forest;
-pub mod metrics;
+pub mod scores;
 
 pub use forest::{Forest, ForestConfig, TrainSet};
-pub use metrics::{ClassMetrics, Metrics, evaluate};
+pub use scores::{ClassMetrics, Scores, evaluate};
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;

@@ -87,7 +87,7 @@ async fn dead_letters(args: Args) -> anyhow::Result<()> {
 /// acked, so closing the channel returns every message to the queue untouched; with it, the
 /// selected jobs are republished (confirmed) to the jobs queue before their dead copy is acked.
 async fn list(broker: &Broker, run: Option<&RunId>, requeue: bool) -> anyhow::Result<Vec<DeadLetter>> {
-    let ch = dispr_worker::amqp::confirm_channel(&broker.conn).await?;
+    let ch = dispr_amqp::confirm_channel(&broker.conn).await?;
     let mut listed = Vec::new();
     while let Some(message) = ch
         .basic_get(broker.names.dead.as_str().into(), BasicGetOptions { no_ack: false })

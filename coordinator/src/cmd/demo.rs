@@ -163,6 +163,10 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         "  {}  one row per cell, every feature (pandas, R, a spreadsheet)",
         run_dir.join("report/features.csv").display()
     );
+    println!(
+        "  {}  one row per cell, most uncertain shape first (docs/uncertainty.md)",
+        run_dir.join("report/uncertainty.csv").display()
+    );
     println!("  {}  predicted volumes, ImageJ/Fiji-readable TIFF stacks", run_dir.join("volumes").display());
     println!(
         "  {}  per-cell features (and failures/ for cells that failed)",

@@ -1,8 +1,8 @@
 //! Flags shared by the subcommands: what a new run is and how its jobs are planned (`submit`,
 //! `local`), and which existing run to look at (`status`, `watch`, `report`).
 
+use crate::job_sizing::{self, Cost, DEFAULT_CONSUMER_TIMEOUT_SECS};
 use crate::manifest::RunSpec;
-use crate::plan::{self, Cost, DEFAULT_CONSUMER_TIMEOUT_SECS};
 use anyhow::Context;
 use dispr_proto::{RunId, SamplerSpec};
 use dispr_store::Store;
@@ -114,15 +114,16 @@ impl PlanArgs {
     /// Cells per job for `run` after planning against the consumer timeout.
     pub fn cells_per_job(&self, run: &RunArgs) -> anyhow::Result<u32> {
         let cost = Cost::new(&run.sampler, run.samples, self.seconds_per_step());
-        let planned = plan::cells_per_job(&cost, run.cells_per_job, self.consumer_timeout(), self.split)?;
+        let planned =
+            job_sizing::cells_per_job(&cost, run.cells_per_job, self.consumer_timeout(), self.split)?;
         if planned != run.cells_per_job {
             eprintln!(
                 "--split: {} cells per job instead of {}, so that a job (about {}) fits well within the broker's \
                  consumer_timeout of {}",
                 planned,
                 run.cells_per_job,
-                plan::human(cost.job_seconds(planned)),
-                plan::human(self.consumer_timeout().as_secs_f64())
+                job_sizing::human(cost.job_seconds(planned)),
+                job_sizing::human(self.consumer_timeout().as_secs_f64())
             );
         }
         Ok(planned)
@@ -130,8 +131,8 @@ impl PlanArgs {
 
     pub fn seconds_per_step(&self) -> f64 {
         self.seconds_per_step.unwrap_or(match self.device {
-            Device::Gpu => plan::DEFAULT_GPU_SECONDS_PER_STEP,
-            Device::Cpu => plan::DEFAULT_CPU_SECONDS_PER_STEP,
+            Device::Gpu => job_sizing::DEFAULT_GPU_SECONDS_PER_STEP,
+            Device::Cpu => job_sizing::DEFAULT_CPU_SECONDS_PER_STEP,
         })
     }
 

@@ -11,9 +11,9 @@ use crate::broker::{Broker, BrokerArgs};
 use crate::cells::Finished;
 use crate::cmd::run_args::RunRef;
 use crate::failures::FailureGroups;
-use crate::metrics::{self, Metrics};
 use crate::status::StoredRun;
 use crate::tally::Tally;
+use crate::telemetry::{self, Metrics};
 use anyhow::Context;
 use dispr_proto::{JobResult, RunId};
 use dispr_store::Store;
@@ -55,7 +55,7 @@ async fn watch(args: Args) -> anyhow::Result<()> {
     let mut tally = Tally::new(stored.cells, &stored.finished);
     let metrics = Arc::new(Metrics::default());
     metrics.update(&mut tally);
-    let addr = metrics::serve(&args.http_addr, metrics.clone()).await?;
+    let addr = telemetry::serve(&args.http_addr, metrics.clone()).await?;
     tracing::info!(%addr, "serving /metrics");
 
     let bar = crate::progress::bar(tally.total() as u64, "watching");

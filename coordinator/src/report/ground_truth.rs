@@ -17,7 +17,7 @@ use dispr_store::Store;
 use futures::{StreamExt, TryStreamExt};
 use rayon::prelude::*;
 
-pub use dispr_shape::metrics::TRUTH_THRESHOLD as OBJ_THRESHOLD;
+pub use dispr_shape::reconstruction::TRUTH_THRESHOLD as OBJ_THRESHOLD;
 
 /// Cells fetched at once: bounds memory (a 64^3 obj is 256 KiB, a sample 1 MiB) while keeping
 /// the store busy.
@@ -177,7 +177,7 @@ pub fn record(cell: &CellData, run: &RunId) -> Result<CellFeatures, dispr_shape:
     let features_2d = features_2d(&cell.image.data, &cell.mask.data, h, w)?;
     let mut samples = Vec::new();
     if let Some(obj) = &cell.obj {
-        let binary = dispr_shape::metrics::truth_mask(&obj.data);
+        let binary = dispr_shape::reconstruction::truth_mask(&obj.data);
         samples.push(SampleFeatures {
             k: 0,
             seed: 0,
@@ -197,5 +197,7 @@ pub fn record(cell: &CellData, run: &RunId) -> Result<CellFeatures, dispr_shape:
         mean_3d,
         std_3d,
         mean_metrics: None,
+        // One true shape: nothing to disagree.
+        uncertainty: None,
     })
 }

@@ -3,16 +3,22 @@
 //! dataset has ground truth) the same for the true 3D shapes, the ceiling: the question a run
 //! answers is how much of the gain true shapes give over 2D the predicted shapes recover.
 //!
-//! The data model ([`Report`]) is plain serialisable structs so that other front ends (the HTML
-//! report, the demo) render the same numbers; [`files`] turns a report into the files written
-//! under `runs/<run>/report/`.
+//! [`results`] computes a run's results once, as a value ([`Results`]: the [`Report`], plain
+//! serialisable structs, or why there is none); everything else renders that value: report.json
+//! is the report itself, [`Report::tables`] formats its tables once for both summary.txt
+//! ([`summary`]) and report.html (the run page), and [`files`] writes them with the CSV
+//! tables and plots under `runs/<run>/report/`.
 
+mod files;
 pub mod ground_truth;
 pub mod plots;
 pub mod reconstruction;
 pub mod table;
+pub mod uncertainty;
 
-use crate::classify::{CvConfig, Metrics, evaluate, repeated_cross_val_predict};
+use crate::classify::{CvConfig, Scores, evaluate, repeated_cross_val_predict};
+use dispr_proto::records::CellFeatures;
+pub use files::{ReportFiles, files, summary};
 pub use reconstruction::Reconstruction;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -99,7 +105,7 @@ pub struct FeatureSetResult {
     /// `confusion[true][predicted]`, summed over the repetitions.
     pub confusion: Vec<Vec<usize>>,
     /// Each repetition's metrics, in seed order.
-    pub repetitions: Vec<Metrics>,
+    pub repetitions: Vec<Scores>,
     /// The first repetition's out-of-fold prediction per cell (class names), in
     /// [`Report::cells`] order.
     pub predictions: Vec<String>,
@@ -153,6 +159,10 @@ pub struct Report {
     /// Cells left out of the classification, with the reason (sorted by cell).
     pub unclassified: Vec<Unclassified>,
     pub seconds: f64,
+    /// How unsure the model is of each cell's shape, and whether that predicts its error
+    /// (absent in reports of earlier releases).
+    #[serde(default)]
+    pub uncertainty: Option<uncertainty::UncertaintySection>,
 }
 
 /// Why a report cannot be made.
@@ -194,8 +204,8 @@ fn summarise_set(
     y: &[usize],
     runs: &[Vec<usize>],
 ) -> FeatureSetResult {
-    let repetitions: Vec<Metrics> = runs.iter().map(|p| evaluate(class_names, y, p)).collect();
-    let over = |f: &dyn Fn(&Metrics) -> f64| Stat::of(&repetitions.iter().map(f).collect::<Vec<_>>());
+    let repetitions: Vec<Scores> = runs.iter().map(|p| evaluate(class_names, y, p)).collect();
+    let over = |f: &dyn Fn(&Scores) -> f64| Stat::of(&repetitions.iter().map(f).collect::<Vec<_>>());
     let k = class_names.len();
     let mut confusion = vec![vec![0usize; k]; k];
     for m in &repetitions {
@@ -311,6 +321,7 @@ pub fn build(
         reconstruction: None,
         unclassified,
         seconds: 0.0,
+        uncertainty: None,
     };
     report.recovered = recovered(&report);
     report.seconds = started.elapsed().as_secs_f64();
@@ -332,6 +343,46 @@ fn recovered(report: &Report) -> Option<Recovered> {
 }
 
 impl Report {
+    /// The tables of the report, formatted for display.
+    pub fn tables(&self) -> Tables {
+        let results = (self.feature_sets.iter())
+            .map(|s| ResultRow {
+                name: s.name.clone(),
+                ceiling: s.ceiling,
+                columns: s.features.len(),
+                macro_f1: s.macro_f1.show(),
+                minority_macro_f1: s.minority_macro_f1.map_or("-".into(), |m| m.show()),
+                accuracy: s.accuracy.show(),
+                reference: (self.reference_macro_f1.iter())
+                    .find(|(k, _)| *k == s.name)
+                    .map_or("-".into(), |(_, v)| format!("{v:.3}")),
+            })
+            .collect();
+        let per_class = (self.classes.iter().enumerate())
+            .map(|(k, c)| ClassRow {
+                class: c.class.clone(),
+                cells: c.cells,
+                minority: self.minority_classes.contains(&c.class),
+                per_set: (self.feature_sets.iter())
+                    .map(|s| {
+                        let m = &s.per_class[k];
+                        ClassScores {
+                            f1: m.f1.show(),
+                            precision: format!("{:.3}", m.precision.mean),
+                            recall: format!("{:.3}", m.recall.mean),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Tables {
+            results,
+            recovered: self.recovered_line(),
+            has_ceiling: self.feature_sets.iter().any(|s| s.ceiling),
+            per_class,
+        }
+    }
+
     /// The feature set called `name`.
     pub fn set(&self, name: &str) -> Option<&FeatureSetResult> {
         self.feature_sets.iter().find(|s| s.name == name)
@@ -400,233 +451,168 @@ impl Report {
     }
 }
 
-/// The summary printed by `dispr-coordinator report` and `demo` (and summary.txt): the macro F1
-/// table with the ceiling rows and the recovered share, F1 per class, the reconstruction against
-/// the floor and the unclassified cells.
-pub fn summary(report: &Report) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "{} ({:.0} s)", report.protocol(), report.seconds);
-    if !report.minority_classes.is_empty() {
-        let _ = writeln!(s, "minority classes: {}", report.minority_classes.join(", "));
-    }
-    let _ = writeln!(
-        s,
-        "\n{:<26} {:>7} {:>15} {:>15} {:>15} {:>9}",
-        "features", "columns", "macro F1", "minority F1", "accuracy", "reference"
-    );
-    for r in &report.feature_sets {
-        let reference = report
-            .reference_macro_f1
-            .iter()
-            .find(|(k, _)| *k == r.name)
-            .map(|(_, v)| format!("{v:.3}"))
-            .unwrap_or("-".into());
-        let name = if r.ceiling { format!("{} (ceiling)", r.name) } else { r.name.clone() };
-        let _ = writeln!(
-            s,
-            "{:<26} {:>7} {:>15} {:>15} {:>15} {:>9}",
-            name,
-            r.features.len(),
-            r.macro_f1.show(),
-            r.minority_macro_f1.map_or("-".into(), |m| m.show()),
-            r.accuracy.show(),
-            reference
-        );
-    }
-    if let Some(line) = report.recovered_line() {
-        let _ = writeln!(s, "\n{line}");
-    }
-    let _ = write!(s, "\n{:<24} {:>6}", format!("F1 per class ({}x CV)", report.cv.repeats), "cells");
-    for r in &report.feature_sets {
-        let _ = write!(s, " {:>18}", r.name);
-    }
-    s.push('\n');
-    for (k, c) in report.classes.iter().enumerate() {
-        let _ = write!(s, "{:<24} {:>6}", c.class, c.cells);
-        for r in &report.feature_sets {
-            let _ = write!(s, " {:>18}", r.per_class[k].f1.show());
-        }
-        s.push('\n');
-    }
-    if let Some(rec) = &report.reconstruction {
-        let _ = writeln!(
-            s,
-            "\nReconstruction against the ground truth (obj > 0), mean per cell; floor: the mask extruded along z"
-        );
-        let _ = writeln!(
-            s,
-            "{:<24} {:>6} {:>10} {:>10} {:>12} {:>12} {:>12}",
-            "class", "cells", "model IoU", "floor IoU", "model vol.e", "floor vol.e", "model > floor"
-        );
-        for g in rec.per_class.iter().chain(std::iter::once(&rec.all)) {
-            let _ = writeln!(
-                s,
-                "{:<24} {:>6} {:>10.3} {:>10.3} {:>12.3} {:>12.3} {:>12}",
-                g.class,
-                g.cells,
-                g.model_iou,
-                g.floor_iou,
-                g.model_volume_error,
-                g.floor_volume_error,
-                format!("{}/{}", g.model_beats_floor, g.cells)
-            );
-        }
-    }
-    if !report.unclassified.is_empty() {
-        let _ = writeln!(s, "\n{} cell(s) not classified:", report.unclassified.len());
-        for u in report.unclassified.iter().take(20) {
-            let _ = writeln!(s, "  {}: {}", u.cell, u.reason);
-        }
-        if report.unclassified.len() > 20 {
-            let _ =
-                writeln!(s, "  ... and {} more (report.json lists them all)", report.unclassified.len() - 20);
-        }
-    }
-    s
+/// What a report is made of.
+pub struct ReportInputs {
+    /// The run's feature records (predicted shapes); empty for a report on ground truth alone.
+    pub predicted: Vec<CellFeatures>,
+    /// Ground-truth feature records (true shapes): the ceiling rows.
+    pub truth: Vec<CellFeatures>,
+    /// Cells left out before classifying, with the reason.
+    pub unclassified: Vec<Unclassified>,
+    pub reconstruction: Option<Reconstruction>,
+    /// Where the features came from, as the report states it.
+    pub source: String,
 }
 
-/// Files of a report as `(name, bytes)`, and warnings about files left out.
-pub type ReportFiles = (Vec<(String, Vec<u8>)>, Vec<String>);
+/// The report's results as one value: the classification (or why there is none) and the
+/// uncertainty of the samples. Every rendering (summary.txt, report.json, report.html, the CSV
+/// tables) starts from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Results {
+    pub classification: Classification,
+    /// `None` for a report without a run (ground truth alone).
+    pub uncertainty: Option<uncertainty::Analysis>,
+}
 
-/// The report's files, `(name under report/, bytes)`: report.json, summary.txt, metrics.csv
-/// (per class and set: mean and std over the repetitions), confusion_<set>.csv (summed over the
-/// repetitions), predictions.csv (first repetition), unclassified.csv, reconstruction.csv (where
-/// there is ground truth), features.csv and the PNG plots. A plot that cannot be drawn (no usable
-/// font, say) is left out with a warning in `warnings`.
-pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyhow::Error> {
-    let mut out = vec![
-        ("report.json".to_string(), serde_json::to_vec_pretty(report)?),
-        ("summary.txt".to_string(), summary(report).into_bytes()),
-        ("features.csv".to_string(), table.to_csv()?),
-    ];
+/// The classification of a report, or why there is none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Classification {
+    /// Boxed: a report is large beside the reason there is none.
+    Classified(Box<Report>),
+    /// Too few labelled cells to cross-validate: not an error of the run, the page says why.
+    NotClassified { why: String, unclassified: Vec<Unclassified> },
+}
 
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "feature_set",
-        "ceiling",
-        "class",
-        "precision",
-        "precision_std",
-        "recall",
-        "recall_std",
-        "f1",
-        "f1_std",
-        "support",
-    ])?;
-    for r in &report.feature_sets {
-        for c in &r.per_class {
-            let row = [
-                r.name.clone(),
-                r.ceiling.to_string(),
-                c.class.clone(),
-                c.precision.mean.to_string(),
-                c.precision.std.to_string(),
-                c.recall.mean.to_string(),
-                c.recall.std.to_string(),
-                c.f1.mean.to_string(),
-                c.f1.std.to_string(),
-                c.support.to_string(),
-            ];
-            w.write_record(&row)?;
-        }
-        let mut summary_rows = vec![("macro", Some(r.macro_f1), report.cells.len())];
-        let minority_cells = report
-            .classes
-            .iter()
-            .filter(|c| report.minority_classes.contains(&c.class))
-            .map(|c| c.cells)
-            .sum();
-        summary_rows.push(("minority macro", r.minority_macro_f1, minority_cells));
-        for (what, stat, support) in summary_rows {
-            let Some(stat) = stat else { continue };
-            let row = [
-                r.name.clone(),
-                r.ceiling.to_string(),
-                what.to_string(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                stat.mean.to_string(),
-                stat.std.to_string(),
-                support.to_string(),
-            ];
-            w.write_record(&row)?;
+impl Results {
+    /// The classification, where there is one.
+    pub fn report(&self) -> Option<&Report> {
+        match &self.classification {
+            Classification::Classified(r) => Some(r.as_ref()),
+            Classification::NotClassified { .. } => None,
         }
     }
-    out.push(("metrics.csv".into(), w.into_inner().map_err(|e| e.into_error())?));
 
-    for r in &report.feature_sets {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        let mut header = vec!["true \\ predicted".to_string()];
-        header.extend(report.classes.iter().map(|c| c.class.clone()));
-        w.write_record(&header)?;
-        for (k, row) in r.confusion.iter().enumerate() {
-            let mut rec = vec![report.classes[k].class.clone()];
-            rec.extend(row.iter().map(|v| v.to_string()));
-            w.write_record(&rec)?;
-        }
-        out.push((
-            format!("confusion_{}.csv", file_tag(&r.name)),
-            w.into_inner().map_err(|e| e.into_error())?,
-        ));
-    }
-
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["cell".to_string(), "truth".to_string()];
-    header.extend(report.feature_sets.iter().map(|r| format!("predicted_{}", file_tag(&r.name))));
-    w.write_record(&header)?;
-    for (i, cell) in report.cells.iter().enumerate() {
-        let mut rec = vec![cell.clone(), report.truth[i].clone()];
-        rec.extend(report.feature_sets.iter().map(|r| r.predictions[i].clone()));
-        w.write_record(&rec)?;
-    }
-    out.push(("predictions.csv".into(), w.into_inner().map_err(|e| e.into_error())?));
-
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["cell", "reason"])?;
-    for u in &report.unclassified {
-        w.write_record([&u.cell, &u.reason])?;
-    }
-    out.push(("unclassified.csv".into(), w.into_inner().map_err(|e| e.into_error())?));
-
-    if let Some(rec) = &report.reconstruction {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record([
-            "cell",
-            "class",
-            "model_iou",
-            "floor_iou",
-            "model_volume_error",
-            "floor_volume_error",
-        ])?;
-        for c in &rec.cells {
-            w.write_record([
-                c.cell.clone(),
-                c.class.clone().unwrap_or_default(),
-                c.model_iou.to_string(),
-                c.floor_iou.to_string(),
-                c.model_volume_error.to_string(),
-                c.floor_volume_error.to_string(),
-            ])?;
-        }
-        out.push(("reconstruction.csv".into(), w.into_inner().map_err(|e| e.into_error())?));
-    }
-
-    let mut warnings = Vec::new();
-    for r in &report.feature_sets {
-        let name = format!("confusion_{}.png", file_tag(&r.name));
-        let title = format!("{} features: confusion matrix ({} repetitions)", r.name, r.repetitions.len());
-        match plots::confusion_png(&title, report, &r.confusion) {
-            Ok(png) => out.push((name, png)),
-            Err(e) => warnings.push(format!("{name} not drawn: {e}")),
+    /// Why there is no classification, where there is none.
+    pub fn why_not_classified(&self) -> Option<&str> {
+        match &self.classification {
+            Classification::Classified(_) => None,
+            Classification::NotClassified { why, .. } => Some(why),
         }
     }
-    match plots::f1_png(report) {
-        Ok(png) => out.push(("f1_per_class.png".into(), png)),
-        Err(e) => warnings.push(format!("f1_per_class.png not drawn: {e}")),
+
+    /// The cells left out of the classification, with the reason.
+    pub fn unclassified(&self) -> &[Unclassified] {
+        match &self.classification {
+            Classification::Classified(r) => &r.unclassified,
+            Classification::NotClassified { unclassified, .. } => unclassified,
+        }
     }
-    Ok((out, warnings))
+
+    /// The printable summary: the classification table (with the uncertainty), or why there is
+    /// none (and the uncertainty).
+    pub fn summary(&self) -> String {
+        match &self.classification {
+            Classification::Classified(r) => summary(r),
+            Classification::NotClassified { why, .. } => {
+                let mut s = format!("no classification: {why}\n");
+                if let Some(a) = &self.uncertainty {
+                    s.push_str(&uncertainty::summary(&a.section));
+                }
+                s
+            }
+        }
+    }
+
+    /// The files under `report/`: all of [`files`], or features.csv alone without a
+    /// classification; and uncertainty.csv and its plots, with or without one.
+    pub fn files(&self, table: &FeatureTable) -> anyhow::Result<ReportFiles> {
+        let (mut out, mut warnings) = match &self.classification {
+            Classification::Classified(r) => files(r, table)?,
+            Classification::NotClassified { .. } => {
+                (vec![("features.csv".to_string(), table.to_csv()?)], Vec::new())
+            }
+        };
+        if let Some(a) = &self.uncertainty {
+            let (mut more, mut w) = uncertainty::files(a)?;
+            out.append(&mut more);
+            warnings.append(&mut w);
+        }
+        Ok((out, warnings))
+    }
+}
+
+/// The one computation of a run's results: [`build`] on `table` (made from `inputs`), with the
+/// reconstruction against the floor added, then the uncertainty of the run's samples (after the
+/// classification: it says which cells were misclassified). Compute-heavy: call it from a
+/// blocking thread.
+pub fn results(
+    run_id: &str,
+    table: &FeatureTable,
+    inputs: ReportInputs,
+    level: Level,
+    cv: CvConfig,
+) -> Results {
+    let ReportInputs { predicted, unclassified, reconstruction, source, .. } = inputs;
+    let analyse = |report: Option<&Report>, reconstruction: Option<&Reconstruction>| {
+        (!predicted.is_empty()).then(|| uncertainty::analyse(&predicted, reconstruction, report))
+    };
+    match build(run_id, &source, table, level, cv, unclassified.clone()) {
+        Ok(report) => {
+            let mut report = Report { reconstruction, ..report };
+            let uncertainty = analyse(Some(&report), report.reconstruction.as_ref());
+            report.uncertainty = uncertainty.as_ref().map(|a| a.section.clone());
+            Results { classification: Classification::Classified(Box::new(report)), uncertainty }
+        }
+        Err(why) => Results {
+            uncertainty: analyse(None, reconstruction.as_ref()),
+            classification: Classification::NotClassified { why: why.to_string(), unclassified },
+        },
+    }
+}
+
+/// A report's tables with their figures formatted, once for every rendering (summary.txt and
+/// report.html show the same cells).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tables {
+    /// One row per feature set, in report order.
+    pub results: Vec<ResultRow>,
+    /// The line that answers the study's question ([`Report::recovered_line`]).
+    pub recovered: Option<String>,
+    /// Whether any row is a ceiling (the dataset has ground truth).
+    pub has_ceiling: bool,
+    /// One row per class, in [`Report::classes`] order.
+    pub per_class: Vec<ClassRow>,
+}
+
+/// A feature set's row of the results table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub name: String,
+    pub ceiling: bool,
+    pub columns: usize,
+    pub macro_f1: String,
+    /// `-` without minority classes.
+    pub minority_macro_f1: String,
+    pub accuracy: String,
+    /// The reference study's macro F1 for this set, or `-`.
+    pub reference: String,
+}
+
+/// A class's row of the per-class table: its scores under each feature set, in report order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassRow {
+    pub class: String,
+    pub cells: usize,
+    pub minority: bool,
+    pub per_set: Vec<ClassScores>,
+}
+
+/// A class's F1 (mean ± std), precision and recall (means) under one feature set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassScores {
+    pub f1: String,
+    pub precision: String,
+    pub recall: String,
 }
 
 /// "2D + true 3D" -> "2dtrue3d": feature-set names as they appear in file names.
@@ -654,6 +640,7 @@ mod tests {
             mean_3d: f3.clone(),
             std_3d: f3.keys().map(|k| (k.clone(), 0.0)).collect(),
             mean_metrics: None,
+            uncertainty: None,
         }
     }
 

@@ -24,10 +24,10 @@ pub fn truth_shape(obj: &[u8]) -> Vec<bool> {
     obj.iter().map(|&v| v > 0).collect()
 }
 
-/// IoU and relative volume error of `pred` against `truth`: `dispr_shape::metrics`' (one
+/// IoU and relative volume error of `pred` against `truth`: `dispr_shape::reconstruction`' (one
 /// definition for the report and the per-sample records); `None` when the truth is empty.
 pub fn scores(pred: &[bool], truth: &[bool]) -> Option<(f64, f64)> {
-    dispr_shape::metrics::iou_and_volume_error(pred, truth)
+    dispr_shape::reconstruction::iou_and_volume_error(pred, truth)
 }
 
 /// One cell's scores: the model's are the means over its samples.
@@ -111,6 +111,11 @@ pub struct Reconstruction {
 }
 
 impl Reconstruction {
+    /// The rows of its table: each class, then all cells.
+    pub fn rows(&self) -> impl Iterator<Item = &GroupReconstruction> {
+        self.per_class.iter().chain(std::iter::once(&self.all))
+    }
+
     /// The section for `cells`; `None` when no cell could be scored.
     pub fn of(mut cells: Vec<CellReconstruction>) -> Option<Self> {
         if cells.is_empty() {

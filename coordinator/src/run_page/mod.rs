@@ -1,37 +1,39 @@
 //! `report.html`: the page people open when a run is over. One self-contained file (pictures are
 //! embedded PNGs, no scripts, no network): the run's summary, its timeline, the classification
 //! results beside the ceiling of the true shapes, the reconstruction against the extrusion floor,
-//! the cells left out and why, and per class the best, median and worst cells: inputs beside the
-//! predicted shapes and the ground truth.
+//! the cells left out and why, the uncertainty of the samples ([`uncertainty`]), and per class the
+//! best, median and worst cells: inputs beside the predicted shapes and the ground truth.
 //!
-//! [`write_run_report`] reads what the report needs from the stores, [`crate::report`] computes
-//! the classification and its plots, [`render`] turns it all into HTML.
+//! [`write_run_report`] reads what the report needs from the stores (the drawn cells in
+//! [`panels`]); [`write_report`] has [`crate::report::results`] compute the results once and
+//! writes their renderings: report.json, summary.txt, the CSV tables and plots
+//! ([`crate::report::files`]) and report.html ([`html`], from an askama template).
 
 pub mod cells;
+mod html;
+mod panels;
 pub mod timeline;
+pub mod uncertainty;
+
+pub use panels::gallery_positions;
 
 use crate::classify::CvConfig;
+pub use crate::report::ReportInputs;
 use crate::report::reconstruction::CellReconstruction;
-use crate::report::{FeatureTable, Level, Reconstruction, Report, Unclassified, file_tag, ground_truth};
+use crate::report::{self, FeatureTable, Level, Reconstruction, Unclassified, ground_truth};
 use anyhow::Context as _;
-use base64::Engine as _;
 use dispr_proto::records::{CellFailure, CellFeatures, JobRecord, Manifest};
 use dispr_proto::{CellId, RunId, keys};
 use dispr_shape::dataset::Dataset;
-use dispr_shape::tiff_io;
-use dispr_shape::volume::SIDE;
 use dispr_store::Store;
 use futures::{StreamExt, TryStreamExt};
+use panels::{choose_panels, panel};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 /// Cells shown with pictures per class: the best, the median and the worst by IoU (or the first
 /// ones where there is no ground truth). The others are counted, not drawn, so a page of a
 /// million-cell run stays a few megabytes.
 pub const DEFAULT_CELLS_PER_CLASS: usize = 3;
-
-/// Unclassified cells listed on the page (report.json and unclassified.csv have them all).
-const UNCLASSIFIED_SHOWN: usize = 200;
 
 /// One cell's panel.
 pub struct CellPanel {
@@ -60,6 +62,8 @@ pub struct RunPage {
     pub panels: Vec<CellPanel>,
     /// Cells with features that have no panel (beyond the per-class limit).
     pub cells_not_drawn: usize,
+    /// The most and least certain cell of each class, drawn (the numbers are in the results).
+    pub uncertainty_panels: Vec<uncertainty::Panel>,
 }
 
 impl RunPage {
@@ -92,112 +96,10 @@ async fn read_all<T>(
     .await
 }
 
-/// Positions of `n` cells spread over a ranking of `m` (best first): best, median, worst for 3;
-/// evenly spaced otherwise. With their names.
-pub fn gallery_positions(m: usize, n: usize) -> Vec<(usize, String)> {
-    if m == 0 || n == 0 {
-        return Vec::new();
-    }
-    let n = n.min(m);
-    let mut out: Vec<(usize, String)> = Vec::new();
-    for i in 0..n {
-        let pos = if n == 1 { 0 } else { (i * (m - 1) + (n - 1) / 2) / (n - 1) };
-        if out.last().is_some_and(|(p, _)| *p == pos) {
-            continue;
-        }
-        let name = if pos == 0 {
-            "best".to_string()
-        } else if pos == m - 1 {
-            "worst".to_string()
-        } else if pos == (m - 1) / 2 {
-            "median".to_string()
-        } else {
-            format!("rank {} of {m}", pos + 1)
-        };
-        out.push((pos, name));
-    }
-    out
-}
-
-/// Chooses the cells drawn per class: by model IoU where the report has reconstruction scores
-/// (best, median, worst), else the first cells by id.
-fn choose_panels<'a>(
-    records: &'a [CellFeatures],
-    per_class: usize,
-    reconstruction: Option<&Reconstruction>,
-) -> Vec<(&'a CellFeatures, String, Option<CellReconstruction>)> {
-    let mut by_class: BTreeMap<Option<String>, Vec<&CellFeatures>> = BTreeMap::new();
-    for rec in records {
-        by_class.entry(rec.class.clone()).or_default().push(rec);
-    }
-    let mut chosen = Vec::new();
-    for (_, mut members) in by_class {
-        members.sort_by(|a, b| a.cell.cmp(&b.cell));
-        let score = |r: &CellFeatures| reconstruction.and_then(|rec| rec.cell(r.cell.as_str())).cloned();
-        let scored: Vec<(&CellFeatures, CellReconstruction)> =
-            members.iter().filter_map(|r| score(r).map(|s| (*r, s))).collect();
-        if scored.is_empty() {
-            chosen.extend(members.into_iter().take(per_class).map(|r| (r, String::new(), None)));
-        } else {
-            let mut ranked = scored;
-            ranked.sort_by(|a, b| {
-                b.1.model_iou.total_cmp(&a.1.model_iou).then_with(|| a.0.cell.cmp(&b.0.cell))
-            });
-            for (pos, name) in gallery_positions(ranked.len(), per_class) {
-                let (rec, s) = &ranked[pos];
-                chosen.push((*rec, format!("{name} IoU"), Some(s.clone())));
-            }
-        }
-    }
-    chosen
-}
-
 /// Opens the run's dataset, or says why not (the report is still made without it).
 async fn open_dataset(uri: &str) -> Result<Dataset, String> {
     let store = Store::open(uri).map_err(|e| format!("{e:#}"))?;
     Dataset::open(store).await.map_err(|e| format!("{e:#}"))
-}
-
-async fn panel(
-    output: &Store,
-    dataset: Option<&Dataset>,
-    run: &RunId,
-    rec: &CellFeatures,
-    rank: String,
-    scores: Option<CellReconstruction>,
-) -> anyhow::Result<CellPanel> {
-    let cell = rec.cell.clone();
-    let input = match dataset {
-        Some(d) if d.index.get(&cell).is_some() => Some(d.load_cell(&cell).await?),
-        _ => None,
-    };
-    let mut volumes = Vec::new();
-    for s in &rec.samples {
-        let key = keys::volume(run, &cell, s.k);
-        volumes.push((
-            key.clone(),
-            output.get(&key).await.with_context(|| format!("reading {}", output.uri_of(&key)))?,
-        ));
-    }
-    let class = rec.class.clone();
-    tokio::task::spawn_blocking(move || {
-        let samples_png = volumes
-            .iter()
-            .map(|(key, bytes)| {
-                let v = tiff_io::read_volume_f32(bytes, key, "predicted volume", [SIDE, SIDE, SIDE])?;
-                cells::strip_png(&cells::projections_f32(&v))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let inputs_png =
-            input.as_ref().map(|c| cells::strip_png(&[c.image.clone(), c.mask.clone()])).transpose()?;
-        let truth_png = input
-            .as_ref()
-            .and_then(|c| c.obj.as_ref())
-            .map(|obj| cells::strip_png(&cells::projections_u8(obj)))
-            .transpose()?;
-        Ok(CellPanel { cell, class, rank, inputs_png, samples_png, truth_png, scores })
-    })
-    .await?
 }
 
 /// How the report of a run is made.
@@ -223,19 +125,6 @@ pub struct Written {
     pub summary: String,
     pub files: usize,
     pub warnings: Vec<String>,
-}
-
-/// What a report is made of.
-pub struct ReportInputs {
-    /// The run's feature records (predicted shapes); empty for a report on ground truth alone.
-    pub predicted: Vec<CellFeatures>,
-    /// Ground-truth feature records (true shapes): the ceiling rows.
-    pub truth: Vec<CellFeatures>,
-    /// Cells left out before classifying, with the reason.
-    pub unclassified: Vec<Unclassified>,
-    pub reconstruction: Option<Reconstruction>,
-    /// Where the features came from, as the report states it.
-    pub source: String,
 }
 
 /// The report of a run, from its records in `output` and, where its dataset has ground truth,
@@ -337,6 +226,15 @@ pub async fn write_run_report(
             .buffered(4)
             .try_collect()
             .await?;
+            let (uncertainty_panels, mut missing) = uncertainty::panels(
+                output,
+                dataset.as_ref(),
+                run,
+                &inputs.predicted,
+                inputs.reconstruction.as_ref(),
+            )
+            .await;
+            warnings.append(&mut missing);
             Some(RunPage {
                 cells_in_dataset: dataset.as_ref().map(|d| d.index.cells.len()),
                 done: inputs.predicted.len(),
@@ -345,6 +243,7 @@ pub async fn write_run_report(
                 failures,
                 jobs,
                 panels,
+                uncertainty_panels,
             })
         }
         None => None,
@@ -366,43 +265,17 @@ pub async fn write_report(
     let table = FeatureTable::from_sources(&inputs.predicted, &inputs.truth);
     let run_name = run.to_string();
     let (level, cv) = (options.level, options.cv);
-    let ReportInputs { unclassified, reconstruction, source, .. } = inputs;
     // The forests are compute: a blocking thread, with rayon spreading the trees over the cores.
-    let (report, unclassified, files, warnings) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            match crate::report::build(&run_name, &source, &table, level, cv, unclassified.clone()) {
-                Ok(mut report) => {
-                    report.reconstruction = reconstruction;
-                    let (files, warnings) = crate::report::files(&report, &table)?;
-                    let unclassified = report.unclassified.clone();
-                    Ok((Ok(report), unclassified, files, warnings))
-                }
-                // Too few cells is not an error of the run: the page says so instead.
-                Err(why) => Ok((
-                    Err(why.to_string()),
-                    unclassified,
-                    vec![("features.csv".to_string(), table.to_csv()?)],
-                    Vec::new(),
-                )),
-            }
-        })
-        .await??;
-    let summary = match &report {
-        Ok(r) => crate::report::summary(r),
-        Err(why) => format!("no classification: {why}\n"),
-    };
-    let (mut all, warnings) = (files, warnings);
+    let (results, (mut all, warnings)) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let results = report::results(&run_name, &table, inputs, level, cv);
+        let files = results.files(&table)?;
+        Ok((results, files))
+    })
+    .await??;
     if let Some(page) = page {
         let plots: BTreeMap<String, Vec<u8>> =
             all.iter().filter(|(n, _)| n.ends_with(".png")).cloned().collect();
-        let html = render(
-            &page,
-            report.as_ref().ok(),
-            &unclassified,
-            &plots,
-            report.as_ref().err().map(String::as_str),
-        );
-        all.push(("report.html".to_string(), html.into_bytes()));
+        all.push(("report.html".to_string(), html::render(&page, &results, &plots).into_bytes()));
     }
     let count = all.len();
     futures::stream::iter(all.into_iter().map(|(name, bytes)| {
@@ -414,346 +287,7 @@ pub async fn write_report(
     .buffer_unordered(8)
     .try_collect::<Vec<()>>()
     .await?;
-    Ok(Written { summary, files: count, warnings })
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-fn img(png: &[u8], alt: &str) -> String {
-    let data = base64::engine::general_purpose::STANDARD.encode(png);
-    format!("<img alt=\"{}\" src=\"data:image/png;base64,{data}\">", esc(alt))
-}
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}\
-.scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}.scroll>table{margin:0}\
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}\
-td{white-space:nowrap}td.l{white-space:normal}\
-th{background:#f3f3f3}td.l,th.l{text-align:left}img{image-rendering:pixelated;vertical-align:middle;margin:2px}\
-img.plot{image-rendering:auto;max-width:100%;height:auto}tr.ceiling td{background:#f6f6f6;font-style:italic}\
-p.answer{font-size:1.1em;font-weight:600;border-left:4px solid #009e73;padding-left:.6em}\
-details{margin:.3em 0}summary{cursor:pointer;font-weight:600}.muted{color:#777}.bad{color:#b00}.good{color:#070}\
-code{overflow-wrap:anywhere}";
-
-/// A table in a box of its own that scrolls sideways, so a wide table never widens the page.
-fn scroll(h: &mut String, table: &str) {
-    let _ = write!(h, "<div class=\"scroll\">{table}</div>");
-}
-
-/// The page: `report` and its plots (`report::files` output, by name) are the classification
-/// part, absent when too few cells were labelled to cross-validate (`why_no_report` says why);
-/// `unclassified` are the cells left out of it, with the reason.
-pub fn render(
-    page: &RunPage,
-    report: Option<&Report>,
-    unclassified: &[Unclassified],
-    plots: &BTreeMap<String, Vec<u8>>,
-    why_no_report: Option<&str>,
-) -> String {
-    let m = &page.manifest;
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
-         content=\"width=device-width\"><title>DISPR run {run}</title><style>{STYLE}</style></head><body>\
-         <h1>DISPR run <code>{run}</code></h1>",
-        run = esc(m.run_id.as_str())
-    );
-
-    // Summary.
-    let model = m.model.as_ref().map(|r| {
-        format!(
-            "<code>{}</code> <span class=\"muted\">sha256 <code>{}</code></span>",
-            esc(&r.uri),
-            esc(&r.sha256)
-        )
-    });
-    let rows: Vec<(&str, String)> = vec![
-        ("dataset", format!("<code>{}</code>", esc(&m.dataset_uri))),
-        ("output", format!("<code>{}</code>", esc(&m.output_uri))),
-        ("model", model.unwrap_or_else(|| "none (null sampler)".into())),
-        ("sampler", format!("{} ({} model evaluations per sample)", m.sampler, m.sampler.steps())),
-        ("samples per cell", m.samples_per_cell.to_string()),
-        ("seed", m.seed.to_string()),
-        ("code version", esc(&m.code_version)),
-        ("cells in the dataset", page.cells_in_dataset.map_or("unknown".into(), |n| n.to_string())),
-        ("cells done", page.done.to_string()),
-        ("cells failed", page.failures.len().to_string()),
-        ("wall time", page.wall_seconds().map_or("-".into(), |s| format!("{s:.1} s"))),
-        (
-            "cells per second",
-            page.wall_seconds()
-                .filter(|&s| s > 0.0)
-                .map_or("-".into(), |s| format!("{:.3}", page.done as f64 / s)),
-        ),
-        (
-            "compute seconds per cell",
-            page.compute_seconds_per_cell().map_or("-".into(), |s| format!("{s:.2} s")),
-        ),
-    ];
-    h.push_str("<h2>Run summary</h2>");
-    let mut t = String::from("<table>");
-    for (k, v) in rows {
-        let _ = write!(t, "<tr><th class=\"l\">{k}</th><td class=\"l\">{v}</td></tr>");
-    }
-    t.push_str("</table>");
-    scroll(&mut h, &t);
-    if !page.failures.is_empty() {
-        h.push_str("<h3 class=\"bad\">Failed cells</h3>");
-        let mut t = String::from(
-            "<table><tr><th class=\"l\">cell</th><th class=\"l\">reason</th><th class=\"l\">worker</th></tr>",
-        );
-        for f in &page.failures {
-            let _ = write!(
-                t,
-                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
-                esc(f.cell.as_str()),
-                esc(&f.reason),
-                esc(&f.worker)
-            );
-        }
-        t.push_str("</table>");
-        scroll(&mut h, &t);
-    }
-
-    // Timeline.
-    h.push_str("<h2>Timeline</h2>");
-    match timeline::timeline_png(&page.jobs) {
-        Ok(Some(png)) => h.push_str(&img_plot(&png, "timeline: jobs per worker over time")),
-        Ok(None) => h.push_str("<p class=\"muted\">No job records: the run has not finished a job yet.</p>"),
-        Err(e) => {
-            let _ =
-                write!(h, "<p class=\"bad\">The timeline could not be drawn: {}</p>", esc(&e.to_string()));
-        }
-    }
-
-    // Classification.
-    h.push_str("<h2>Classification</h2>");
-    match report {
-        None => {
-            let _ = write!(
-                h,
-                "<p class=\"muted\">No classification: {}</p>",
-                esc(why_no_report.unwrap_or("not computed"))
-            );
-        }
-        Some(r) => render_classification(&mut h, r, plots),
-    }
-    render_unclassified(&mut h, unclassified);
-    if let Some(rec) = report.and_then(|r| r.reconstruction.as_ref()) {
-        render_reconstruction(&mut h, rec);
-    }
-
-    // Cells.
-    let by_iou = page.panels.iter().any(|p| p.scores.is_some());
-    let _ = write!(
-        h,
-        "<h2>Cells</h2><p class=\"muted\">{} Per cell: input image and mask; then the maximum projections along \
-         z, y and x of each predicted sample; and of the ground truth where the dataset has it.{}</p>",
-        if by_iou {
-            "Per class, the cells with the best, the median and the worst model IoU (against obj &gt; 0)."
-        } else {
-            "Per class, the first cells by name (the dataset has no ground truth to rank them by)."
-        },
-        if page.cells_not_drawn > 0 {
-            format!(" {} more cells are not drawn (features.csv has them all).", page.cells_not_drawn)
-        } else {
-            String::new()
-        }
-    );
-    let mut by_class: BTreeMap<String, Vec<&CellPanel>> = BTreeMap::new();
-    for p in &page.panels {
-        by_class.entry(p.class.clone().unwrap_or_else(|| "unlabelled".into())).or_default().push(p);
-    }
-    for (class, panels) in by_class {
-        let _ = write!(h, "<details open><summary>{} ({} shown)</summary>", esc(&class), panels.len());
-        let mut t = String::from(
-            "<table><tr><th class=\"l\">cell</th><th>model IoU</th><th>floor IoU</th><th>model volume error</th>\
-             <th class=\"l\">inputs</th><th class=\"l\">samples (z, y, x)</th><th class=\"l\">ground truth</th></tr>",
-        );
-        for p in panels {
-            let score = |f: fn(&CellReconstruction) -> f64| {
-                p.scores.as_ref().map_or("-".into(), |s| format!("{:.3}", f(s)))
-            };
-            let _ = write!(
-                t,
-                "<tr><td class=\"l\">{}<br><span class=\"muted\">{}</span></td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
-                esc(p.cell.as_str()),
-                esc(&p.rank),
-                score(|s| s.model_iou),
-                score(|s| s.floor_iou),
-                score(|s| s.model_volume_error),
-                p.inputs_png.as_ref().map_or(String::new(), |png| img(png, &format!("{} inputs", p.cell))),
-                p.samples_png
-                    .iter()
-                    .enumerate()
-                    .map(|(k, png)| img(png, &format!("{} sample {k}", p.cell)))
-                    .collect::<Vec<_>>()
-                    .join("<br>"),
-                p.truth_png.as_ref().map_or("<span class=\"muted\">none</span>".into(), |png| img(
-                    png,
-                    &format!("{} ground truth", p.cell)
-                )),
-            );
-        }
-        t.push_str("</table>");
-        scroll(&mut h, &t);
-        h.push_str("</details>");
-    }
-    h.push_str("</body></html>\n");
-    h
-}
-
-fn img_plot(png: &[u8], alt: &str) -> String {
-    img(png, alt).replacen("<img ", "<img class=\"plot\" ", 1)
-}
-
-fn render_classification(h: &mut String, r: &Report, plots: &BTreeMap<String, Vec<u8>>) {
-    let _ = write!(h, "<p>{}. Class imbalance: {}.", esc(&r.protocol()), esc(&r.imbalance));
-    if !r.minority_classes.is_empty() {
-        let _ = write!(
-            h,
-            " Minority classes (every class but one holding half of the cells): {}.",
-            esc(&r.minority_classes.join(", "))
-        );
-    }
-    h.push_str("</p>");
-    let has_ceiling = r.feature_sets.iter().any(|s| s.ceiling);
-    let mut t = String::from(
-        "<table><tr><th class=\"l\">features</th><th>columns</th><th>macro F1</th><th>minority macro F1</th>\
-         <th>accuracy</th><th>reference study macro F1</th></tr>",
-    );
-    for s in &r.feature_sets {
-        let reference = r
-            .reference_macro_f1
-            .iter()
-            .find(|(k, _)| *k == s.name)
-            .map_or("-".into(), |(_, v)| format!("{v:.3}"));
-        let _ = write!(
-            t,
-            "<tr{}><td class=\"l\">{}{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if s.ceiling { " class=\"ceiling\"" } else { "" },
-            esc(&s.name),
-            if s.ceiling { " <span class=\"muted\">(ceiling: true shapes)</span>" } else { "" },
-            s.features.len(),
-            s.macro_f1.show(),
-            s.minority_macro_f1.map_or("-".into(), |m| m.show()),
-            s.accuracy.show(),
-            reference
-        );
-    }
-    t.push_str("</table>");
-    scroll(h, &t);
-    match r.recovered_line() {
-        Some(line) => {
-            let _ = write!(h, "<p class=\"answer\">{}</p>", esc(&line));
-        }
-        None if !has_ceiling => h.push_str(
-            "<p class=\"muted\">The dataset has no ground truth (obj/), so there is no ceiling: how much of the \
-             gain true shapes would give the predicted ones recover cannot be measured here.</p>",
-        ),
-        None => {}
-    }
-
-    let _ = write!(h, "<h3>Per class (mean ± standard deviation over {} repetitions)</h3>", r.cv.repeats);
-    let mut t = String::from("<table><tr><th class=\"l\">class</th><th>cells</th>");
-    for s in &r.feature_sets {
-        let _ = write!(t, "<th>{} F1</th><th>precision</th><th>recall</th>", esc(&s.name));
-    }
-    t.push_str("</tr>");
-    for (k, c) in r.classes.iter().enumerate() {
-        let minority = if r.minority_classes.contains(&c.class) {
-            " <span class=\"muted\">(minority)</span>"
-        } else {
-            ""
-        };
-        let _ = write!(t, "<tr><td class=\"l\">{}{minority}</td><td>{}</td>", esc(&c.class), c.cells);
-        for s in &r.feature_sets {
-            let m = &s.per_class[k];
-            let _ = write!(
-                t,
-                "<td><b>{}</b></td><td>{:.3}</td><td>{:.3}</td>",
-                m.f1.show(),
-                m.precision.mean,
-                m.recall.mean
-            );
-        }
-        t.push_str("</tr>");
-    }
-    t.push_str("</table>");
-    scroll(h, &t);
-    if let Some(png) = plots.get("f1_per_class.png") {
-        h.push_str(&img_plot(png, "per-class F1 of the feature sets"));
-    }
-    let _ = write!(h, "<h3>Confusion matrices (summed over {} repetitions)</h3>", r.cv.repeats);
-    for s in &r.feature_sets {
-        if let Some(png) = plots.get(&format!("confusion_{}.png", file_tag(&s.name))) {
-            h.push_str(&img_plot(png, &format!("{} confusion matrix", s.name)));
-        }
-    }
-}
-
-fn render_unclassified(h: &mut String, unclassified: &[Unclassified]) {
-    if unclassified.is_empty() {
-        return;
-    }
-    let _ = write!(
-        h,
-        "<h3 id=\"unclassified\">Cells not classified ({})</h3><p class=\"muted\">Cells of the dataset or the run \
-         that are not in the tables above, and why{}.</p>",
-        unclassified.len(),
-        if unclassified.len() > UNCLASSIFIED_SHOWN {
-            format!("; the first {UNCLASSIFIED_SHOWN} are listed, unclassified.csv has them all")
-        } else {
-            String::new()
-        }
-    );
-    let mut t = String::from("<table><tr><th class=\"l\">cell</th><th class=\"l\">reason</th></tr>");
-    for u in unclassified.iter().take(UNCLASSIFIED_SHOWN) {
-        let _ = write!(
-            t,
-            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
-            esc(&u.cell),
-            esc(&u.reason)
-        );
-    }
-    t.push_str("</table>");
-    scroll(h, &t);
-}
-
-fn render_reconstruction(h: &mut String, rec: &Reconstruction) {
-    let _ = write!(
-        h,
-        "<h2>Reconstruction</h2><p>How close the predicted shapes come to the true ones, beside doing nothing. \
-         Truth: {}. Floor: {}. Model: each sample binarised with Otsu, scores averaged over its samples. \
-         (The per-sample metrics in features/*.json use obj &gt; 127 and are not comparable.)</p>",
-        esc(&rec.truth),
-        esc(&rec.floor)
-    );
-    let mut t = String::from(
-        "<table><tr><th class=\"l\">class</th><th>cells</th><th>model IoU</th><th>floor IoU</th>\
-         <th>model volume error</th><th>floor volume error</th><th>cells where the model beats the floor</th></tr>",
-    );
-    for g in rec.per_class.iter().chain(std::iter::once(&rec.all)) {
-        let verdict = if g.model_iou > g.floor_iou { "good" } else { "bad" };
-        let _ = write!(
-            t,
-            "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"{verdict}\"><b>{:.3}</b></td><td>{:.3}</td>\
-             <td>{:.3}</td><td>{:.3}</td><td>{} of {}</td></tr>",
-            esc(&g.class),
-            g.cells,
-            g.model_iou,
-            g.floor_iou,
-            g.model_volume_error,
-            g.floor_volume_error,
-            g.model_beats_floor,
-            g.cells
-        );
-    }
-    t.push_str("</table>");
-    scroll(h, &t);
+    Ok(Written { summary: results.summary(), files: count, warnings })
 }
 
 #[cfg(test)]
@@ -762,7 +296,10 @@ mod tests {
     use crate::classify::ForestConfig;
     use crate::manifest::RunSpec;
     use crate::prepare::prepare;
+    use crate::report::Report;
     use dispr_proto::SamplerSpec;
+    use dispr_shape::tiff_io;
+    use dispr_shape::volume::SIDE;
 
     #[test]
     fn the_gallery_takes_best_median_and_worst() {
@@ -783,9 +320,13 @@ mod tests {
         }
     }
 
-    /// A synthetic dataset of 24 cells (4 per class) run with the null sampler, one cell's mask
-    /// emptied (it fails) and one cell added after the run (unfinished); with and without obj/.
-    async fn run_and_report(with_truth: bool) -> (Report, String, tempfile::TempDir) {
+    /// A synthetic dataset of 24 cells (4 per class) run with the null sampler, `samples` per cell,
+    /// one cell's mask emptied (it fails) and one cell added after the run (unfinished); with and
+    /// without obj/.
+    pub(super) async fn run_and_report(
+        with_truth: bool,
+        samples: u32,
+    ) -> (Report, String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let data = Store::open(dir.path().join("data").to_str().unwrap()).unwrap();
         crate::cmd::synth::generate_into(&data, 24, 4, 7, 0).await.unwrap();
@@ -806,7 +347,7 @@ mod tests {
             output_uri: dir.path().join("out").to_string_lossy().into_owned(),
             model_uri: None,
             sampler: SamplerSpec::Null,
-            samples_per_cell: 1,
+            samples_per_cell: samples,
             seed: 3,
         };
         let prepared = prepare(&spec).await.unwrap();
@@ -848,7 +389,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_ground_truth_the_report_has_the_ceiling_the_floor_and_ranked_cells() {
-        let (report, html, _dir) = run_and_report(true).await;
+        let (report, html, _dir) = run_and_report(true, 1).await;
         let rows: Vec<_> = report.feature_sets.iter().map(|s| (s.name.as_str(), s.ceiling)).collect();
         assert_eq!(
             rows,
@@ -882,7 +423,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_ground_truth_there_are_no_ceiling_rows() {
-        let (report, html, _dir) = run_and_report(false).await;
+        let (report, html, _dir) = run_and_report(false, 1).await;
         assert!(report.feature_sets.iter().all(|s| !s.ceiling) && report.feature_sets.len() == 3);
         assert_eq!((report.recovered, report.reconstruction.as_ref()), (None, None));
         assert!(!html.contains("2D + true 3D") && html.contains("so there is no ceiling"));

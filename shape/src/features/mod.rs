@@ -2,9 +2,10 @@
 //! ([`features_2d`]) and 3D features of a binarised volume ([`features_3d`]).
 //!
 //! Every feature is listed once, with its unit and a one-line definition, in [`FEATURES_2D`] and
-//! [`FEATURES_3D`]; `docs/features.md` is generated from these tables (a test checks it is up to
-//! date) and the feature maps hold exactly these names. Definitions follow scikit-image where it
-//! has the same feature, and golden tests check the values against it.
+//! [`FEATURES_3D`]; `docs/features.md` is generated from these tables (by the `features_doc`
+//! module, and a test checks it is up to date) and the feature maps hold exactly these names.
+//! Definitions follow scikit-image where it has the same feature, and golden tests check the
+//! values against it.
 //!
 //! Values are always finite. A shape with no foreground is an [`FeatureError::EmptyShape`]; other
 //! degenerate shapes (a single voxel, a flat shape, a shape touching the border) get the values
@@ -253,39 +254,6 @@ pub const FEATURES_3D: &[FeatureDescriptor] = &[
     f("radial_max", "1", "Largest of those distances, divided by the equivalent radius."),
 ];
 
-/// The generated `docs/features.md`: one table per feature set (and the reconstruction
-/// metrics), from the descriptors.
-pub fn features_markdown() -> String {
-    let mut s = String::from(
-        "# Shape features\n\n\
-         Generated from `shape/src/features/mod.rs` (`FEATURES_2D`, `FEATURES_3D`); do not edit by hand.\n\
-         Regenerate with `DISPR_UPDATE_DOCS=1 cargo test -p dispr-shape features_doc`.\n\n\
-         Values are always finite. A mask or volume without foreground is reported as an empty shape\n\
-         (an error, never numbers); the special cases of other degenerate shapes are in the definitions.\n\
-         Where a definition names a scikit-image property, the value agrees with it within 1% on the\n\
-         golden fixtures (`shape/tests/golden/`).\n\n\
-         Per cell, each 3D feature of the K samples is also reported as its mean and (population)\n\
-         standard deviation over the samples.\n",
-    );
-    for (title, table) in [
-        ("2D features of the input mask and image", FEATURES_2D),
-        ("3D features of a binarised volume", FEATURES_3D),
-        (
-            "Reconstruction metrics of a predicted volume P against the ground truth G",
-            crate::metrics::METRICS,
-        ),
-    ] {
-        s.push_str(&format!(
-            "\n## {title} ({})\n\n| name | unit | definition |\n| --- | --- | --- |\n",
-            table.len()
-        ));
-        for d in table {
-            s.push_str(&format!("| `{}` | {} | {} |\n", d.name, d.unit, d.definition.replace('|', "\\|")));
-        }
-    }
-    s
-}
-
 fn check_len(what: &'static str, len: usize, dims: &[usize]) -> Result<(), FeatureError> {
     let expected = dims.iter().product();
     if len != expected {
@@ -319,21 +287,5 @@ mod tests {
             }
         }
         assert!(FEATURES_2D.len() >= 14 && FEATURES_3D.len() >= 30);
-    }
-
-    /// docs/features.md is generated from the tables; this fails when someone changed one
-    /// without regenerating it (DISPR_UPDATE_DOCS=1 rewrites it).
-    #[test]
-    fn features_doc_is_up_to_date() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/features.md");
-        let want = features_markdown();
-        if std::env::var_os("DISPR_UPDATE_DOCS").is_some() {
-            std::fs::write(&path, &want).unwrap();
-        }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == want,
-            "docs/features.md is out of date: run `DISPR_UPDATE_DOCS=1 cargo test -p dispr-shape features_doc`"
-        );
     }
 }

@@ -7,12 +7,12 @@
 //! order or in parallel and the same seed always gives byte-identical files.
 
 mod phantoms;
-mod plan;
 mod render;
+mod roster;
 pub mod sdf;
 
-pub use plan::{Kind, REAL_COUNTS, REAL_TOTAL, SynthSpec, kind_counts, plan, plan_with_min};
 pub use render::{CENTRAL_SLICE, MIN_MASK_PIXELS, mask_pixels};
+pub use roster::{Kind, REAL_COUNTS, REAL_TOTAL, SynthSpec, kind_counts, plan, plan_with_min};
 
 use crate::dataset::CellData;
 use rand::SeedableRng;

@@ -7,7 +7,7 @@
 //! irregular spicules, knizocytes are trilobal, keratocytes have a notch flanked by two horns,
 //! multilobate cells are several fused lobes, clusters are 2-3 touching cells.
 
-use super::plan::Kind;
+use super::roster::Kind;
 use super::sdf::{Part, Phantom, Prim, V3};
 use nalgebra::{Matrix3, Rotation3, UnitQuaternion, Vector3};
 use rand::Rng;

@@ -74,9 +74,10 @@ async fn twenty_cells_two_workers_equal_a_local_run() {
         );
     }
 
-    // Every output exists once: one features file per cell, SAMPLES volumes per cell, no failure.
+    // Every output exists once: one features file per cell, SAMPLES volumes per cell and the
+    // ensemble's probability and standard-deviation volumes, no failure.
     let distributed = run_outputs(&output, &ctx.run).await;
-    let expected: usize = CELLS * (1 + SAMPLES as usize);
+    let expected: usize = CELLS * (1 + SAMPLES as usize + 2);
     assert_eq!(distributed.len(), expected, "outputs: {:?}", distributed.keys().collect::<Vec<_>>());
     for cell in &cells {
         let record =
@@ -85,6 +86,9 @@ async fn twenty_cells_two_workers_equal_a_local_run() {
         for k in 0..SAMPLES {
             assert!(distributed.contains_key(&format!("volumes/{cell}/{k}.tif")));
         }
+        assert!(distributed.contains_key(&format!("volumes/{cell}/probability.tif")));
+        assert!(distributed.contains_key(&format!("volumes/{cell}/std.tif")));
+        assert_eq!(record.uncertainty.map(|u| u.samples), Some(SAMPLES));
     }
 
     // The same manifest run by `local` on a copy of the dataset in a folder gives the same bytes.

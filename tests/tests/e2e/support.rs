@@ -334,7 +334,7 @@ pub async fn delete_queues(conn: &lapin::Connection, prefix: &str) {
 
 /// jobs, results, dead, dead-letter exchange.
 pub fn dispr_worker_names(prefix: &str) -> [String; 4] {
-    use dispr_proto::messages::queues;
+    use dispr_proto::queues;
     [
         format!("{prefix}{}", queues::JOBS),
         format!("{prefix}{}", queues::RESULTS),

@@ -76,7 +76,8 @@ async fn sigkilled_worker_job_is_redelivered_and_the_run_completes() {
     assert!(redelivered, "no job started by the victim was finished by the rescuer: {results:#?}");
 
     let distributed = run_outputs(&output, &ctx.run).await;
-    assert_eq!(distributed.len(), CELLS * (1 + SAMPLES as usize), "nothing missing, no failures");
+    // Per cell: its features, its samples and the ensemble's probability and std volumes.
+    assert_eq!(distributed.len(), CELLS * (1 + SAMPLES as usize + 2), "nothing missing, no failures");
     assert_eq!(distributed, local_reference(&ctx, &cells, SAMPLES).await, "nothing written differently");
     delete_queues(&conn, &ctx.queue_prefix).await;
 }

@@ -1,11 +1,11 @@
 //! `dispr-worker serve`: consume sampling jobs from RabbitMQ until SIGTERM or SIGINT.
 
-use crate::amqp::{self, QueueNames};
 use crate::logging::{self, LogFormat};
 use crate::pipeline::{JobRunner, RunnerConfig};
 use crate::serve::{self, ServeConfig};
 use crate::telemetry::{Health, Telemetry};
-use dispr_proto::messages::queues;
+use dispr_amqp as amqp;
+use dispr_proto::queues::{self, QueueNames};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::path::Path;
 use tiff::encoder::{TiffEncoder, colortype};
 
-pub const SIDE: u32 = 64;
+pub const SIDE: u32 = dispr_shape::volume::SIDE as u32;
 
 /// A uint8 TIFF of `width x height` with the pixels `f(y, x)`.
 pub fn tiff_u8(width: u32, height: u32, f: impl Fn(u32, u32) -> u8) -> Vec<u8> {

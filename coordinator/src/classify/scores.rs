@@ -15,9 +15,9 @@ pub struct ClassMetrics {
     pub support: usize,
 }
 
-/// Metrics of a set of predictions.
+/// Scores of a set of predictions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
+pub struct Scores {
     pub per_class: Vec<ClassMetrics>,
     /// Unweighted mean of the per-class F1 (over every class, present or not).
     pub macro_f1: f64,
@@ -26,8 +26,8 @@ pub struct Metrics {
     pub confusion: Vec<Vec<usize>>,
 }
 
-/// Metrics of `predicted` against `truth`, both class indices into `classes`.
-pub fn evaluate(classes: &[String], truth: &[usize], predicted: &[usize]) -> Metrics {
+/// Scores of `predicted` against `truth`, both class indices into `classes`.
+pub fn evaluate(classes: &[String], truth: &[usize], predicted: &[usize]) -> Scores {
     let k = classes.len();
     let mut confusion = vec![vec![0usize; k]; k];
     for (&t, &p) in truth.iter().zip(predicted) {
@@ -47,7 +47,7 @@ pub fn evaluate(classes: &[String], truth: &[usize], predicted: &[usize]) -> Met
         .collect();
     let macro_f1 = if k == 0 { 0.0 } else { per_class.iter().map(|c| c.f1).sum::<f64>() / k as f64 };
     let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
-    Metrics { per_class, macro_f1, accuracy: ratio(correct, truth.len()), confusion }
+    Scores { per_class, macro_f1, accuracy: ratio(correct, truth.len()), confusion }
 }
 
 #[cfg(test)]

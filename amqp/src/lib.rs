@@ -1,54 +1,19 @@
-//! RabbitMQ plumbing shared by the worker and the coordinator: queue names, connecting with
-//! retries, the topology of DESIGN.md ("The distributed run") and confirmed publishing.
+//! The RabbitMQ calls both sides of the queue share: connecting with retries, declaring the
+//! topology that `dispr_proto::queues` describes as data, and confirmed publishing.
 //!
-//! Topology, declared idempotently by whoever connects first:
-//! - `dispr.jobs`: quorum, durable, dead-lettering to the exchange `dispr.dlx` with the routing key
-//!   `dispr.jobs.dead` once a message was delivered `x-delivery-limit` times (or is rejected
-//!   without requeue, as the worker does with a message it cannot decode);
-//! - `dispr.dlx`: a durable direct exchange; `dispr.jobs.dead`: a durable quorum queue bound to it;
-//! - `dispr.results`: quorum, durable.
+//! Why a crate of its own: the worker and the coordinator both talk to the broker, and the
+//! coordinator may use the worker crate only for its single-machine `local` mode (DESIGN.md,
+//! "Layout"). `dispr-proto` stays free of lapin (it is serde types and plain data), so the lapin
+//! calls sit one layer above it, below both binaries: proto <- amqp <- worker, coordinator.
 
 use anyhow::Context;
-use dispr_proto::messages::queues;
+use dispr_proto::queues::{QueueArgument, QueueNames, Topology};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
 use std::time::Duration;
-
-/// The names of the queues and exchange of one deployment. Tests give each run its own prefix so
-/// that they can run in parallel against one broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueNames {
-    /// Jobs for the workers (`dispr.jobs`).
-    pub jobs: String,
-    /// Results and progress for the coordinator (`dispr.results`).
-    pub results: String,
-    /// Where `jobs` dead-letters to (`dispr.dlx`).
-    pub dead_letter_exchange: String,
-    /// The queue bound to the dead-letter exchange (`dispr.jobs.dead`).
-    pub dead: String,
-}
-
-impl QueueNames {
-    /// The production names of [`dispr_proto::messages::queues`], each preceded by `prefix`
-    /// (`""` gives the production names).
-    pub fn with_prefix(prefix: &str) -> Self {
-        Self {
-            jobs: format!("{prefix}{}", queues::JOBS),
-            results: format!("{prefix}{}", queues::RESULTS),
-            dead_letter_exchange: format!("{prefix}{}", queues::DEAD_LETTER_EXCHANGE),
-            dead: format!("{prefix}{}", queues::DEAD),
-        }
-    }
-}
-
-impl Default for QueueNames {
-    fn default() -> Self {
-        Self::with_prefix("")
-    }
-}
 
 /// `url` with any user name and password replaced by `***`, for logs and error messages.
 pub fn redact_url(url: &str) -> String {
@@ -153,62 +118,64 @@ fn is_certificate_error(err: &std::io::Error) -> bool {
     err.to_string().to_ascii_lowercase().contains("certificate")
 }
 
-fn quorum_args() -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    args
+/// Declares the exchanges, queues and bindings of `q.topology(delivery_limit)` on `ch`.
+/// Idempotent: declaring what exists with the same arguments is a no-op, so every worker and
+/// coordinator calls it on connect. A queue that already exists with other arguments (another
+/// delivery limit, a classic queue) makes RabbitMQ close the channel with PRECONDITION_FAILED;
+/// the error says so.
+pub async fn declare_topology(ch: &Channel, q: &QueueNames, delivery_limit: u32) -> anyhow::Result<()> {
+    declare(ch, &q.topology(delivery_limit)).await
 }
 
-/// Declares the queues and exchange of `q` on `ch`. Idempotent: declaring what exists with the
-/// same arguments is a no-op, so every worker and coordinator calls it on connect. A queue that
-/// already exists with other arguments (another delivery limit, a classic queue) makes RabbitMQ
-/// close the channel with PRECONDITION_FAILED; the error says so.
-pub async fn declare_topology(ch: &Channel, q: &QueueNames, delivery_limit: u32) -> anyhow::Result<()> {
-    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+/// Declares `topology` on `ch`, in its order.
+pub async fn declare(ch: &Channel, topology: &Topology) -> anyhow::Result<()> {
     let mismatch = |name: &str| {
         format!(
             "could not declare {name:?}: if it exists with other arguments (not a quorum queue, another \
              delivery limit), delete it or use another --queue-prefix"
         )
     };
-
-    ch.exchange_declare(
-        q.dead_letter_exchange.as_str().into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
-        FieldTable::default(),
-    )
-    .await
-    .with_context(|| mismatch(&q.dead_letter_exchange))?;
-
-    ch.queue_declare(q.dead.as_str().into(), durable, quorum_args())
+    for exchange in &topology.exchanges {
+        ch.exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+            FieldTable::default(),
+        )
         .await
-        .with_context(|| mismatch(&q.dead))?;
-    ch.queue_bind(
-        q.dead.as_str().into(),
-        q.dead_letter_exchange.as_str().into(),
-        q.dead.as_str().into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .with_context(|| format!("could not bind {:?} to {:?}", q.dead, q.dead_letter_exchange))?;
-
-    let mut jobs_args = quorum_args();
-    jobs_args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(q.dead_letter_exchange.as_str().into()),
-    );
-    // Quorum queues dead-letter with the message's own routing key unless told otherwise; the
-    // jobs' key is the jobs queue, which the dead-letter exchange does not route.
-    jobs_args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(q.dead.as_str().into()));
-    jobs_args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(delivery_limit)));
-    ch.queue_declare(q.jobs.as_str().into(), durable, jobs_args).await.with_context(|| mismatch(&q.jobs))?;
-
-    ch.queue_declare(q.results.as_str().into(), durable, quorum_args())
+        .with_context(|| mismatch(exchange))?;
+    }
+    for queue in &topology.queues {
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        ch.queue_declare(queue.name.as_str().into(), durable, field_table(&queue.arguments))
+            .await
+            .with_context(|| mismatch(&queue.name))?;
+    }
+    for b in &topology.bindings {
+        ch.queue_bind(
+            b.queue.as_str().into(),
+            b.exchange.as_str().into(),
+            b.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
-        .with_context(|| mismatch(&q.results))?;
+        .with_context(|| format!("could not bind {:?} to {:?}", b.queue, b.exchange))?;
+    }
     Ok(())
+}
+
+/// The arguments of a queue declaration as AMQP field values.
+fn field_table(arguments: &[QueueArgument]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for argument in arguments {
+        let (key, value) = match argument {
+            QueueArgument::Text { key, value } => (key, AMQPValue::LongString(value.as_str().into())),
+            QueueArgument::Int { key, value } => (key, AMQPValue::LongLongInt(*value)),
+        };
+        table.insert((*key).into(), value);
+    }
+    table
 }
 
 /// Opens a channel in publisher-confirm mode.
@@ -261,16 +228,6 @@ pub async fn confirmed(confirm: PublisherConfirm, queue: &str) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_applies_to_every_name() {
-        let q = QueueNames::with_prefix("t42.");
-        assert_eq!(q.jobs, "t42.dispr.jobs");
-        assert_eq!(q.results, "t42.dispr.results");
-        assert_eq!(q.dead_letter_exchange, "t42.dispr.dlx");
-        assert_eq!(q.dead, "t42.dispr.jobs.dead");
-        assert_eq!(QueueNames::default().jobs, queues::JOBS);
-    }
 
     #[test]
     fn redaction_hides_credentials_only() {

@@ -1,9 +1,10 @@
 //! Finding the sampler a job asks for: the null sampler, or a DISPR model fetched from its URI into
 //! a local cache, checked against the sha256 the job names, loaded once per sha256 and kept.
 
+use crate::model_sampler::{self, LoadedModel};
 use crate::retry::{Retry, StoreFailure};
-use crate::sampler::{NullSampler, VolumeSampler};
 use crate::telemetry::Telemetry;
+use crate::volume_sampler::{NullSampler, VolumeSampler};
 use anyhow::Context;
 use dispr_proto::{ModelRef, SamplerSpec};
 use dispr_store::Store;
@@ -23,23 +24,17 @@ pub enum SamplerError {
     Retriable(anyhow::Error),
 }
 
-/// A loaded model, shared by every job that names its checkpoint.
-pub type LoadedModel = Arc<dyn ModelHandle>;
-
-/// A model in memory that can make a sampler for a sampler spec.
-pub trait ModelHandle: Send + Sync {
-    fn sampler(&self, spec: &SamplerSpec) -> anyhow::Result<Arc<dyn VolumeSampler>>;
-}
-
-/// Resolves jobs to samplers; cheap to share (`Arc`) between the jobs of a worker.
-pub struct Samplers {
+/// Resolves jobs to samplers, keeping the checkpoints it downloaded and the models it loaded;
+/// one per worker, shared by its jobs.
+pub struct ModelCache {
     cache_dir: PathBuf,
-    models: tokio::sync::Mutex<HashMap<String, LoadedModel>>,
+    /// Every model loaded so far, by checkpoint sha256, shared by the jobs that name it.
+    models: tokio::sync::Mutex<HashMap<String, Arc<LoadedModel>>>,
     telemetry: Arc<Telemetry>,
     retry: Retry,
 }
 
-impl Samplers {
+impl ModelCache {
     /// Checkpoints are downloaded into `cache_dir/<sha256>/`.
     pub fn new(cache_dir: impl Into<PathBuf>, telemetry: Arc<Telemetry>, retry: Retry) -> Self {
         Self { cache_dir: cache_dir.into(), models: Default::default(), telemetry, retry }
@@ -59,13 +54,12 @@ impl Samplers {
                 "the job asks for the {spec} sampler but names no model checkpoint; submit it with --model"
             )));
         };
-        let loaded = self.model(model).await?;
-        loaded.sampler(spec).map_err(SamplerError::Permanent)
+        Ok(self.model(model).await?.sampler(spec))
     }
 
     /// The model of a checkpoint, from memory or loaded now (one load at a time: the lock is held
     /// while loading so that two jobs of one checkpoint do not load it twice).
-    async fn model(&self, model: &ModelRef) -> Result<LoadedModel, SamplerError> {
+    async fn model(&self, model: &ModelRef) -> Result<Arc<LoadedModel>, SamplerError> {
         let mut models = self.models.lock().await;
         if let Some(m) = models.get(&model.sha256) {
             return Ok(m.clone());
@@ -73,10 +67,11 @@ impl Samplers {
         let _loading = self.telemetry.health.loading_model();
         let path = self.fetch_checkpoint(model).await?;
         let sha = model.sha256.to_ascii_lowercase();
-        let loaded = tokio::task::spawn_blocking(move || crate::model_sampler::load(&path, &sha))
+        let loaded = tokio::task::spawn_blocking(move || model_sampler::load(&path, &sha))
             .await
             .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("model loading panicked: {e}")))?
             .map_err(SamplerError::Permanent)?;
+        let loaded = Arc::new(loaded);
         models.insert(model.sha256.clone(), loaded.clone());
         Ok(loaded)
     }

@@ -1,8 +1,6 @@
-//! Conversions between the dataset's fixed sizes (64x64 images, 64^3 volumes, uint8) and a
-//! configuration's internal resolution (the binarisation, Otsu on x / max, is `dispr_shape::otsu`).
-
-/// Edge length of the dataset's images and volumes.
-pub const SIZE: usize = 64;
+//! Conversions between the dataset's fixed sizes (`dispr_shape::volume::SIDE`: 64x64 images,
+//! 64^3 volumes, uint8) and a configuration's internal resolution (the binarisation, Otsu on
+//! x / max, is `dispr_shape::otsu`).
 
 /// Averages `factor`^2 blocks of a `n`x`n` image (n = 64). `factor` = 1 copies.
 pub fn downsample_2d(img: &[f32], n: usize, factor: usize) -> Vec<f32> {

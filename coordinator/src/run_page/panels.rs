@@ -1,0 +1,116 @@
+//! The cells report.html draws: per class the best, median and worst by IoU (or the first by
+//! name without ground truth), each read from the stores and drawn as PNG strips.
+
+use super::{CellPanel, cells};
+use crate::report::Reconstruction;
+use crate::report::reconstruction::CellReconstruction;
+use anyhow::Context as _;
+use dispr_proto::records::CellFeatures;
+use dispr_proto::{RunId, keys};
+use dispr_shape::dataset::Dataset;
+use dispr_shape::tiff_io;
+use dispr_shape::volume::SIDE;
+use dispr_store::Store;
+use std::collections::BTreeMap;
+
+/// Positions of `n` cells spread over a ranking of `m` (best first): best, median, worst for 3;
+/// evenly spaced otherwise. With their names.
+pub fn gallery_positions(m: usize, n: usize) -> Vec<(usize, String)> {
+    if m == 0 || n == 0 {
+        return Vec::new();
+    }
+    let n = n.min(m);
+    let mut out: Vec<(usize, String)> = Vec::new();
+    for i in 0..n {
+        let pos = if n == 1 { 0 } else { (i * (m - 1) + (n - 1) / 2) / (n - 1) };
+        if out.last().is_some_and(|(p, _)| *p == pos) {
+            continue;
+        }
+        let name = if pos == 0 {
+            "best".to_string()
+        } else if pos == m - 1 {
+            "worst".to_string()
+        } else if pos == (m - 1) / 2 {
+            "median".to_string()
+        } else {
+            format!("rank {} of {m}", pos + 1)
+        };
+        out.push((pos, name));
+    }
+    out
+}
+
+/// Chooses the cells drawn per class: by model IoU where the report has reconstruction scores
+/// (best, median, worst), else the first cells by id.
+pub(super) fn choose_panels<'a>(
+    records: &'a [CellFeatures],
+    per_class: usize,
+    reconstruction: Option<&Reconstruction>,
+) -> Vec<(&'a CellFeatures, String, Option<CellReconstruction>)> {
+    let mut by_class: BTreeMap<Option<String>, Vec<&CellFeatures>> = BTreeMap::new();
+    for rec in records {
+        by_class.entry(rec.class.clone()).or_default().push(rec);
+    }
+    let mut chosen = Vec::new();
+    for (_, mut members) in by_class {
+        members.sort_by(|a, b| a.cell.cmp(&b.cell));
+        let score = |r: &CellFeatures| reconstruction.and_then(|rec| rec.cell(r.cell.as_str())).cloned();
+        let scored: Vec<(&CellFeatures, CellReconstruction)> =
+            members.iter().filter_map(|r| score(r).map(|s| (*r, s))).collect();
+        if scored.is_empty() {
+            chosen.extend(members.into_iter().take(per_class).map(|r| (r, String::new(), None)));
+        } else {
+            let mut ranked = scored;
+            ranked.sort_by(|a, b| {
+                b.1.model_iou.total_cmp(&a.1.model_iou).then_with(|| a.0.cell.cmp(&b.0.cell))
+            });
+            for (pos, name) in gallery_positions(ranked.len(), per_class) {
+                let (rec, s) = &ranked[pos];
+                chosen.push((*rec, format!("{name} IoU"), Some(s.clone())));
+            }
+        }
+    }
+    chosen
+}
+
+pub(super) async fn panel(
+    output: &Store,
+    dataset: Option<&Dataset>,
+    run: &RunId,
+    rec: &CellFeatures,
+    rank: String,
+    scores: Option<CellReconstruction>,
+) -> anyhow::Result<CellPanel> {
+    let cell = rec.cell.clone();
+    let input = match dataset {
+        Some(d) if d.index.get(&cell).is_some() => Some(d.load_cell(&cell).await?),
+        _ => None,
+    };
+    let mut volumes = Vec::new();
+    for s in &rec.samples {
+        let key = keys::volume(run, &cell, s.k);
+        volumes.push((
+            key.clone(),
+            output.get(&key).await.with_context(|| format!("reading {}", output.uri_of(&key)))?,
+        ));
+    }
+    let class = rec.class.clone();
+    tokio::task::spawn_blocking(move || {
+        let samples_png = volumes
+            .iter()
+            .map(|(key, bytes)| {
+                let v = tiff_io::read_volume_f32(bytes, key, "predicted volume", [SIDE, SIDE, SIDE])?;
+                cells::strip_png(&cells::projections_f32(&v))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let inputs_png =
+            input.as_ref().map(|c| cells::strip_png(&[c.image.clone(), c.mask.clone()])).transpose()?;
+        let truth_png = input
+            .as_ref()
+            .and_then(|c| c.obj.as_ref())
+            .map(|obj| cells::strip_png(&cells::projections_u8(obj)))
+            .transpose()?;
+        Ok(CellPanel { cell, class, rank, inputs_png, samples_png, truth_png, scores })
+    })
+    .await?
+}

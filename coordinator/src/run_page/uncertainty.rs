@@ -1,0 +1,164 @@
+//! The uncertainty section of report.html: where and how much the model is unsure of the cells'
+//! shapes, whether that predicts its error, and per class the most and least certain cell drawn
+//! as the maximum projections of its probability and standard-deviation volumes beside its input
+//! and its truth. The numbers come from [`crate::report::uncertainty`]; this file reads the
+//! pictures' volumes ([`panels`]); the section's HTML is `templates/uncertainty.html`, included
+//! by report.html.
+
+use super::cells;
+use crate::report::reconstruction::Reconstruction;
+use crate::report::uncertainty::{self as analysis, Pictured};
+use anyhow::Context as _;
+use dispr_proto::records::CellFeatures;
+use dispr_proto::{CellId, RunId, keys};
+use dispr_shape::dataset::Dataset;
+use dispr_shape::tiff_io;
+use dispr_shape::volume::{SIDE, Volume};
+use dispr_store::Store;
+use futures::StreamExt;
+use std::collections::BTreeMap;
+
+/// One pictured cell.
+pub struct Panel {
+    pub pictured: Pictured,
+    /// The model's IoU against the truth, where it exists.
+    pub iou: Option<f64>,
+    /// Image and mask side by side.
+    pub inputs_png: Option<Vec<u8>>,
+    /// Projections along z, y and x of the probability volume (0 black, 1 white).
+    pub probability_png: Vec<u8>,
+    /// Projections of the standard-deviation volume, scaled by 2 so that its largest possible
+    /// value (0.5, samples split evenly) is white.
+    pub std_png: Vec<u8>,
+    pub truth_png: Option<Vec<u8>>,
+}
+
+/// The panels of the most and least certain cell of each class, and a warning for each that
+/// could not be drawn (the report goes on without it).
+pub async fn panels(
+    output: &Store,
+    dataset: Option<&Dataset>,
+    run: &RunId,
+    records: &[CellFeatures],
+    reconstruction: Option<&Reconstruction>,
+) -> (Vec<Panel>, Vec<String>) {
+    let rows = analysis::rows(records, reconstruction, None);
+    let iou: BTreeMap<&str, Option<f64>> = rows.iter().map(|r| (r.cell.as_str(), r.iou)).collect();
+    let chosen = analysis::pictured(&rows);
+    let made: Vec<anyhow::Result<Panel>> = futures::stream::iter(chosen.into_iter().map(|p| {
+        let iou = iou.get(p.cell.as_str()).copied().flatten();
+        panel(output, dataset, run, p, iou)
+    }))
+    .buffered(4)
+    .collect()
+    .await;
+    let mut warnings = Vec::new();
+    let panels = made
+        .into_iter()
+        .filter_map(|m| {
+            m.map_err(|e| warnings.push(format!("an uncertainty picture is left out: {e:#}"))).ok()
+        })
+        .collect();
+    (panels, warnings)
+}
+
+async fn panel(
+    output: &Store,
+    dataset: Option<&Dataset>,
+    run: &RunId,
+    pictured: Pictured,
+    iou: Option<f64>,
+) -> anyhow::Result<Panel> {
+    let cell = CellId::new(&pictured.cell)?;
+    let input = match dataset {
+        Some(d) if d.index.get(&cell).is_some() => Some(d.load_cell(&cell).await?),
+        _ => None,
+    };
+    let (p_key, s_key) = (keys::probability_volume(run, &cell), keys::std_volume(run, &cell));
+    let read = |key: String| async move {
+        let bytes = output.get(&key).await.with_context(|| {
+            format!(
+                "reading {} (written by the worker for every cell sampled 2 or more times)",
+                output.uri_of(&key)
+            )
+        })?;
+        anyhow::Ok((key, bytes))
+    };
+    let (probability, std) = (read(p_key).await?, read(s_key).await?);
+    tokio::task::spawn_blocking(move || {
+        let decode = |(key, bytes): &(String, bytes::Bytes), what| {
+            tiff_io::read_volume_f32(bytes, key, what, [SIDE, SIDE, SIDE])
+        };
+        let probability = decode(&probability, "probability volume")?;
+        let spread = decode(&std, "standard-deviation volume")?;
+        let doubled = Volume { dims: spread.dims, data: spread.data.iter().map(|v| v * 2.0).collect() };
+        Ok(Panel {
+            pictured,
+            iou,
+            inputs_png: input
+                .as_ref()
+                .map(|c| cells::strip_png(&[c.image.clone(), c.mask.clone()]))
+                .transpose()?,
+            probability_png: cells::strip_png(&cells::projections_f32(&probability))?,
+            std_png: cells::strip_png(&cells::projections_f32(&doubled))?,
+            truth_png: input
+                .as_ref()
+                .and_then(|c| c.obj.as_ref())
+                .map(|obj| cells::strip_png(&cells::projections_u8(obj)))
+                .transpose()?,
+        })
+    })
+    .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::run_and_report;
+
+    /// The null sampler's samples differ by seed, so 3 per cell give every done cell an
+    /// uncertainty; with ground truth the report correlates it with the error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_done_cell_is_ranked_and_the_extremes_of_each_class_are_drawn() {
+        let (report, html, dir) = run_and_report(true, 3).await;
+        let u = report.uncertainty.as_ref().expect("an uncertainty section in report.json");
+        assert_eq!((u.cells, u.unknown), (23, 0), "every done cell, none unknown");
+        assert_eq!(u.correlations.len(), 5);
+        assert!(u.correlations.iter().all(|c| c.cells == 23), "{:?}", u.correlations);
+        assert_eq!(u.selective.len(), 10);
+        assert_eq!(u.selective.last().map(|p| p.cells), Some(23));
+        let q = u.quartiles.as_ref().expect("error rates by quartile");
+        assert_eq!(
+            (q.feature_set.as_str(), q.most_uncertain.cells, q.least_uncertain.cells),
+            ("2D + predicted 3D", 6, 6)
+        );
+        // 6 classes of 3 or 4 done cells: the most and the least certain of each.
+        assert_eq!(u.pictured.len(), 12, "{:?}", u.pictured);
+
+        let csv = std::fs::read_to_string(dir.path().join("out/runs/page/report/uncertainty.csv")).unwrap();
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let header = reader.headers().unwrap().clone();
+        let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 23, "a row for every done cell");
+        let d: Vec<f64> = rows.iter().map(|r| r[col("disagreement")].parse().unwrap()).collect();
+        assert!(d.windows(2).all(|w| w[0] >= w[1]), "most uncertain first: {d:?}");
+        assert!(d[0] > 0.0);
+        let ranks: Vec<&str> = rows.iter().map(|r| &r[col("rank")]).collect();
+        assert_eq!(ranks[..3], ["1", "2", "3"]);
+        assert!(rows.iter().all(|r| !r[col("iou")].is_empty() && !r[col("predicted_class")].is_empty()));
+
+        for needle in [
+            "<h2 id=\"uncertainty\">Uncertainty</h2>",
+            "Spearman with 1 - IoU",
+            "most certain",
+            "least certain",
+            "alt=\"uncertainty against the error per cell\"",
+            "alt=\"mean IoU of the most certain cells\"",
+            "most uncertain quarter",
+        ] {
+            assert!(html.contains(needle), "report.html lacks {needle:?}");
+        }
+        let summary = std::fs::read_to_string(dir.path().join("out/runs/page/report/summary.txt")).unwrap();
+        assert!(summary.contains("Spearman correlation with the error"), "{summary}");
+    }
+}
