@@ -604,7 +604,7 @@ mod tests {
         let v = p.sample(&[CellInput { image, mask }], &[vec![9]], &spec, &mut |_, _| {}).unwrap();
         let pred = dispr_shape::otsu::binarise(&v[0][0]);
         let truth: Vec<bool> = truth.obj.iter().map(|&o| o > 0).collect();
-        dispr_shape::metrics::iou(&pred, &truth)
+        dispr_shape::reconstruction::iou(&pred, &truth)
     }
 
     /// Issue 11 (c): a model that cannot fit four cells it sees over and over cannot learn the
