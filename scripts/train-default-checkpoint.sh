@@ -13,6 +13,9 @@
 # Fine-tuning on real cells (`train --init ... --extra-dataset ... --folds 5 --fold K`) was tried
 # and did not help on the held-out fold (see model/checkpoints/README.md).
 #
+# The shipped checkpoint was made at commit 7f9f6c4, before the synthetic generator was
+# calibrated (f440a3d); on a later commit this script trains on the calibrated cells.
+#
 # Every training step is resumable: rerun the script after an interruption and each run continues
 # where it stopped (`train --resume`). Set DISPR_BIN to use prebuilt binaries.
 set -euo pipefail
