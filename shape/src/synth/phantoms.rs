@@ -258,7 +258,9 @@ fn cluster(rng: &mut Rng64) -> Phantom {
         // Each new cell is pushed against the ones placed before, overlapping them.
         let at = match i {
             0 => V3::zeros(),
-            _ => centres.iter().sum::<V3>() / centres.len() as f32 + random_direction(rng) * u(rng, 0.55, 0.8),
+            _ => {
+                centres.iter().sum::<V3>() / centres.len() as f32 + random_direction(rng) * u(rng, 0.55, 0.8)
+            }
         };
         cell.translate(at);
         centres.push(at);
