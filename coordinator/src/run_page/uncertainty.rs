@@ -1,6 +1,6 @@
 //! The uncertainty section of report.html: where and how much the model is unsure of the cells'
 //! shapes, whether that predicts its error, and per class the most and least certain cell drawn
-//! as the maximum projections of its probability and standard-deviation volumes beside its input
+//! as projections of its probability and standard-deviation volumes beside its input
 //! and its truth. The numbers come from [`crate::report::uncertainty`]; this file reads the
 //! pictures' volumes ([`panels`]); the section's HTML is `templates/uncertainty.html`, included
 //! by report.html.
@@ -27,8 +27,8 @@ pub struct Panel {
     pub inputs_png: Option<Vec<u8>>,
     /// Projections along z, y and x of the probability volume (0 black, 1 white).
     pub probability_png: Vec<u8>,
-    /// Projections of the standard-deviation volume, scaled by 2 so that its largest possible
-    /// value (0.5, samples split evenly) is white.
+    /// Along z, y and x, how much of each line of sight the samples disagree on
+    /// ([`disagreement_projections`]).
     pub std_png: Vec<u8>,
     pub truth_png: Option<Vec<u8>>,
 }
@@ -91,7 +91,6 @@ async fn panel(
         };
         let probability = decode(&probability, "probability volume")?;
         let spread = decode(&std, "standard-deviation volume")?;
-        let doubled = Volume { dims: spread.dims, data: spread.data.iter().map(|v| v * 2.0).collect() };
         Ok(Panel {
             pictured,
             iou,
@@ -100,7 +99,7 @@ async fn panel(
                 .map(|c| cells::strip_png(&[c.image.clone(), c.mask.clone()]))
                 .transpose()?,
             probability_png: cells::strip_png(&cells::projections_f32(&probability))?,
-            std_png: cells::strip_png(&cells::projections_f32(&doubled))?,
+            std_png: cells::strip_png(&disagreement_projections(&spread))?,
             truth_png: input
                 .as_ref()
                 .and_then(|c| c.obj.as_ref())
@@ -111,9 +110,67 @@ async fn panel(
     .await?
 }
 
+/// Voxels of full disagreement (standard deviation 0.5, samples split evenly) along a line of
+/// sight that make its pixel white.
+const WHITE_AT_VOXELS: f32 = 8.0;
+
+/// Projections along z, y and x of the standard-deviation volume as the sum along each line of
+/// sight, in voxels of full disagreement (2 x std), white at [`WHITE_AT_VOXELS`]. A maximum
+/// projection would turn every line that crosses a single doubtful voxel white, so a nearly
+/// certain cell and a doubtful one would look alike; the sum keeps them apart, and the fixed
+/// scale keeps cells comparable with each other.
+fn disagreement_projections(std: &Volume<f32>) -> [dispr_shape::volume::Image2d<u8>; 3] {
+    let [d, h, w] = std.dims;
+    [0, 1, 2].map(|axis| {
+        let (rows, cols) = match axis {
+            0 => (h, w),
+            1 => (d, w),
+            _ => (d, h),
+        };
+        let mut sum = vec![0f32; rows * cols];
+        for z in 0..d {
+            for y in 0..h {
+                for x in 0..w {
+                    let i = match axis {
+                        0 => y * w + x,
+                        1 => z * w + x,
+                        _ => z * h + y,
+                    };
+                    sum[i] += 2.0 * std.data[(z * h + y) * w + x];
+                }
+            }
+        }
+        let data =
+            sum.iter().map(|s| ((s / WHITE_AT_VOXELS).clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+        dispr_shape::volume::Image2d { dims: [rows, cols], data }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::run_and_report;
+    use super::*;
+
+    #[test]
+    fn disagreement_adds_up_along_each_line_of_sight() {
+        let mut std = Volume::<f32>::zeros([4, 4, 4]);
+        // Two voxels of full disagreement stacked along z at (y, x) = (1, 2), and one half-sure
+        // voxel elsewhere.
+        for z in [0, 1] {
+            let i = std.index(z, 1, 2);
+            std.data[i] = 0.5;
+        }
+        let i = std.index(3, 3, 0);
+        std.data[i] = 0.25;
+        let [pz, py, px] = disagreement_projections(&std);
+        // Along z: 2 voxels of 8 -> a quarter of white; 0.5 voxel -> 1/16.
+        assert_eq!(pz.get(1, 2), 64);
+        assert_eq!(pz.get(3, 0), 16);
+        assert_eq!(pz.get(0, 0), 0);
+        // Along y and x each voxel is seen alone: 1 voxel of 8.
+        assert_eq!(py.get(0, 2), 32);
+        assert_eq!(px.get(1, 1), 32);
+    }
 
     /// The null sampler's samples differ by seed, so 3 per cell give every done cell an
     /// uncertainty; with ground truth the report correlates it with the error.
