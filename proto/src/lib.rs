@@ -16,6 +16,6 @@ pub mod seed;
 pub mod version;
 
 pub use ids::{CellId, IdError, JobId, RunId};
-pub use messages::{Job, JobResult, ModelRef, ResultBody, SamplerSpec};
+pub use messages::{DEFAULT_SAMPLER, Job, JobResult, ModelRef, ResultBody, SamplerSpec};
 pub use records::{CellFailure, CellFeatures, JobRecord, Manifest, SampleFeatures, Uncertainty};
 pub use version::{ProtoError, SCHEMA_VERSION};

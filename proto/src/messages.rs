@@ -5,6 +5,10 @@ use crate::ids::{CellId, RunId};
 use crate::version::{self, ProtoError, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 
+/// The sampler runs use unless told otherwise: with the default `prior-x0` checkpoint the shapes
+/// are closest to the true ones with few steps (model/checkpoints/README.md has the figures).
+pub const DEFAULT_SAMPLER: &str = "ddim-2";
+
 /// How volumes are sampled from the trained model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

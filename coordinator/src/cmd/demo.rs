@@ -46,7 +46,7 @@ pub struct Args {
     /// steps (measured on the real cells: ddim-2 0.58 mean IoU, ddim-4 0.57, dpmpp2m-8 0.53; more
     /// steps add detail the 2D input does not determine); ddim-4 or ddim-8 give more varied
     /// samples, for the uncertainty of an ensemble.
-    #[arg(long, default_value = "ddim-2")]
+    #[arg(long, default_value = dispr_proto::DEFAULT_SAMPLER)]
     pub sampler: SamplerSpec,
     /// Volumes sampled per cell.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]

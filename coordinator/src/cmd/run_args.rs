@@ -43,7 +43,7 @@ pub struct RunArgs {
     pub model: Option<String>,
     /// ddpm-<steps> (1000 = as published), ddim-<steps>[-eta<e>], dpmpp2m-<steps>, or null (no
     /// model: a deterministic shape at once, to test the pipeline).
-    #[arg(long, env = "DISPR_SAMPLER", default_value = "ddim-2")]
+    #[arg(long, env = "DISPR_SAMPLER", default_value = dispr_proto::DEFAULT_SAMPLER)]
     pub sampler: SamplerSpec,
     /// Volumes sampled per cell.
     #[arg(long, env = "DISPR_SAMPLES", default_value_t = 5)]

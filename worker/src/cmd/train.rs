@@ -11,7 +11,7 @@ use crate::train_data::Split;
 /// Trains a DISPR model on a dataset with ground-truth volumes, holding out cells for
 /// validation, writing checkpoints a worker can load, and resuming exactly with --resume.
 ///
-/// The default configuration (shape-32) learns the correction to the mask extruded along z;
+/// The default configuration (shape-16) learns the correction to the mask extruded along z;
 /// `--config dispr-64` trains the published network with the published objective. Real-cell
 /// figures count only on cells a model did not train on: `--folds 5 --fold K` holds out fold K
 /// (stratified by class) and `dispr-worker evaluate` scores the same fold. `--extra-dataset`
@@ -26,8 +26,10 @@ pub struct Args {
     /// Output folder: checkpoints (model-step*.mpk + .json, latest.mpk) and state/ for --resume.
     #[arg(long)]
     out: PathBuf,
-    /// Model configuration: shape-32 (the CPU default: corrects the extruded mask at 32^3),
-    /// shape-16, dispr-64 (as published), small (the old CPU demo network), tiny, tiny-prior (tests).
+    /// Model configuration: shape-16 (the CPU default: corrects the extruded mask at 16^3),
+    /// shape-32 (the same at 32^3, about 9x the cost of a step), dispr-64 (as published),
+    /// dispr-64-ref (the reference script's larger network), small (the old CPU demo network),
+    /// tiny, tiny-prior (tests).
     #[arg(long, default_value = dispr_model::config::DEFAULT_CONFIG)]
     config: String,
     #[arg(long, default_value_t = 4)]
