@@ -40,6 +40,14 @@ pub struct ModelConfig {
     /// existed are published-objective (`eps`) models and load as such.
     #[serde(default)]
     pub objective: Objective,
+    /// Whether the network is also given each voxel's distance from the stack's middle plane,
+    /// |z - c| / c, as an input channel. Convolutions cannot tell where along z they are (the
+    /// 2D conditioning is the same on every slice), so without it a network can only place the
+    /// top and bottom of a cell by counting from the prior's faces; with it, "inside when
+    /// |z - c| is below what the 2D input says" is one local rule. Checkpoints written before
+    /// this field existed have no such channel.
+    #[serde(default)]
+    pub z_channel: bool,
 }
 
 fn one() -> usize {
@@ -55,7 +63,8 @@ pub enum Objective {
     /// variance), trained with MSE(eps) + L_vb.
     #[default]
     Eps,
-    /// Input [mask, normalised image x mask, prior, x_t] where the prior is the mask extruded
+    /// Input [mask, normalised image x mask, prior, x_t] (and the z channel, see
+    /// [`ModelConfig::z_channel`]) where the prior is the mask extruded
     /// along z (`dispr_shape::floor`); output channel 0 is a correction and x0_hat = prior +
     /// correction, trained with MSE(x0) + soft Dice. The output layer starts at zero, so an
     /// untrained network returns the prior: it starts at the floor and learns what the 2D input
@@ -107,6 +116,7 @@ impl ModelConfig {
             num_heads: 1,
             scale_shift_norm: false,
             objective: Objective::Eps,
+            z_channel: false,
         }
     }
 
@@ -143,6 +153,7 @@ impl ModelConfig {
             num_heads: 1,
             scale_shift_norm: false,
             objective: Objective::Eps,
+            z_channel: false,
         }
     }
 
@@ -163,6 +174,7 @@ impl ModelConfig {
             num_heads: 1,
             scale_shift_norm: false,
             objective: Objective::Eps,
+            z_channel: false,
         }
     }
 
@@ -170,7 +182,8 @@ impl ModelConfig {
     /// the correction) at 32^3, widths 16/32/32, attention in the middle block (8^3 tokens). Its
     /// samples are brought back to 64^3 by adding the upsampled correction to the
     /// full-resolution prior, so the in-plane outline stays sharp. A perfect correction at 32^3
-    /// would score IoU 0.93 on the real cells; a training step costs about 9x shape-16's.
+    /// would score IoU 0.93 on the real cells; a training step costs about 9x shape-16's. The
+    /// network is told each voxel's distance from the middle plane (`z_channel`).
     pub fn shape_32() -> Self {
         Self {
             name: "shape-32".into(),
@@ -186,6 +199,7 @@ impl ModelConfig {
             num_heads: 1,
             scale_shift_norm: false,
             objective: Objective::PriorX0,
+            z_channel: true,
         }
     }
 
@@ -197,9 +211,17 @@ impl ModelConfig {
         Self { name: "shape-16".into(), resolution: 16, attention_chunk: 64, ..Self::shape_32() }
     }
 
-    /// [`tiny`](Self::tiny) with the `prior-x0` objective, for tests.
+    /// [`tiny`](Self::tiny) with the `prior-x0` objective and the z channel, at 8^3 with
+    /// attention only in the middle block, for tests that train a network in seconds.
     pub fn tiny_prior() -> Self {
-        Self { name: "tiny-prior".into(), objective: Objective::PriorX0, ..Self::tiny() }
+        Self {
+            name: "tiny-prior".into(),
+            resolution: 8,
+            attention_levels: vec![],
+            objective: Objective::PriorX0,
+            z_channel: true,
+            ..Self::tiny()
+        }
     }
 
     /// The configuration called `name`, or an error listing the names there are.
@@ -217,6 +239,11 @@ impl ModelConfig {
                 CONFIG_NAMES.join(", ")
             ))),
         }
+    }
+
+    /// Input channels of the network: the objective's, and the z channel when there is one.
+    pub fn in_channels(&self) -> usize {
+        self.objective.in_channels() + usize::from(self.z_channel)
     }
 
     /// Width of the time embedding (4 x base, as in guided-diffusion).
@@ -285,6 +312,18 @@ mod tests {
         }
         let e = ModelConfig::named("huge").unwrap_err().to_string();
         assert!(e.contains("dispr-64") && e.contains("huge"), "{e}");
+    }
+
+    #[test]
+    fn configurations_stored_before_the_z_channel_load_without_it() {
+        // A sidecar written before the field existed (the shipped default checkpoint's).
+        let mut json = serde_json::to_value(ModelConfig::shape_16()).unwrap();
+        json.as_object_mut().unwrap().remove("z_channel");
+        let old: ModelConfig = serde_json::from_value(json).unwrap();
+        assert!(!old.z_channel);
+        assert_eq!(old.in_channels(), 4);
+        assert_eq!(ModelConfig::shape_16().in_channels(), 5);
+        assert_eq!(ModelConfig::dispr_64().in_channels(), 3, "the published network is unchanged");
     }
 
     #[test]

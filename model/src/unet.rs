@@ -129,8 +129,7 @@ impl Plan {
     pub fn ops(&self) -> Vec<Op> {
         let c = &self.config;
         let v0 = self.voxels(0);
-        let mut ops =
-            vec![Op::Conv { cin: c.objective.in_channels(), cout: c.base_channels, k: 27, voxels: v0 }];
+        let mut ops = vec![Op::Conv { cin: c.in_channels(), cout: c.base_channels, k: 27, voxels: v0 }];
         let res = |ops: &mut Vec<Op>, level: usize, cin: usize, cout: usize, attn: bool| {
             let voxels = self.voxels(level);
             ops.push(Op::Conv { cin, cout, k: 27, voxels });
@@ -243,6 +242,7 @@ pub struct UNet<B: Backend> {
     out_conv: Conv3d<B>,
     base_channels: usize,
     downsample_depth: bool,
+    z_channel: bool,
 }
 
 impl<B: Backend> UNet<B> {
@@ -254,7 +254,7 @@ impl<B: Backend> UNet<B> {
         Self {
             time1: LinearConfig::new(base, temb).init(device),
             time2: LinearConfig::new(temb, temb).init(device),
-            conv_in: conv3(config.objective.in_channels(), base, [1, 1, 1], false).init(device),
+            conv_in: conv3(config.in_channels(), base, [1, 1, 1], false).init(device),
             encoder: plan.encoder.iter().map(|b| Block::new(b, config, device)).collect(),
             mid1: ResBlock::new(m, m, temb, g, config.scale_shift_norm, device),
             mid_attn: config
@@ -266,6 +266,7 @@ impl<B: Backend> UNet<B> {
             out_conv: conv3(base, 2, [1, 1, 1], true).init(device),
             base_channels: base,
             downsample_depth: config.downsample_depth,
+            z_channel: config.z_channel,
         }
     }
 
@@ -280,6 +281,9 @@ impl<B: Backend> UNet<B> {
         let temb = self.time2.forward(silu(self.time1.forward(temb)));
         let mut inputs = vec![cond.planes.clone().expand([b, 2, d, h, w])];
         inputs.extend(cond.prior.clone());
+        if self.z_channel {
+            inputs.push(z_distance::<B>(d, &device).expand([b, 1, d, h, w]));
+        }
         inputs.push(x_t);
         let mut x = self.conv_in.forward(Tensor::cat(inputs, 1));
         let mut skips = vec![x.clone()];
@@ -303,6 +307,14 @@ impl<B: Backend> UNet<B> {
         }
         self.out_conv.forward(silu(self.out_norm.forward(x)))
     }
+}
+
+/// |z - c| / c for each of `d` slices (c the middle of the stack), as [1, 1, d, 1, 1]: 0 on the
+/// middle plane, 1 on the first and last slice.
+fn z_distance<B: Backend>(d: usize, device: &B::Device) -> Tensor<B, 5> {
+    let c = (d as f32 - 1.0) / 2.0;
+    let v: Vec<f32> = (0..d).map(|z| if c > 0.0 { (z as f32 - c).abs() / c } else { 0.0 }).collect();
+    Tensor::from_data(burn::tensor::TensorData::new(v, [1, 1, d, 1, 1]), device)
 }
 
 #[cfg(test)]
@@ -348,6 +360,15 @@ mod tests {
             // The head conv is zero-initialised: the untrained network outputs exactly zero.
             let max = out.abs().max().into_scalar();
             assert_eq!(max, 0.0, "{}", config.name);
+        }
+    }
+
+    #[test]
+    fn the_z_channel_is_the_distance_from_the_middle_plane() {
+        let v: Vec<f32> = z_distance::<TestBackend>(8, &Default::default()).into_data().to_vec().unwrap();
+        let expected = [7.0, 5.0, 3.0, 1.0, 1.0, 3.0, 5.0, 7.0].map(|x: f32| x / 7.0);
+        for (a, b) in v.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6, "{v:?}");
         }
     }
 
