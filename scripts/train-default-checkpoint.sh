@@ -14,7 +14,9 @@
 # and did not help on the held-out fold (see model/checkpoints/README.md).
 #
 # The shipped checkpoint was made at commit 7f9f6c4, before the synthetic generator was
-# calibrated (f440a3d); on a later commit this script trains on the calibrated cells.
+# calibrated (f440a3d) and before shape-16 had its z channel (6943e69); on a later commit this
+# script trains on the calibrated cells with the z channel (model/checkpoints/README.md has how
+# that scored).
 #
 # Every training step is resumable: rerun the script after an interruption and each run continues
 # where it stopped (`train --resume`). Set DISPR_BIN to use prebuilt binaries.
