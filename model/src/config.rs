@@ -63,9 +63,9 @@ pub enum Objective {
     /// variance), trained with MSE(eps) + L_vb.
     #[default]
     Eps,
-    /// Input [mask, normalised image x mask, prior, x_t] (and the z channel, see
-    /// [`ModelConfig::z_channel`]) where the prior is the mask extruded
-    /// along z (`dispr_shape::floor`); output channel 0 is a correction and x0_hat = prior +
+    /// Input [mask, normalised image x mask, prior, x_t] (with the z channel before x_t where
+    /// the configuration has one, see [`ModelConfig::z_channel`]) where the prior is the mask
+    /// extruded along z (`dispr_shape::floor`); output channel 0 is a correction and x0_hat = prior +
     /// correction, trained with MSE(x0) + soft Dice. The output layer starts at zero, so an
     /// untrained network returns the prior: it starts at the floor and learns what the 2D input
     /// says beyond it. The second output channel is unused (the samplers use the fixed
