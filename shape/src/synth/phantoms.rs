@@ -194,11 +194,9 @@ fn knizocyte(rng: &mut Rng64) -> Phantom {
     single(parts, 0.3)
 }
 
-/// A flat cell with a notch bitten out of its rim, the notch flanked by two horns. The body is
-/// an elongated oval: the real keratocytes' central-slice masks have a mean eccentricity of 0.80
-/// (the other classes of the real sample 0.62-0.70), the most elongated of the four.
+/// A flat cell with a notch bitten out of its rim, the notch flanked by two horns.
 fn keratocyte(rng: &mut Rng64) -> Phantom {
-    let body = v(1.0, u(rng, 0.42, 0.6), u(rng, 0.32, 0.42));
+    let body = v(1.0, u(rng, 0.8, 0.95), u(rng, 0.32, 0.42));
     let mut parts = vec![Part::at(Prim::Ellipsoid { r: body }, V3::zeros())];
     let bite_r = u(rng, 0.4, 0.6);
     let bite = Part::at(
