@@ -37,6 +37,10 @@ pub struct Sidecar {
     /// Free text: what the checkpoint is (e.g. "demonstration model") and how it was made.
     #[serde(default)]
     pub note: String,
+    /// The height calibration [`crate::Predictor::sample`] applies to this checkpoint's shapes,
+    /// if one was fitted (`dispr-worker calibrate`); sidecars written before it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub z_calibration: Option<crate::ZCalibration>,
 }
 
 /// Validation IoU of sampled shapes on held-out cells.
@@ -129,11 +133,17 @@ pub fn save_model<B: Backend>(
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
     write_atomic(record_path, &bytes)?;
-    let side = sidecar_path(record_path);
-    let json = serde_json::to_vec_pretty(&sidecar)
-        .map_err(|e| CheckpointError::Sidecar { path: side.clone(), message: e.to_string() })?;
-    write_atomic(&side, &json)?;
+    write_sidecar(record_path, &sidecar)?;
     Ok(sidecar)
+}
+
+/// Writes `sidecar` beside the record at `record_path` (atomically), e.g. a calibrated copy of a
+/// checkpoint's sidecar; its `record_sha256` must already be the record's.
+pub fn write_sidecar(record_path: &Path, sidecar: &Sidecar) -> Result<(), CheckpointError> {
+    let side = sidecar_path(record_path);
+    let json = serde_json::to_vec_pretty(sidecar)
+        .map_err(|e| CheckpointError::Sidecar { path: side.clone(), message: e.to_string() })?;
+    write_atomic(&side, &json)
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a checkpoint.

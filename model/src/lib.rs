@@ -12,6 +12,8 @@
 //!   [`Predictor::sample`] cells x K seeds to 64^3 volumes in [0, 1].
 //! - [`train`]: one training step (augmentation, warm-up and cosine learning rate, gradient
 //!   clipping, a warming EMA) and exact resume; [`checkpoint`]: record + JSON sidecar.
+//! - [`z_calibration`]: the height calibration a checkpoint may carry (a ridge regression of how
+//!   far to stretch its shapes along z, on the cell's 2D features, fitted on real cells).
 //! - [`resample`]: averaging down from the dataset's 64^3 (`dispr_shape::volume::SIDE`) to a
 //!   configuration's resolution and trilinear upsampling back. Otsu is `dispr_shape::otsu`, IoU
 //!   `dispr_shape::reconstruction`, the naive floor (the mask extruded along z)
@@ -33,12 +35,14 @@ pub mod sampler;
 pub mod schedule;
 pub mod train;
 pub mod unet;
+pub mod z_calibration;
 
 pub use checkpoint::{CheckpointError, Sidecar, Validation, sha256_file, sidecar_path};
 pub use config::{ModelConfig, Objective};
 pub use predictor::{CellInput, PredictError, Predictor};
 pub use train::{StepStats, TrainExample, TrainOptions, Trainer};
 pub use unet::UNet;
+pub use z_calibration::ZCalibration;
 
 /// Burn's CPU backend.
 pub type CpuBackend = burn::backend::Flex;

@@ -15,6 +15,7 @@ use crate::objective::{as_eps_v, batch_conditioning, cell_conditioning, to_full_
 use crate::sampler::{SamplerError, sample};
 use crate::schedule::Schedule;
 use crate::unet::UNet;
+use crate::z_calibration::{ZCalibration, stretch_z};
 use dispr_shape::volume::SIDE;
 
 /// One cell's inputs: the 64x64 uint8 fluorescence image and segmentation mask (row-major).
@@ -46,6 +47,8 @@ pub struct Predictor<B: Backend> {
     device: B::Device,
     sidecar: Option<Sidecar>,
     memory_budget: usize,
+    /// Applied to every returned volume (from the sidecar; see [`crate::z_calibration`]).
+    z_calibration: Option<ZCalibration>,
 }
 
 /// Memory a batch may use by default (2 GiB): a CPU worker next to others; raise it on a GPU.
@@ -67,13 +70,33 @@ impl<B: Backend> Predictor<B> {
     ) -> Result<Self, CheckpointError> {
         let (model, sidecar) = load_model::<B>(path, expected_sha256, device)?;
         let mut p = Self::from_model(sidecar.config.clone(), model, device);
+        p.z_calibration = sidecar.z_calibration.clone();
         p.sidecar = Some(sidecar);
         Ok(p)
     }
 
     /// Wraps a network in memory (training validation uses this).
     pub fn from_model(config: ModelConfig, model: UNet<B>, device: &B::Device) -> Self {
-        Self { config, model, device: device.clone(), sidecar: None, memory_budget: DEFAULT_MEMORY_BUDGET }
+        Self {
+            config,
+            model,
+            device: device.clone(),
+            sidecar: None,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            z_calibration: None,
+        }
+    }
+
+    /// Sets (or, with None, removes) the height calibration applied to the sampled volumes:
+    /// `calibrate` fits a new one on the uncalibrated shapes.
+    pub fn with_z_calibration(mut self, calibration: Option<ZCalibration>) -> Self {
+        self.z_calibration = calibration;
+        self
+    }
+
+    /// The height calibration applied to the sampled volumes, if any.
+    pub fn z_calibration(&self) -> Option<&ZCalibration> {
+        self.z_calibration.as_ref()
     }
 
     /// Sets the memory (bytes) one batched forward pass may use; the batch size follows.
@@ -99,7 +122,8 @@ impl<B: Backend> Predictor<B> {
 
     /// Samples `seeds[c].len()` volumes for every cell `c`. Returns, per cell and per sample, a
     /// 64^3 volume (z, y, x order) with values in [0, 1]. The volume of a sample depends only on
-    /// its inputs, its seed and the sampler, not on the other samples of the call.
+    /// its inputs, its seed and the sampler, not on the other samples of the call. A checkpoint
+    /// with a height calibration has each volume stretched along z by its cell's factor.
     /// `progress(done, total)` counts sampler steps over all batches.
     pub fn sample(
         &self,
@@ -137,6 +161,10 @@ impl<B: Backend> Predictor<B> {
         }
         let r = self.config.resolution;
         let conds: Vec<_> = inputs.iter().map(|c| cell_conditioning(&self.config, c.image, c.mask)).collect();
+        let stretch: Vec<f64> = match &self.z_calibration {
+            Some(cal) => inputs.iter().map(|c| cal.factor(c.image, c.mask)).collect(),
+            None => vec![1.0; inputs.len()],
+        };
         let alphas = Schedule::linear().alphas_cumprod;
         // Every (cell, sample) pair, batched in order.
         let items: Vec<(usize, u64)> =
@@ -165,7 +193,8 @@ impl<B: Backend> Predictor<B> {
                 .expect("a float tensor converted to f32 reads as f32");
             for (i, &(c, _)) in chunk.iter().enumerate() {
                 let vol = &data[i * r * r * r..(i + 1) * r * r * r];
-                out[c].push(to_full_resolution(&self.config, vol, inputs[c].mask, &conds[c]));
+                let full = to_full_resolution(&self.config, vol, inputs[c].mask, &conds[c]);
+                out[c].push(stretch_z(&full, stretch[c]));
             }
         }
         Ok(out)
@@ -216,6 +245,7 @@ mod tests {
             record_sha256: String::new(),
             validation: None,
             note: "test".into(),
+            z_calibration: None,
         }
     }
 
@@ -249,6 +279,42 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let err = Predictor::<TestBackend>::load(&path, &dev).err().unwrap();
         assert!(err.to_string().contains("sha256"), "{err}");
+    }
+
+    #[test]
+    fn a_calibrated_checkpoint_stretches_its_samples_along_z() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.mpk");
+        let net = tiny_nonzero();
+        let d = dispr_shape::features::FEATURES_2D.len();
+        // A calibration whose factor is 1.5 for every cell.
+        let cal = ZCalibration {
+            features: dispr_shape::features::FEATURES_2D.iter().map(|f| f.name.to_string()).collect(),
+            mean: vec![0.0; d],
+            std: vec![1.0; d],
+            min: vec![-1e300; d],
+            max: vec![1e300; d],
+            weights: vec![0.0; d],
+            bias: 1.5f64.ln(),
+            ridge: 1.0,
+            cells: 2,
+            sampler: "ddim-3".into(),
+        };
+        save_model(net.clone(), Sidecar { z_calibration: Some(cal.clone()), ..sidecar() }, &path).unwrap();
+        let dev = Default::default();
+        let calibrated = Predictor::<TestBackend>::load(&path, &dev).unwrap();
+        assert_eq!(calibrated.z_calibration(), Some(&cal));
+        let plain = Predictor::<TestBackend>::from_model(ModelConfig::tiny(), net, &dev);
+        let (img, mask) = cell(1);
+        let inputs = [CellInput { image: &img, mask: &mask }];
+        let spec: SamplerSpec = "ddim-3".parse().unwrap();
+        let got = calibrated.sample(&inputs, &[vec![5]], &spec, &mut |_, _| {}).unwrap();
+        let raw = plain.sample(&inputs, &[vec![5]], &spec, &mut |_, _| {}).unwrap();
+        assert_ne!(got, raw);
+        assert_eq!(got[0][0], stretch_z(&raw[0][0], 1.5));
+        // Removing it gives the plain samples back (what `calibrate` fits on).
+        let uncalibrated = calibrated.with_z_calibration(None);
+        assert_eq!(uncalibrated.sample(&inputs, &[vec![5]], &spec, &mut |_, _| {}).unwrap(), raw);
     }
 
     #[test]
