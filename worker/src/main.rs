@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 use dispr_worker::cmd;
 
-/// Samples 3D cell shapes with DISPR: serves sampling jobs from RabbitMQ, trains a model, or
-/// scores a model's samplers.
+/// Samples 3D cell shapes with DISPR: serves sampling jobs from RabbitMQ, trains a model,
+/// scores its samplers, or calibrates its shapes' height on real cells.
 #[derive(Parser)]
 #[command(name = "dispr-worker", version, about, long_about, max_term_width = 100)]
 struct Cli {
@@ -20,6 +20,8 @@ enum Command {
     Train(cmd::train::Args),
     /// Score a checkpoint's samplers on held-out cells: mean IoU and time per cell.
     Evaluate(cmd::evaluate::Args),
+    /// Fit how far to stretch a checkpoint's shapes along z, on cells with ground truth.
+    Calibrate(cmd::calibrate::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +30,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Evaluate(args) => cmd::evaluate::run(args),
+        Command::Calibrate(args) => cmd::calibrate::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

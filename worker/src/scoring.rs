@@ -118,27 +118,37 @@ pub fn score_cell(cell: &ValCell, volumes: &[Vec<f32>]) -> CellScore {
     }
 }
 
-/// Samples `samples` volumes of every cell in `val` with `sampler` and scores them. Seeds come
-/// from the cell ids, so two calls see the same initial noise.
+/// Samples `samples` volumes of every cell in `val` with `sampler` ([`sample_cells`]) and
+/// scores them.
 pub fn score<B: burn::tensor::backend::Backend>(
     predictor: &Predictor<B>,
     val: &[ValCell],
     sampler: &SamplerSpec,
     samples: u32,
 ) -> anyhow::Result<Scores> {
-    let inputs: Vec<CellInput<'_>> =
-        val.iter().map(|c| CellInput { image: &c.image, mask: &c.mask }).collect();
-    let seeds: Vec<Vec<u64>> = val
-        .iter()
-        .map(|c| (0..samples).map(|k| dispr_proto::seed::sample_seed(0, &c.id, k)).collect())
-        .collect();
     let started = Instant::now();
-    let volumes =
-        predictor.sample(&inputs, &seeds, sampler, &mut |_, _| {}).context("sampling the held-out cells")?;
+    let volumes = sample_cells(predictor, val, sampler, samples)?;
     let seconds = started.elapsed().as_secs_f64();
     let cells: Vec<CellScore> = val.iter().zip(&volumes).map(|(c, v)| score_cell(c, v)).collect();
     let n = (val.len() * samples as usize).max(1);
     Ok(Scores { cells, seconds_per_sample: seconds / n as f64 })
+}
+
+/// `samples` volumes of every cell in `cells` with `sampler`, all batched; seeds come from the
+/// cell ids, so two calls see the same initial noise.
+pub fn sample_cells<B: burn::tensor::backend::Backend>(
+    predictor: &Predictor<B>,
+    cells: &[ValCell],
+    sampler: &SamplerSpec,
+    samples: u32,
+) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
+    let inputs: Vec<CellInput<'_>> =
+        cells.iter().map(|c| CellInput { image: &c.image, mask: &c.mask }).collect();
+    let seeds: Vec<Vec<u64>> = cells
+        .iter()
+        .map(|c| (0..samples).map(|k| dispr_proto::seed::sample_seed(0, &c.id, k)).collect())
+        .collect();
+    predictor.sample(&inputs, &seeds, sampler, &mut |_, _| {}).context("sampling the cells")
 }
 
 #[cfg(test)]

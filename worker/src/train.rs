@@ -179,6 +179,7 @@ fn save(
         record_sha256: String::new(),
         validation,
         note: settings.note.clone(),
+        z_calibration: None,
     };
     for name in [format!("model-step{step:07}.mpk"), "latest.mpk".to_string()] {
         let path = settings.out.join(&name);

@@ -22,6 +22,34 @@ pub struct ValCell {
     pub truth: Vec<bool>,
 }
 
+impl ValCell {
+    /// The cell's inputs and truth; None without a ground-truth volume.
+    fn of(c: &CellData) -> Option<ValCell> {
+        let obj = c.obj.as_ref()?;
+        Some(ValCell {
+            id: c.id.clone(),
+            class: c.label.class.clone(),
+            image: c.image.data.clone(),
+            mask: c.mask.data.clone(),
+            truth: obj.data.iter().map(|&v| v > 0).collect(),
+        })
+    }
+}
+
+/// Every cell with ground truth of the dataset at `uri`, as (the cells `split` keeps for
+/// fitting, the cells it holds out): what `calibrate` fits on and could score.
+pub fn load_scored(uri: &str, split: Split) -> anyhow::Result<(Vec<ValCell>, Vec<ValCell>)> {
+    let cells = load_cells(uri)?;
+    let held_out = split.held_out(&cells);
+    let (mut fit, mut held) = (Vec::new(), Vec::new());
+    for (c, h) in cells.iter().zip(held_out) {
+        if let Some(v) = ValCell::of(c) {
+            if h { held.push(v) } else { fit.push(v) }
+        }
+    }
+    Ok((fit, held))
+}
+
 /// Which cells of the dataset are held out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -149,18 +177,7 @@ pub fn load(uri: &str, config: &ModelConfig, split: Split, extra: &[String]) -> 
     hasher.update(format!("dispr-train-split {}\n", split.describe()));
     hash_cells(&mut hasher, &cells);
     let held_out = split.held_out(&cells);
-    let mut val = Vec::new();
-    for (c, &held) in cells.iter().zip(&held_out) {
-        // Only cells with ground truth were loaded.
-        let (true, Some(obj)) = (held, &c.obj) else { continue };
-        val.push(ValCell {
-            id: c.id.clone(),
-            class: c.label.class.clone(),
-            image: c.image.data.clone(),
-            mask: c.mask.data.clone(),
-            truth: obj.data.iter().map(|&v| v > 0).collect(),
-        });
-    }
+    let val = cells.iter().zip(&held_out).filter(|(_, h)| **h).filter_map(|(c, _)| ValCell::of(c)).collect();
     let mut parts = vec![examples(config, cells.iter().zip(&held_out).filter(|(_, h)| !**h).map(|(c, _)| c))];
     for uri in extra {
         let cells = load_cells(uri)?;

@@ -174,3 +174,111 @@ fn folds_extra_datasets_and_fine_tuning_from_a_checkpoint() {
         String::from_utf8_lossy(&eval.stdout).lines().find(|l| l.contains("| all |")).unwrap().to_string();
     assert!(all.contains("| all | 10 |"), "{all}");
 }
+
+/// Cells whose true shapes are their extruded masks stretched 1.6 times along z: an untrained
+/// `prior-x0` model samples exactly the extrusion, so its best stretch is known.
+fn taller_than_the_floor(dir: &Path, cells: usize) {
+    for spec in synth::plan(cells) {
+        let mut cell = synth::generate(5, &spec);
+        let floor = dispr_shape::floor::extrusion(&cell.mask.data);
+        let tall = dispr_model::z_calibration::stretch_z(&floor, 1.6);
+        let obj = cell.obj.as_mut().unwrap();
+        obj.data = tall.iter().map(|&v| if v >= 0.5 { 255 } else { 0 }).collect();
+        for (key, bytes) in dataset::encode_cell(&cell).unwrap() {
+            let path = dir.join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+}
+
+#[test]
+fn calibrate_learns_how_tall_the_cells_are_and_evaluate_scores_it_by_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    taller_than_the_floor(&data, 10);
+    let data = data.to_str().unwrap();
+    // A tiny-prior model that has barely moved from its zero-initialised output: the floor.
+    let run = dir.path().join("run");
+    let trained = worker(&[
+        "train",
+        "--dataset",
+        data,
+        "--out",
+        run.to_str().unwrap(),
+        "--config",
+        "tiny-prior",
+        "--steps",
+        "1",
+        "--lr",
+        "1e-9",
+        "--batch-size",
+        "2",
+        "--val-cells",
+        "2",
+        "--val-sampler",
+        "ddim-2",
+    ]);
+    assert!(trained.status.success());
+    let base = run.join("latest.mpk");
+    let calibrate = |out: &Path, extra: &[&str]| {
+        let args = ["calibrate", "--checkpoint", base.to_str().unwrap(), "--dataset", data];
+        worker(&[&args[..], &["--out", out.to_str().unwrap()], extra].concat())
+    };
+    let folds: Vec<_> = (0..2).map(|k| dir.path().join(format!("fold{k}.mpk"))).collect();
+    for (k, out) in folds.iter().enumerate() {
+        let fitted = calibrate(out, &["--folds", "2", "--fold", &k.to_string()]);
+        assert!(fitted.status.success());
+        let text = String::from_utf8_lossy(&fitted.stdout);
+        // Every cell's best stretch is the one the data was made with.
+        let factors: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| cell") && !l.starts_with("|---"))
+            .map(|l| l.split('|').nth(3).unwrap().trim().parse().unwrap())
+            .collect();
+        assert!(!factors.is_empty() && factors.len() < 10, "{text}");
+        assert!(factors.iter().all(|f| (f - 1.6).abs() < 0.1), "{text}");
+        let side = sidecar(&out.with_extension("json"));
+        assert_eq!(side["z_calibration"]["sampler"], "ddim-2");
+        assert_eq!(side["record_sha256"], sidecar(&run.join("latest.json"))["record_sha256"]);
+    }
+    // Scored by fold, on cells neither calibration saw: far above the floor it started from.
+    let (f0, f1) = (folds[0].to_str().unwrap(), folds[1].to_str().unwrap());
+    let eval = worker(&[
+        "evaluate",
+        "--checkpoint",
+        f0,
+        "--checkpoint",
+        f1,
+        "--dataset",
+        data,
+        "--folds",
+        "2",
+        "--samplers",
+        "ddim-2",
+        "--samples",
+        "1",
+    ]);
+    assert!(eval.status.success());
+    let text = String::from_utf8_lossy(&eval.stdout);
+    assert!(text.contains("with its height calibration"), "{text}");
+    let all: Vec<String> = text
+        .lines()
+        .find(|l| l.contains("| all |"))
+        .unwrap()
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect();
+    let (model, floor): (f64, f64) = (all[4].parse().unwrap(), all[6].parse().unwrap());
+    assert_eq!(all[3], "10", "{text}");
+    assert!(model > 0.9 && floor < 0.7, "model {model}, floor {floor}\n{text}");
+
+    // Bad requests say what to do.
+    let null = calibrate(&dir.path().join("x.mpk"), &["--sampler", "null"]);
+    assert!(!null.status.success());
+    assert!(String::from_utf8_lossy(&null.stderr).contains("does not use the model"));
+    let bad_fold = calibrate(&dir.path().join("x.mpk"), &["--folds", "2", "--fold", "2"]);
+    assert!(!bad_fold.status.success());
+    assert!(String::from_utf8_lossy(&bad_fold.stderr).contains("a fold below their number"));
+    assert!(!dir.path().join("x.mpk").exists());
+}

@@ -91,6 +91,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             data.val.len(),
             args.samples
         );
+        if let Some(cal) = predictor.z_calibration() {
+            println!(
+                "  with its height calibration (fitted on {} cells with {}): every shape is stretched along z by its cell's factor",
+                cal.cells, cal.sampler
+            );
+        }
         for (sampler, (cells, seconds)) in args.samplers.iter().zip(per_sampler.iter_mut()) {
             let scores = crate::scoring::score(&predictor, &data.val, sampler, args.samples)?;
             *seconds += scores.seconds_per_sample * scores.cells.len() as f64;

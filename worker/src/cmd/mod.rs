@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
+pub mod calibrate;
 pub mod evaluate;
 pub mod serve;
 pub mod train;
