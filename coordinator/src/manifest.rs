@@ -47,7 +47,11 @@ impl RunSpec {
             (_, Some(uri)) => {
                 let uri = canonical_object_uri(uri);
                 let sha256 = sha256_of(&uri).await?;
-                Some(ModelRef { uri, sha256 })
+                let sidecar = sidecar_uri(&uri)?;
+                let sidecar_sha256 = Some(sha256_of(&sidecar).await.with_context(|| {
+                    format!("{uri} needs its sidecar {sidecar} beside it (written with it by `dispr-worker train`)")
+                })?);
+                Some(ModelRef { uri, sha256, sidecar_sha256 })
             }
         };
         Ok(Manifest {
@@ -174,6 +178,13 @@ pub async fn sha256_of(uri: &str) -> anyhow::Result<String> {
     let bytes = read_uri(uri).await.context("hashing the model checkpoint")?;
     let digest = tokio::task::spawn_blocking(move || Sha256::digest(&bytes)).await?;
     Ok(hex::encode(digest))
+}
+
+/// The URI of the sidecar beside a checkpoint record (`dispr_model::sidecar_path`).
+fn sidecar_uri(record_uri: &str) -> anyhow::Result<String> {
+    let (dir, key) = split_object_uri(record_uri)?;
+    let name = dispr_model::sidecar_path(std::path::Path::new(&key));
+    Ok(format!("{}/{}", dir.trim_end_matches('/'), name.to_string_lossy()))
 }
 
 /// Splits an object URI into the URI of its folder (a store root) and its key.

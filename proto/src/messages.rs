@@ -99,14 +99,20 @@ impl std::str::FromStr for SamplerSpec {
     }
 }
 
-/// The model checkpoint a job uses: where it is, and the sha256 of its record, which the worker
-/// checks before using it (and caches the loaded model under).
+/// The model checkpoint a job uses: where it is, and the sha256 of its record and of its
+/// sidecar, which the worker checks before using them (and caches the loaded model under).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelRef {
     /// URI of the checkpoint record (`s3://...` or a path); its JSON sidecar sits beside it.
     pub uri: String,
     /// Hex sha256 of the record file.
     pub sha256: String,
+    /// Hex sha256 of the sidecar file. The sidecar decides how the weights are used (the
+    /// configuration, the height calibration), and one record can have several sidecars (a
+    /// checkpoint calibrated again keeps its weights), so a run pins it too. Absent in jobs of
+    /// runs submitted before it existed: their workers take the sidecar as they find it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_sha256: Option<String>,
 }
 
 /// One sampling job: a few cells of one run.
@@ -224,7 +230,11 @@ mod tests {
             cells: vec![CellId::new("A_cell_clusters000604").unwrap()],
             dataset_uri: "s3://data/rbc".into(),
             output_uri: "s3://out/prefix".into(),
-            model: Some(ModelRef { uri: "s3://models/small.mpk".into(), sha256: "ab".repeat(32) }),
+            model: Some(ModelRef {
+                uri: "s3://models/small.mpk".into(),
+                sha256: "ab".repeat(32),
+                sidecar_sha256: Some("cd".repeat(32)),
+            }),
             sampler: SamplerSpec::DpmSolver2m { steps: 25 },
             samples_per_cell: 5,
             seed: 42,

@@ -164,7 +164,11 @@ static VALID: LazyLock<Vec<Value>> = LazyLock::new(|| {
         cells: vec![cell(), CellId::new("c2").unwrap()],
         dataset_uri: "s3://data/rbc".into(),
         output_uri: "s3://out/prefix".into(),
-        model: Some(ModelRef { uri: "s3://models/small.mpk".into(), sha256: "ab".repeat(32) }),
+        model: Some(ModelRef {
+            uri: "s3://models/small.mpk".into(),
+            sha256: "ab".repeat(32),
+            sidecar_sha256: Some("cd".repeat(32)),
+        }),
         sampler: SamplerSpec::Ddim { steps: 25, eta: 0.5 },
         samples_per_cell: 5,
         seed: 42,

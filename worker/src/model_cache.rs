@@ -1,5 +1,5 @@
 //! Finding the sampler a job asks for: the null sampler, or a DISPR model fetched from its URI into
-//! a local cache, checked against the sha256 the job names, loaded once per sha256 and kept.
+//! a local cache, checked against the sha256s the job names (record and sidecar), loaded once per pair and kept.
 
 use crate::model_sampler::{self, LoadedModel};
 use crate::retry::{Retry, StoreFailure};
@@ -61,7 +61,9 @@ impl ModelCache {
     /// while loading so that two jobs of one checkpoint do not load it twice).
     async fn model(&self, model: &ModelRef) -> Result<Arc<LoadedModel>, SamplerError> {
         let mut models = self.models.lock().await;
-        if let Some(m) = models.get(&model.sha256) {
+        // One record with two sidecars (calibrated differently) is two models.
+        let key = format!("{}/{}", model.sha256, model.sidecar_sha256.as_deref().unwrap_or("-"));
+        if let Some(m) = models.get(&key) {
             return Ok(m.clone());
         }
         let _loading = self.telemetry.health.loading_model();
@@ -72,7 +74,7 @@ impl ModelCache {
             .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("model loading panicked: {e}")))?
             .map_err(SamplerError::Permanent)?;
         let loaded = Arc::new(loaded);
-        models.insert(model.sha256.clone(), loaded.clone());
+        models.insert(key, loaded.clone());
         Ok(loaded)
     }
 
@@ -88,9 +90,24 @@ impl ModelCache {
                 model.sha256
             )));
         }
+        let pinned = match &model.sidecar_sha256 {
+            Some(s) if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                return Err(permanent(anyhow::anyhow!(
+                    "the job names checkpoint sidecar sha256 {s:?}, which is not 64 hex digits"
+                )));
+            }
+            Some(s) => Some(s.to_ascii_lowercase()),
+            None => None,
+        };
         let (dir, file) = split_uri(&model.uri).map_err(permanent)?;
         let sha = model.sha256.to_ascii_lowercase();
-        let local = self.cache_dir.join(&sha).join(file);
+        // Keyed by both hashes: a record with a new sidecar gets a folder of its own, so a cached
+        // sidecar is never taken for another.
+        let folder = match &pinned {
+            Some(side) => format!("{sha}-{side}"),
+            None => sha.clone(),
+        };
+        let local = self.cache_dir.join(folder).join(file);
         let store = || {
             Store::open(dir)
                 .with_context(|| format!("cannot open the location of checkpoint {}", model.uri))
@@ -127,6 +144,21 @@ impl ModelCache {
                 model.uri
             );
             self.download(&store()?, &sidecar_name, &sidecar_local, missing).await?;
+        }
+        if let Some(want) = pinned {
+            let side2 = sidecar_local.clone();
+            let actual = tokio::task::spawn_blocking(move || sha256_file(&side2))
+                .await
+                .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("hashing panicked: {e}")))?
+                .map_err(SamplerError::Retriable)?;
+            if actual != want {
+                let _ = std::fs::remove_file(&sidecar_local);
+                return Err(permanent(anyhow::anyhow!(
+                    "the sidecar of checkpoint {} has sha256 {actual}, but the job expects {want}: it changed \
+                     since the run was submitted (calibrated again?); submit a new run with the current checkpoint",
+                    model.uri
+                )));
+            }
         }
         Ok(local)
     }

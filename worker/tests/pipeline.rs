@@ -1,4 +1,5 @@
-//! The job pipeline against a local-folder store with real TIFF files and the null sampler.
+//! The job pipeline against a local-folder store with real TIFF files, mostly with the null
+//! sampler (and a tiny real checkpoint where the model's identity is what is tested).
 
 mod common;
 
@@ -172,6 +173,7 @@ async fn a_missing_or_altered_checkpoint_fails_the_cells_for_good() {
     missing.model = Some(ModelRef {
         uri: dir.path().join("models/nope.mpk").to_str().unwrap().into(),
         sha256: "00".repeat(32),
+        sidecar_sha256: None,
     });
     let (summary, _) = run(&runner, &missing).await;
     assert_eq!(summary.failed, 1);
@@ -185,6 +187,7 @@ async fn a_missing_or_altered_checkpoint_fails_the_cells_for_good() {
     altered.model = Some(ModelRef {
         uri: dir.path().join("models/changed.mpk").to_str().unwrap().into(),
         sha256: "ab".repeat(32),
+        sidecar_sha256: None,
     });
     let (summary, _) = run(&runner, &altered).await;
     assert_eq!(summary.failed, 1);
@@ -196,4 +199,63 @@ async fn a_missing_or_altered_checkpoint_fails_the_cells_for_good() {
     no_model.model = None;
     run(&runner, &no_model).await;
     assert!(failure(&out, "r5", "c1").reason.contains("names no model"));
+}
+
+#[tokio::test]
+async fn a_run_pins_the_checkpoint_sidecar_and_a_recalibrated_one_is_another_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = (dir.path().join("data"), dir.path().join("out"));
+    write_cell(&data, "c1", &good_image(), &good_mask());
+    // A real (untrained) tiny-prior checkpoint.
+    let record = dir.path().join("models/m.mpk");
+    let config = dispr_model::ModelConfig::tiny_prior();
+    let net = dispr_model::unet::UNet::<dispr_model::CpuBackend>::new(&config, &Default::default());
+    let sidecar = dispr_model::Sidecar {
+        format: 0,
+        config,
+        step: 0,
+        dataset_digest: String::new(),
+        record_sha256: String::new(),
+        validation: None,
+        note: "first".into(),
+        z_calibration: None,
+    };
+    dispr_model::checkpoint::save_model(net, sidecar, &record).unwrap();
+    let hash = |p: &Path| dispr_model::sha256_file(p).unwrap();
+    let sidecar_path = dispr_model::sidecar_path(&record);
+    let model = |side: String| ModelRef {
+        uri: record.to_str().unwrap().into(),
+        sha256: hash(&record),
+        sidecar_sha256: Some(side),
+    };
+    let job_of = |run: &str, model: ModelRef| {
+        let mut job = job(run, &data, &out, &["c1"], 1);
+        job.sampler = SamplerSpec::Ddim { steps: 2, eta: 0.0 };
+        job.model = Some(model);
+        job
+    };
+    let first = hash(&sidecar_path);
+    let (summary, _) = run(&runner(&dir.path().join("cache1")), &job_of("r1", model(first.clone()))).await;
+    assert_eq!(summary.done, 1);
+
+    // The checkpoint gets a new sidecar (calibrated again): the same record, another model.
+    let mut side = dispr_model::checkpoint::read_sidecar(&record).unwrap();
+    side.note = "calibrated again".into();
+    dispr_model::checkpoint::write_sidecar(&record, &side).unwrap();
+    let second = hash(&sidecar_path);
+    assert_ne!(first, second);
+    // A worker that cached the first keeps serving the run that pinned it...
+    let (summary, _) = run(&runner(&dir.path().join("cache1")), &job_of("r2", model(first.clone()))).await;
+    assert_eq!(summary.done, 1);
+    // ...one that has to fetch it refuses the changed file for that run...
+    let (summary, _) = run(&runner(&dir.path().join("cache2")), &job_of("r3", model(first))).await;
+    assert_eq!(summary.failed, 1);
+    let reason = failure(&out, "r3", "c1").reason;
+    assert!(reason.contains("changed since the run was submitted"), "{reason}");
+    // ...and a run submitted now uses the new sidecar, beside the first one in the cache.
+    let (summary, _) = run(&runner(&dir.path().join("cache1")), &job_of("r4", model(second.clone()))).await;
+    assert_eq!(summary.done, 1);
+    let cached =
+        |side: &str| dir.path().join("cache1").join(format!("{}-{side}", hash(&record))).join("m.mpk");
+    assert_eq!(dispr_model::checkpoint::read_sidecar(&cached(&second)).unwrap().note, "calibrated again");
 }
