@@ -102,7 +102,16 @@ async fn demo(args: Args) -> anyhow::Result<()> {
             }
             Some(model.clone())
         }
-        (None, _) => Some(write_demo_checkpoint(&out.join("model"))?),
+        (None, _) => {
+            let synthetic = args.dataset.is_none();
+            if synthetic {
+                eprintln!(
+                    "      model: the built-in default without its height calibration, which corrects its shapes \
+                     for real cells; these cells are synthetic, the kind it was trained on"
+                );
+            }
+            Some(write_demo_checkpoint(&out.join("model"), synthetic)?)
+        }
     };
 
     let spec = RunSpec {
@@ -176,11 +185,19 @@ async fn demo(args: Args) -> anyhow::Result<()> {
 }
 
 /// Writes the built-in default checkpoint and its sidecar into `dir` (unless the same bytes
-/// are there already); returns the record's path.
-fn write_demo_checkpoint(dir: &Path) -> anyhow::Result<String> {
+/// are there already); returns the record's path. For `synthetic` cells the sidecar leaves out
+/// the height calibration (`dispr_model::z_calibration`): it was fitted on real cells to correct
+/// the model where they differ from the synthetic ones it was trained on, so on synthetic cells
+/// it only moves their shapes away from the truth. The two variants have their own file names.
+fn write_demo_checkpoint(dir: &Path, synthetic: bool) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let record = dir.join("default.mpk");
-    for (path, bytes) in [(record.clone(), DEMO_RECORD), (dispr_model::sidecar_path(&record), DEMO_SIDECAR)] {
+    let (name, sidecar) = if synthetic {
+        ("default-synthetic.mpk", without_calibration(DEMO_SIDECAR)?)
+    } else {
+        ("default.mpk", DEMO_SIDECAR.to_vec())
+    };
+    let record = dir.join(name);
+    for (path, bytes) in [(record.clone(), DEMO_RECORD), (dispr_model::sidecar_path(&record), &sidecar[..])] {
         if std::fs::read(&path).is_ok_and(|have| have == bytes) {
             continue;
         }
@@ -192,6 +209,16 @@ fn write_demo_checkpoint(dir: &Path) -> anyhow::Result<String> {
     Ok(record.to_string_lossy().into_owned())
 }
 
+/// The sidecar `json` without its height calibration, saying so in its note.
+fn without_calibration(json: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut sidecar: dispr_model::Sidecar =
+        serde_json::from_slice(json).context("the built-in checkpoint's sidecar does not parse")?;
+    if sidecar.z_calibration.take().is_some() {
+        sidecar.note.push_str("; height calibration left out for the demo's synthetic cells");
+    }
+    serde_json::to_vec_pretty(&sidecar).context("encoding the demo's sidecar")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,19 +226,30 @@ mod tests {
     #[test]
     fn the_built_in_checkpoint_is_written_once_and_loads() {
         let dir = tempfile::tempdir().unwrap();
-        let record = PathBuf::from(write_demo_checkpoint(&dir.path().join("model")).unwrap());
+        let record = PathBuf::from(write_demo_checkpoint(&dir.path().join("model"), false).unwrap());
         let sidecar = dispr_model::checkpoint::read_sidecar(&record).expect("a readable sidecar beside it");
         assert_eq!(sidecar.record_sha256, dispr_model::sha256_file(&record).unwrap());
+        // The default model is calibrated for real cells.
+        assert!(sidecar.z_calibration.is_some());
         let modified = std::fs::metadata(&record).unwrap().modified().unwrap();
 
         // A second demo in the same folder leaves the identical file alone...
-        write_demo_checkpoint(&dir.path().join("model")).unwrap();
+        write_demo_checkpoint(&dir.path().join("model"), false).unwrap();
         assert_eq!(std::fs::metadata(&record).unwrap().modified().unwrap(), modified);
         // ...and restores one that was damaged.
         std::fs::write(&record, b"damaged").unwrap();
-        write_demo_checkpoint(&dir.path().join("model")).unwrap();
+        write_demo_checkpoint(&dir.path().join("model"), false).unwrap();
         assert_eq!(std::fs::read(&record).unwrap(), DEMO_RECORD);
         let device = Default::default();
         dispr_model::Predictor::<dispr_model::CpuBackend>::load(&record, &device).expect("the model loads");
+
+        // For synthetic cells: the same network, beside it, without the calibration.
+        let synthetic = PathBuf::from(write_demo_checkpoint(&dir.path().join("model"), true).unwrap());
+        assert_ne!(synthetic, record);
+        assert_eq!(std::fs::read(&synthetic).unwrap(), DEMO_RECORD);
+        let plain = dispr_model::Predictor::<dispr_model::CpuBackend>::load(&synthetic, &device).unwrap();
+        assert!(plain.z_calibration().is_none());
+        assert!(plain.sidecar().unwrap().note.contains("height calibration left out"));
+        assert!(dispr_model::checkpoint::read_sidecar(&record).unwrap().z_calibration.is_some());
     }
 }
