@@ -22,7 +22,7 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}img{image-rendering:pixelated;ve
 img.plot{image-rendering:auto;max-width:100%;height:auto}tr.ceiling td{background:#f6f6f6;font-style:italic}\
 p.answer{font-size:1.1em;font-weight:600;border-left:4px solid #009e73;padding-left:.6em}\
 details{margin:.3em 0}summary{cursor:pointer;font-weight:600}.muted{color:#777}.bad{color:#b00}.good{color:#070}\
-code{overflow-wrap:anywhere}";
+code{overflow-wrap:anywhere}div.truth{border-top:2px solid #009e73;margin-top:.3em;padding-top:.2em}";
 
 /// The page, as the template reads it.
 #[derive(Template)]
