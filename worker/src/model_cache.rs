@@ -119,14 +119,7 @@ impl ModelCache {
                 format!("checkpoint {} does not exist; check the --model URI given to submit", model.uri);
             self.download(&store()?, file, &local, missing).await?;
         }
-        let local2 = local.clone();
-        let actual = tokio::task::spawn_blocking(move || sha256_file(&local2))
-            .await
-            .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("hashing panicked: {e}")))?
-            .map_err(SamplerError::Retriable)?;
-        if actual != sha {
-            // Drop the bad copy so that a corrected checkpoint is downloaded next time.
-            let _ = std::fs::remove_file(&local);
+        if let Some(actual) = mismatched_copy(&local, &sha).await? {
             return Err(permanent(anyhow::anyhow!(
                 "checkpoint {} has sha256 {actual}, but the job expects {sha}: the file changed since the run \
                  was submitted; submit a new run with the current checkpoint",
@@ -145,20 +138,14 @@ impl ModelCache {
             );
             self.download(&store()?, &sidecar_name, &sidecar_local, missing).await?;
         }
-        if let Some(want) = pinned {
-            let side2 = sidecar_local.clone();
-            let actual = tokio::task::spawn_blocking(move || sha256_file(&side2))
-                .await
-                .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("hashing panicked: {e}")))?
-                .map_err(SamplerError::Retriable)?;
-            if actual != want {
-                let _ = std::fs::remove_file(&sidecar_local);
-                return Err(permanent(anyhow::anyhow!(
-                    "the sidecar of checkpoint {} has sha256 {actual}, but the job expects {want}: it changed \
-                     since the run was submitted (calibrated again?); submit a new run with the current checkpoint",
-                    model.uri
-                )));
-            }
+        if let Some(want) = pinned
+            && let Some(actual) = mismatched_copy(&sidecar_local, &want).await?
+        {
+            return Err(permanent(anyhow::anyhow!(
+                "the sidecar of checkpoint {} has sha256 {actual}, but the job expects {want}: it changed \
+                 since the run was submitted (calibrated again?); submit a new run with the current checkpoint",
+                model.uri
+            )));
         }
         Ok(local)
     }
@@ -189,6 +176,21 @@ impl ModelCache {
             .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("cache write panicked: {e}")))?
             .map_err(SamplerError::Retriable)
     }
+}
+
+/// The sha256 of the cached file at `path` where it is not `want`, after dropping that copy so
+/// that a corrected file is downloaded next time; None where it matches.
+async fn mismatched_copy(path: &Path, want: &str) -> Result<Option<String>, SamplerError> {
+    let file = path.to_path_buf();
+    let actual = tokio::task::spawn_blocking(move || sha256_file(&file))
+        .await
+        .map_err(|e| SamplerError::Retriable(anyhow::anyhow!("hashing panicked: {e}")))?
+        .map_err(SamplerError::Retriable)?;
+    if actual == want {
+        return Ok(None);
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(Some(actual))
 }
 
 /// Splits a checkpoint URI into the store root that holds it and its file name.
