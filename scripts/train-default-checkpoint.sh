@@ -10,6 +10,10 @@
 # 2. the shape-16 model trained on those synthetic cells alone, 1,200 steps of 8 cells;
 # 3. `evaluate` on every real cell: none of them was seen in training.
 #
+# The shipped checkpoint then gets its height calibration from the real cells:
+# scripts/calibrate-default-checkpoint.sh <WORK>/base/latest.mpk (5-fold held-out figures, then
+# the fit on all cells that goes into model/checkpoints/default/model.json).
+#
 # Fine-tuning on real cells (`train --init ... --extra-dataset ... --folds 5 --fold K`) was tried
 # and did not help on the held-out fold (see model/checkpoints/README.md).
 #

@@ -43,7 +43,8 @@ pub struct Args {
     pub model: Option<String>,
     /// Sampler: ddpm-<steps>, ddim-<steps>[-eta<e>], dpmpp2m-<steps>, null (no model: checks the
     /// pipeline in seconds). The default model's shapes are closest to the true ones with few
-    /// steps (measured on the real cells: ddim-2 0.58 mean IoU, ddim-4 0.57, dpmpp2m-8 0.53; more
+    /// steps (measured on the real cells without the height calibration: ddim-2 0.58 mean IoU,
+    /// ddim-4 0.57, dpmpp2m-8 0.53; with it, ddim-2 0.60 on held-out cells; more
     /// steps add detail the 2D input does not determine); ddim-4 or ddim-8 give more varied
     /// samples, for the uncertainty of an ensemble.
     #[arg(long, default_value = dispr_proto::DEFAULT_SAMPLER)]
