@@ -118,6 +118,12 @@ pub async fn write_or_check(output: &Store, manifest: &Manifest) -> anyhow::Resu
     if existing.dataset_digest.is_none() {
         requested.dataset_digest = None;
     }
+    // Nor a pin of its model's sidecar.
+    if let (Some(old), Some(new)) = (&existing.model, &mut requested.model)
+        && old.sidecar_sha256.is_none()
+    {
+        new.sidecar_sha256 = None;
+    }
     let diffs = differences(&existing, &requested);
     if diffs.is_empty() {
         return Ok(ManifestState::Existing);
@@ -242,5 +248,36 @@ mod tests {
         assert_eq!(s("tiny.mpk"), (".".into(), "tiny.mpk".into()));
         assert_eq!(s("rel/tiny.mpk"), ("rel".into(), "tiny.mpk".into()));
         assert!(split_object_uri("s3://bucket").unwrap_err().to_string().contains("bucket"));
+    }
+
+    #[test]
+    fn the_sidecar_sits_beside_the_record() {
+        assert_eq!(sidecar_uri("s3://bucket/models/m.mpk").unwrap(), "s3://bucket/models/m.json");
+        assert_eq!(sidecar_uri("/m.mpk").unwrap(), "/m.json");
+        assert_eq!(sidecar_uri("/abs/dir/m.mpk").unwrap(), "/abs/dir/m.json");
+    }
+
+    #[tokio::test]
+    async fn a_run_resumes_across_the_sidecar_pin_but_not_across_a_changed_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let model = |side: Option<&str>| ModelRef {
+            uri: "s3://models/m.mpk".into(),
+            sha256: "ab".repeat(32),
+            sidecar_sha256: side.map(|s| s.repeat(32)),
+        };
+        let with = |side: Option<&str>, run: &str| Manifest {
+            run_id: RunId::new(run).unwrap(),
+            model: Some(model(side)),
+            sampler: SamplerSpec::Ddim { steps: 2, eta: 0.0 },
+            ..manifest()
+        };
+        // A run submitted before the pin existed resumes with it.
+        assert_eq!(write_or_check(&store, &with(None, "old")).await.unwrap(), ManifestState::Created);
+        assert_eq!(write_or_check(&store, &with(Some("cd"), "old")).await.unwrap(), ManifestState::Existing);
+        // A pinned run refuses another sidecar.
+        assert_eq!(write_or_check(&store, &with(Some("cd"), "new")).await.unwrap(), ManifestState::Created);
+        let err = write_or_check(&store, &with(Some("ef"), "new")).await.unwrap_err().to_string();
+        assert!(err.contains("different manifest") && err.contains("model"), "{err}");
     }
 }

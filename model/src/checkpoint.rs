@@ -174,6 +174,12 @@ pub fn read_sidecar(record_path: &Path) -> Result<Sidecar, CheckpointError> {
             ),
         });
     }
+    if let Some(Err(message)) = sidecar.z_calibration.as_ref().map(|c| c.validate()) {
+        return Err(CheckpointError::Sidecar {
+            path,
+            message: format!("{message}: refit it with `dispr-worker calibrate`, or remove z_calibration"),
+        });
+    }
     sidecar.config.validate().map_err(|e| CheckpointError::Sidecar { path, message: e.to_string() })?;
     Ok(sidecar)
 }

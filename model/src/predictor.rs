@@ -315,6 +315,13 @@ mod tests {
         // Removing it gives the plain samples back (what `calibrate` fits on).
         let uncalibrated = calibrated.with_z_calibration(None);
         assert_eq!(uncalibrated.sample(&inputs, &[vec![5]], &spec, &mut |_, _| {}).unwrap(), raw);
+
+        // A damaged calibration is refused when the checkpoint loads, saying what to do.
+        let mut side = crate::checkpoint::read_sidecar(&path).unwrap();
+        side.z_calibration.as_mut().unwrap().weights.pop();
+        crate::checkpoint::write_sidecar(&path, &side).unwrap();
+        let err = Predictor::<TestBackend>::load(&path, &dev).err().unwrap().to_string();
+        assert!(err.contains("weights has") && err.contains("dispr-worker calibrate"), "{err}");
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub enum FitError {
     NotFinite { cell: String, what: String },
     #[error("--ridge must be positive and finite; got {0}")]
     Ridge(f64),
+    #[error(
+        "the cells' 2D features are too extreme to fit (the regression's system is not solvable); check the dataset"
+    )]
+    Unsolvable,
 }
 
 /// One cell to fit on: its 2D features and the stretch that suits its samples best.
@@ -109,10 +113,8 @@ impl ZCalibration {
         let bias = y.mean();
         let yc = y.add_scalar(-bias);
         let a = x.transpose() * &x + nalgebra::DMatrix::<f64>::identity(d, d) * ridge;
-        let weights = a
-            .cholesky()
-            .map(|c| c.solve(&(x.transpose() * yc)))
-            .expect("X'X + ridge I is positive definite for a positive ridge");
+        // Positive definite for a positive ridge, unless the features overflow.
+        let weights = a.cholesky().map(|c| c.solve(&(x.transpose() * yc))).ok_or(FitError::Unsolvable)?;
         Ok(Self {
             features: names,
             mean,
@@ -125,6 +127,35 @@ impl ZCalibration {
             cells: cells.len(),
             sampler: sampler.to_string(),
         })
+    }
+
+    /// Checks a calibration read from a file: one weight, mean, scale and range per feature,
+    /// every number finite, scales positive, ranges ordered. Err says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let d = self.features.len();
+        for (what, len) in [
+            ("mean", self.mean.len()),
+            ("std", self.std.len()),
+            ("min", self.min.len()),
+            ("max", self.max.len()),
+            ("weights", self.weights.len()),
+        ] {
+            if len != d {
+                return Err(format!("z_calibration.{what} has {len} values for {d} features"));
+            }
+        }
+        let numbers =
+            self.mean.iter().chain(&self.std).chain(&self.min).chain(&self.max).chain(&self.weights);
+        if !numbers.chain([&self.bias]).all(|v| v.is_finite()) {
+            return Err("z_calibration holds a number that is not finite".into());
+        }
+        if let Some(j) = (0..d).find(|&j| self.std[j] <= 0.0 || self.min[j] > self.max[j]) {
+            return Err(format!(
+                "z_calibration's feature {} has scale {} and range [{}, {}]: the scale must be positive and the range ordered",
+                self.features[j], self.std[j], self.min[j], self.max[j]
+            ));
+        }
+        Ok(())
     }
 
     /// The stretch factor for a cell with these 2D features (each clamped into the fitted
@@ -194,18 +225,22 @@ pub fn factor_grid() -> Vec<f64> {
     (0..GRID_POINTS).map(|i| (lo + (hi - lo) * i as f64 / (GRID_POINTS - 1) as f64).exp()).collect()
 }
 
-/// The factor of [`factor_grid`] whose stretched `samples` (Otsu on x / max, as they are
-/// scored) have the highest mean IoU against `truth`, and that IoU.
+/// The mean IoU against `truth` of `samples` stretched by `factor` and binarised as they are
+/// scored (Otsu on x / max).
+pub fn stretched_iou(samples: &[Vec<f32>], truth: &[bool], factor: f64) -> f64 {
+    let sum: f64 = samples
+        .iter()
+        .map(|s| dispr_shape::reconstruction::iou(&dispr_shape::otsu::binarise(&stretch_z(s, factor)), truth))
+        .sum();
+    sum / samples.len().max(1) as f64
+}
+
+/// The factor of [`factor_grid`] whose stretched `samples` score the highest
+/// [`stretched_iou`], and that IoU.
 pub fn best_factor(samples: &[Vec<f32>], truth: &[bool]) -> (f64, f64) {
     let mut best: (f64, f64) = (1.0, f64::NEG_INFINITY);
     for factor in factor_grid() {
-        let iou = samples
-            .iter()
-            .map(|s| {
-                dispr_shape::reconstruction::iou(&dispr_shape::otsu::binarise(&stretch_z(s, factor)), truth)
-            })
-            .sum::<f64>()
-            / samples.len().max(1) as f64;
+        let iou = stretched_iou(samples, truth, factor);
         // Ties go to the factor nearest 1 (the grid is symmetric in log only by chance).
         if iou > best.1 + 1e-12 || ((iou - best.1).abs() <= 1e-12 && factor.ln().abs() < best.0.ln().abs()) {
             best = (factor, iou);
@@ -296,6 +331,14 @@ mod tests {
         nan[3].features.insert("area".into(), f64::NAN);
         let err = ZCalibration::fit(&nan, 1.0, "x").unwrap_err().to_string();
         assert!(err.contains("c3") && err.contains("area"), "{err}");
+        // A stored one is checked before use.
+        assert_eq!(cal.validate(), Ok(()));
+        let mut short = cal.clone();
+        short.weights.pop();
+        assert!(short.validate().unwrap_err().contains("weights has 18 values for 19 features"));
+        let mut reversed = cal.clone();
+        (reversed.min[0], reversed.max[0]) = (reversed.max[0], reversed.min[0] - 1.0);
+        assert!(reversed.validate().unwrap_err().contains("range ordered"));
         // It survives the sidecar's JSON.
         let back: ZCalibration = serde_json::from_str(&serde_json::to_string(&cal).unwrap()).unwrap();
         assert_eq!(back, cal);

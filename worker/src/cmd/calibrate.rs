@@ -4,11 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use dispr_model::z_calibration::{FitCell, ZCalibration, best_factor};
+use dispr_model::z_calibration::{FitCell, ZCalibration, best_factor, stretched_iou};
 use dispr_model::{DefaultBackend, Predictor};
 use dispr_proto::SamplerSpec;
 use dispr_shape::features::features_2d;
-use dispr_shape::reconstruction::iou;
 use dispr_shape::volume::SIDE;
 
 use crate::train_data::Split;
@@ -58,6 +57,9 @@ pub struct Args {
     ridge: f64,
 }
 
+/// How the sidecar's note starts to describe the calibration (after the training's note).
+const NOTE_PREFIX: &str = "; height calibration (not the network) ";
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     crate::logging::init(crate::logging::LogFormat::Human);
     if matches!(args.sampler, SamplerSpec::Null) {
@@ -78,6 +80,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut sidecar = predictor.sidecar().cloned().context("a loaded checkpoint has a sidecar")?;
     if sidecar.z_calibration.is_some() {
         tracing::info!("the checkpoint's own height calibration is replaced, not stacked");
+        // And so is what the note says of it.
+        if let Some(at) = sidecar.note.find(NOTE_PREFIX) {
+            sidecar.note.truncate(at);
+        }
     }
     let predictor = predictor.with_z_calibration(None);
     // With Split::All every cell is "held out"; a fold keeps the others to fit on.
@@ -109,9 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let features = features_2d(&cell.image, &cell.mask, SIDE, SIDE)
             .with_context(|| format!("cell {}: its 2D features", cell.id))?;
         let (factor, _) = best_factor(samples, &cell.truth);
-        let raw: f64 = samples.iter().map(|s| iou(&dispr_shape::otsu::binarise(s), &cell.truth)).sum::<f64>()
-            / samples.len() as f64;
-        before.push(raw);
+        before.push(stretched_iou(samples, &cell.truth, 1.0));
         fit_cells.push(FitCell { id: cell.id.to_string(), features, best_factor: factor });
     }
     let calibration = ZCalibration::fit(&fit_cells, args.ridge, &args.sampler.to_string())?;
@@ -121,16 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut after = Vec::with_capacity(cells.len());
     for ((cell, samples), (fc, raw)) in cells.iter().zip(&volumes).zip(fit_cells.iter().zip(&before)) {
         let factor = calibration.factor_for(&fc.features).unwrap_or(1.0);
-        let got: f64 = samples
-            .iter()
-            .map(|s| {
-                iou(
-                    &dispr_shape::otsu::binarise(&dispr_model::z_calibration::stretch_z(s, factor)),
-                    &cell.truth,
-                )
-            })
-            .sum::<f64>()
-            / samples.len() as f64;
+        let got = stretched_iou(samples, &cell.truth, factor);
         after.push(got);
         println!(
             "| {} | {} | {:.2} | {factor:.2} | {raw:.3} | {got:.3} |",
@@ -160,13 +155,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => format!("every cell of {}", args.dataset),
     };
     sidecar.note = format!(
-        "{}{}height calibration (not the network) fitted on {} cells, {what}, {} x {}, ridge {}",
-        sidecar.note,
-        if sidecar.note.is_empty() { "" } else { "; " },
-        calibration.cells,
-        args.samples,
-        args.sampler,
-        args.ridge
+        "{}{NOTE_PREFIX}fitted on {} cells, {what}, {} x {}, ridge {}",
+        sidecar.note, calibration.cells, args.samples, args.sampler, args.ridge
     );
     sidecar.z_calibration = Some(calibration);
     dispr_model::checkpoint::write_sidecar(&args.out, &sidecar)
