@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! cargo run --release -p dispr-model --bin dispr-model-bench -- [--configs shape-32,small,dispr-64]
-//!     [--batches 1,4] [--iters 3] [--sample-config shape-32] [--samplers ddim-8,dpmpp2m-8]
+//!     [--batches 1,4] [--iters 3] [--sample-config shape-16] [--samplers ddim-2,dpmpp2m-8]
 //!     [--cells 16]
 //! ```
 //! For every configuration and batch size: forward time, FLOPs per forward, GFLOP/s and the
 //! peak resident memory so far; then, for `--sample-config`, the seconds per sample of each
-//! sampler when `--cells` cells x 1 sample are sampled together (batched as a worker does).
+//! sampler when `--cells` cells x 1 sample are sampled together (batched as a worker does), and
+//! the same for the shipped default checkpoint (`checkpoints/default`, with its height
+//! calibration) with the default sampler.
 //! Build with `--features cuda` to run on a GPU.
 
 use std::time::Instant;
@@ -44,7 +46,8 @@ fn main() {
     let iters: usize = list(&args, "--iters", "3").first().copied().unwrap_or(3).max(1);
     let sample_config: String =
         list(&args, "--sample-config", dispr_model::config::DEFAULT_CONFIG).pop().unwrap_or_default();
-    let samplers: Vec<SamplerSpec> = list(&args, "--samplers", "ddim-4,ddim-8,dpmpp2m-8,ddim-25");
+    let default_samplers = format!("{},ddim-4,ddim-8,dpmpp2m-8,ddim-25", dispr_proto::DEFAULT_SAMPLER);
+    let samplers: Vec<SamplerSpec> = list(&args, "--samplers", &default_samplers);
     let cells: usize = list(&args, "--cells", "16").first().copied().unwrap_or(16).max(1);
     let device = Default::default();
     println!("backend: {}", std::any::type_name::<B>());
@@ -113,6 +116,31 @@ fn main() {
         }
         let per = start.elapsed().as_secs_f64() / cells as f64;
         println!("| {spec} | {per:.3} | {:.4} |", per / spec.steps().max(1) as f64);
+    }
+
+    // The default model exactly as shipped (its weights and its height calibration), with the
+    // default sampler: what a worker does per sample unless told otherwise.
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/default/model.mpk");
+    match Predictor::<B>::load(&shipped, &device) {
+        Ok(p) => {
+            let spec: SamplerSpec = match dispr_proto::DEFAULT_SAMPLER.parse() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("the default sampler does not parse: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let start = Instant::now();
+            match p.sample(&inputs, &seeds, &spec, &mut |_, _| {}) {
+                Ok(_) => println!(
+                    "| {spec}, the shipped default checkpoint{} | {:.3} | |",
+                    if p.z_calibration().is_some() { " with its height calibration" } else { "" },
+                    start.elapsed().as_secs_f64() / cells as f64
+                ),
+                Err(e) => eprintln!("the shipped checkpoint: {e}"),
+            }
+        }
+        Err(e) => eprintln!("the shipped checkpoint {}: {e}", shipped.display()),
     }
     println!("\npeak RSS: {:.0} MiB", peak_rss_mib().unwrap_or(f64::NAN));
 }
