@@ -194,7 +194,7 @@ impl<B: Backend> Predictor<B> {
             for (i, &(c, _)) in chunk.iter().enumerate() {
                 let vol = &data[i * r * r * r..(i + 1) * r * r * r];
                 let full = to_full_resolution(&self.config, vol, inputs[c].mask, &conds[c]);
-                out[c].push(stretch_z(&full, stretch[c]));
+                out[c].push(if stretch[c] == 1.0 { full } else { stretch_z(&full, stretch[c]) });
             }
         }
         Ok(out)
