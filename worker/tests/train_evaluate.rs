@@ -280,5 +280,8 @@ fn calibrate_learns_how_tall_the_cells_are_and_evaluate_scores_it_by_fold() {
     let bad_fold = calibrate(&dir.path().join("x.mpk"), &["--folds", "2", "--fold", "2"]);
     assert!(!bad_fold.status.success());
     assert!(String::from_utf8_lossy(&bad_fold.stderr).contains("a fold below their number"));
-    assert!(!dir.path().join("x.mpk").exists());
+    let json_out = calibrate(&dir.path().join("x.json"), &[]);
+    assert!(!json_out.status.success());
+    assert!(String::from_utf8_lossy(&json_out.stderr).contains("name the record"));
+    assert!(!dir.path().join("x.mpk").exists() && !dir.path().join("x.json").exists());
 }

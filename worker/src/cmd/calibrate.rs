@@ -62,6 +62,12 @@ const NOTE_PREFIX: &str = "; height calibration (not the network) ";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     crate::logging::init(crate::logging::LogFormat::Human);
+    if dispr_model::sidecar_path(&args.out) == args.out {
+        anyhow::bail!(
+            "--out {} would be the record and its sidecar at once: name the record, e.g. calibrated.mpk (its .json goes beside it)",
+            args.out.display()
+        );
+    }
     if matches!(args.sampler, SamplerSpec::Null) {
         anyhow::bail!("--sampler null does not use the model; give the sampler the runs use (e.g. ddim-2)");
     }
