@@ -296,6 +296,7 @@ mod tests {
             max: vec![1e300; d],
             weights: vec![0.0; d],
             bias: 1.5f64.ln(),
+            split: None,
             ridge: 1.0,
             cells: 2,
             sampler: "ddim-3".into(),

@@ -18,8 +18,10 @@ use crate::train_data::Split;
 /// The model's samples are most wrong in height: the 2D inputs determine it least, and
 /// synthetic training cells do not teach it how tall real ones are. For every cell this samples
 /// --samples shapes with --sampler (the checkpoint's own calibration, if any, left out), finds
-/// the stretch about the middle plane that makes them closest to the true shape, and fits a
-/// ridge regression of its logarithm on the cell's 2D features. The calibrated checkpoint
+/// the stretch about the middle plane that makes them closest to the true shape, and fits its
+/// logarithm on the cell's 2D features: one split on the feature that best separates the cells'
+/// factors (on real cells: near-saturated images are flat cells), then a ridge regression of
+/// what is left. The calibrated checkpoint
 /// (--out, the same record with a new sidecar) then stretches every shape it samples, in every
 /// command that samples it.
 ///
@@ -55,6 +57,10 @@ pub struct Args {
     /// and pulls every factor towards the cells' mean.
     #[arg(long, default_value_t = 10.0)]
     ridge: f64,
+    /// Fewest fitted cells each side of the split; 0 fits the ridge alone. The split is left
+    /// out where there are fewer than twice as many cells.
+    #[arg(long, default_value_t = dispr_model::z_calibration::SPLIT_MIN_CELLS)]
+    split_min_cells: usize,
 }
 
 /// How the sidecar's note starts to describe the calibration (after the training's note).
@@ -124,7 +130,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         before.push(stretched_iou(samples, &cell.truth, 1.0));
         fit_cells.push(FitCell { id: cell.id.to_string(), features, best_factor: factor });
     }
-    let calibration = ZCalibration::fit(&fit_cells, args.ridge, &args.sampler.to_string())?;
+    let calibration =
+        ZCalibration::fit(&fit_cells, args.ridge, args.split_min_cells, &args.sampler.to_string())?;
+    match &calibration.split {
+        Some(s) => println!(
+            "split: {} <= {:.4} stretches by {:.2}, above it by {:.2} (before the ridge)",
+            s.feature,
+            s.threshold,
+            s.below.exp(),
+            s.above.exp()
+        ),
+        None => println!(
+            "no split (--split-min-cells {}; a split needs twice as many cells): the ridge alone",
+            args.split_min_cells
+        ),
+    }
 
     println!("| cell | class | best factor | fitted factor | IoU uncalibrated | IoU calibrated |");
     println!("|---|---|---|---|---|---|");
@@ -161,8 +181,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => format!("every cell of {}", args.dataset),
     };
     sidecar.note = format!(
-        "{}{NOTE_PREFIX}fitted on {} cells, {what}, {} x {}, ridge {}",
-        sidecar.note, calibration.cells, args.samples, args.sampler, args.ridge
+        "{}{NOTE_PREFIX}fitted on {} cells, {what}, {} x {}, {}ridge {}",
+        sidecar.note,
+        calibration.cells,
+        args.samples,
+        args.sampler,
+        calibration
+            .split
+            .as_ref()
+            .map_or(String::new(), |s| format!("split on {} at {:.4}, ", s.feature, s.threshold)),
+        args.ridge
     );
     sidecar.z_calibration = Some(calibration);
     dispr_model::checkpoint::write_sidecar(&args.out, &sidecar)
