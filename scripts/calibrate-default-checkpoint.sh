@@ -35,8 +35,9 @@ done
     "$worker" evaluate "${folds[@]}" --folds "$FOLDS" --dataset "$REAL" --samplers ddim-2 --samples 5 \
         --cell-scores "$WORK/held-out-cells.jsonl"
     echo
-    echo "## The same cells, uncalibrated"
-    "$worker" evaluate --checkpoint "$CHECKPOINT" --all-cells --dataset "$REAL" --samplers ddim-2 --samples 5
+    echo "## The same cells, uncalibrated (the bare network)"
+    "$worker" evaluate --checkpoint "$CHECKPOINT" --without-z-calibration --all-cells --dataset "$REAL" \
+        --samplers ddim-2 --samples 5
 } | tee "$WORK/held-out.md"
 
 "$worker" calibrate --checkpoint "$CHECKPOINT" --dataset "$REAL" --out "$WORK/calibrated.mpk" | tee "$WORK/calibrated.log"

@@ -272,6 +272,27 @@ fn calibrate_learns_how_tall_the_cells_are_and_evaluate_scores_it_by_fold() {
     let (model, floor): (f64, f64) = (all[4].parse().unwrap(), all[6].parse().unwrap());
     assert_eq!(all[3], "10", "{text}");
     assert!(model > 0.9 && floor < 0.7, "model {model}, floor {floor}\n{text}");
+    // Without its calibration, the same checkpoint is the bare network again: the floor.
+    let bare = worker(&[
+        "evaluate",
+        "--checkpoint",
+        f0,
+        "--without-z-calibration",
+        "--all-cells",
+        "--dataset",
+        data,
+        "--samplers",
+        "ddim-2",
+        "--samples",
+        "1",
+    ]);
+    assert!(bare.status.success());
+    let text = String::from_utf8_lossy(&bare.stdout);
+    let all: Vec<&str> =
+        text.lines().find(|l| l.contains("| all |")).unwrap().split('|').map(str::trim).collect();
+    let (model, floor): (f64, f64) = (all[4].parse().unwrap(), all[6].parse().unwrap());
+    assert!(!text.contains("with its height calibration"), "{text}");
+    assert!((model - floor).abs() < 0.05, "model {model}, floor {floor}\n{text}");
 
     // Bad requests say what to do.
     let null = calibrate(&dir.path().join("x.mpk"), &["--sampler", "null"]);

@@ -52,6 +52,10 @@ pub struct Args {
     /// Also write every cell's scores (JSON lines) to this file.
     #[arg(long)]
     cell_scores: Option<PathBuf>,
+    /// Score the bare network: sample without the checkpoint's height calibration (see
+    /// `dispr-worker calibrate`), to see what the calibration adds.
+    #[arg(long)]
+    without_z_calibration: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -75,8 +79,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut per_sampler: Vec<(Vec<CellScore>, f64)> =
         args.samplers.iter().map(|_| (Vec::new(), 0.0)).collect();
     for (path, split) in args.checkpoint.iter().zip(&splits) {
-        let predictor = Predictor::<DefaultBackend>::load(path, &device)
+        let mut predictor = Predictor::<DefaultBackend>::load(path, &device)
             .with_context(|| format!("loading checkpoint {}", path.display()))?;
+        if args.without_z_calibration {
+            predictor = predictor.with_z_calibration(None);
+        }
         let config = predictor.config().clone();
         let step = predictor.sidecar().map(|s| s.step).unwrap_or(0);
         let data = crate::train_data::load(&args.dataset, &config, *split, &[])?;
@@ -91,7 +98,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             data.val.len(),
             args.samples
         );
-        if let Some(cal) = predictor.z_calibration() {
+        if args.without_z_calibration {
+            println!("  without its height calibration (--without-z-calibration): the bare network's shapes");
+        } else if let Some(cal) = predictor.z_calibration() {
             println!(
                 "  with its height calibration (fitted on {} cells with {}): every shape is stretched along z by its cell's factor",
                 cal.cells, cal.sampler
