@@ -12,8 +12,9 @@
 //!   [`Predictor::sample`] cells x K seeds to 64^3 volumes in [0, 1].
 //! - [`train`]: one training step (augmentation, warm-up and cosine learning rate, gradient
 //!   clipping, a warming EMA) and exact resume; [`checkpoint`]: record + JSON sidecar.
-//! - [`z_calibration`]: the height calibration a checkpoint may carry (a ridge regression of how
-//!   far to stretch its shapes along z, on the cell's 2D features, fitted on real cells).
+//! - [`z_calibration`]: the height calibration a checkpoint may carry (how far to stretch its
+//!   shapes along z, from the cell's 2D features: one split, then a ridge regression; fitted on
+//!   real cells).
 //! - [`resample`]: averaging down from the dataset's 64^3 (`dispr_shape::volume::SIDE`) to a
 //!   configuration's resolution and trilinear upsampling back. Otsu is `dispr_shape::otsu`, IoU
 //!   `dispr_shape::reconstruction`, the naive floor (the mask extruded along z)
