@@ -15,7 +15,7 @@ use crate::objective::{as_eps_v, batch_conditioning, cell_conditioning, to_full_
 use crate::sampler::{SamplerError, sample};
 use crate::schedule::Schedule;
 use crate::unet::UNet;
-use crate::z_calibration::{ZCalibration, stretch_z};
+use crate::z_calibration::ZCalibration;
 use dispr_shape::volume::SIDE;
 
 /// One cell's inputs: the 64x64 uint8 fluorescence image and segmentation mask (row-major).
@@ -194,7 +194,10 @@ impl<B: Backend> Predictor<B> {
             for (i, &(c, _)) in chunk.iter().enumerate() {
                 let vol = &data[i * r * r * r..(i + 1) * r * r * r];
                 let full = to_full_resolution(&self.config, vol, inputs[c].mask, &conds[c]);
-                out[c].push(if stretch[c] == 1.0 { full } else { stretch_z(&full, stretch[c]) });
+                out[c].push(match &self.z_calibration {
+                    Some(cal) => cal.apply(&full, stretch[c]),
+                    None => full,
+                });
             }
         }
         Ok(out)
@@ -297,6 +300,7 @@ mod tests {
             weights: vec![0.0; d],
             bias: 1.5f64.ln(),
             split: None,
+            smooth_sigma: 1.0,
             ridge: 1.0,
             cells: 2,
             sampler: "ddim-3".into(),
@@ -312,7 +316,8 @@ mod tests {
         let got = calibrated.sample(&inputs, &[vec![5]], &spec, &mut |_, _| {}).unwrap();
         let raw = plain.sample(&inputs, &[vec![5]], &spec, &mut |_, _| {}).unwrap();
         assert_ne!(got, raw);
-        assert_eq!(got[0][0], stretch_z(&raw[0][0], 1.5));
+        use crate::z_calibration::{smooth, stretch_z};
+        assert_eq!(got[0][0], stretch_z(&smooth(&raw[0][0], 1.0), 1.5));
         // Removing it gives the plain samples back (what `calibrate` fits on).
         let uncalibrated = calibrated.with_z_calibration(None);
         assert_eq!(uncalibrated.sample(&inputs, &[vec![5]], &spec, &mut |_, _| {}).unwrap(), raw);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use dispr_model::z_calibration::{FitCell, ZCalibration, best_factor, stretched_iou};
+use dispr_model::z_calibration::{FitCell, FitError, ZCalibration, best_factor, smooth, stretched_iou};
 use dispr_model::{DefaultBackend, Predictor};
 use dispr_proto::SamplerSpec;
 use dispr_shape::features::features_2d;
@@ -21,7 +21,8 @@ use crate::train_data::Split;
 /// the stretch about the middle plane that makes them closest to the true shape, and fits its
 /// logarithm on the cell's 2D features: one split on the feature that best separates the cells'
 /// factors (on real cells: near-saturated images are flat cells), then a ridge regression of
-/// what is left. The calibrated checkpoint
+/// what is left. Shapes are smoothed (--smooth) before they are stretched, in the fit and ever
+/// after. The calibrated checkpoint
 /// (--out, the same record with a new sidecar) then stretches every shape it samples, in every
 /// command that samples it.
 ///
@@ -61,6 +62,11 @@ pub struct Args {
     /// out where there are fewer than twice as many cells.
     #[arg(long, default_value_t = dispr_model::z_calibration::SPLIT_MIN_CELLS)]
     split_min_cells: usize,
+    /// Smooth every shape by a Gaussian of this many voxels before it is stretched (the
+    /// network's blocky corners rounded; 0 leaves shapes as sampled). The factors are fitted on
+    /// the smoothed shapes.
+    #[arg(long, default_value_t = 2.0)]
+    smooth: f64,
 }
 
 /// How the sidecar's note starts to describe the calibration (after the training's note).
@@ -73,6 +79,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "--out {} would be the record and its sidecar at once: name the record, e.g. calibrated.mpk (its .json goes beside it)",
             args.out.display()
         );
+    }
+    if !(0.0..=dispr_model::z_calibration::MAX_SMOOTH_SIGMA).contains(&args.smooth) {
+        return Err(FitError::Smooth(args.smooth).into());
     }
     if matches!(args.sampler, SamplerSpec::Null) {
         anyhow::bail!("--sampler null does not use the model; give the sampler the runs use (e.g. ddim-2)");
@@ -120,18 +129,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.samples,
         args.sampler,
     );
-    let volumes = crate::scoring::sample_cells(&predictor, &cells, &args.sampler, args.samples)?;
+    let raw = crate::scoring::sample_cells(&predictor, &cells, &args.sampler, args.samples)?;
+    let volumes: Vec<Vec<Vec<f32>>> =
+        raw.iter().map(|samples| samples.iter().map(|s| smooth(s, args.smooth)).collect()).collect();
     let mut fit_cells = Vec::with_capacity(cells.len());
     let mut before = Vec::with_capacity(cells.len());
-    for (cell, samples) in cells.iter().zip(&volumes) {
+    for ((cell, samples), raw) in cells.iter().zip(&volumes).zip(&raw) {
         let features = features_2d(&cell.image, &cell.mask, SIDE, SIDE)
             .with_context(|| format!("cell {}: its 2D features", cell.id))?;
         let (factor, _) = best_factor(samples, &cell.truth);
-        before.push(stretched_iou(samples, &cell.truth, 1.0));
+        before.push(stretched_iou(raw, &cell.truth, 1.0));
         fit_cells.push(FitCell { id: cell.id.to_string(), features, best_factor: factor });
     }
-    let calibration =
-        ZCalibration::fit(&fit_cells, args.ridge, args.split_min_cells, &args.sampler.to_string())?;
+    let calibration = ZCalibration::fit(
+        &fit_cells,
+        args.ridge,
+        args.split_min_cells,
+        args.smooth,
+        &args.sampler.to_string(),
+    )?;
     match &calibration.split {
         Some(s) => println!(
             "split: {} <= {:.4} stretches by {:.2}, above it by {:.2} (before the ridge)",
@@ -181,11 +197,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => format!("every cell of {}", args.dataset),
     };
     sidecar.note = format!(
-        "{}{NOTE_PREFIX}fitted on {} cells, {what}, {} x {}, {}ridge {}",
+        "{}{NOTE_PREFIX}fitted on {} cells, {what}, {} x {}, smoothed by sigma {}, {}ridge {}",
         sidecar.note,
         calibration.cells,
         args.samples,
         args.sampler,
+        args.smooth,
         calibration
             .split
             .as_ref()
