@@ -519,8 +519,8 @@ mod tests {
 
     #[test]
     fn the_split_finds_a_step_that_a_line_cannot() {
-        // Bright cells (intensity_max above 240) are half as tall as the others; area varies
-        // too but says nothing. 9 dim cells and 4 bright ones.
+        // Bright cells (intensity_max 236-245) are half as tall as the dim ones (150-230); area
+        // varies too but says nothing. 9 dim cells and 4 bright ones.
         let cell = |i: usize, max: f64, factor: f64| {
             let mut f = features(300.0 + 37.0 * ((i * 5) % 13) as f64);
             f.insert("intensity_max".into(), max);
