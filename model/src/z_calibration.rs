@@ -175,9 +175,7 @@ impl ZCalibration {
         if !(ridge.is_finite() && ridge > 0.0) {
             return Err(FitError::Ridge(ridge));
         }
-        if !(0.0..=MAX_SMOOTH_SIGMA).contains(&smooth_sigma) {
-            return Err(FitError::Smooth(smooth_sigma));
-        }
+        check_smooth_sigma(smooth_sigma)?;
         if cells.len() < 2 {
             return Err(FitError::TooFewCells(cells.len()));
         }
@@ -312,6 +310,11 @@ impl ZCalibration {
 
 /// The most smoothing a calibration accepts (voxels): beyond it a 64^3 cell is a blur.
 pub const MAX_SMOOTH_SIGMA: f64 = 8.0;
+
+/// Err where `sigma` is not a smoothing a calibration accepts (0 to [`MAX_SMOOTH_SIGMA`]).
+pub fn check_smooth_sigma(sigma: f64) -> Result<(), FitError> {
+    if (0.0..=MAX_SMOOTH_SIGMA).contains(&sigma) { Ok(()) } else { Err(FitError::Smooth(sigma)) }
+}
 
 /// `volume` (64^3, z y x) smoothed by a Gaussian of `sigma` voxels (zero beyond the stack);
 /// `sigma` 0 copies it. Why: the network's 16^3 correction, upsampled onto the mask's

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use dispr_model::z_calibration::{FitCell, FitError, ZCalibration, best_factor, smooth, stretched_iou};
+use dispr_model::z_calibration::{FitCell, ZCalibration, best_factor, smooth, stretched_iou};
 use dispr_model::{DefaultBackend, Predictor};
 use dispr_proto::SamplerSpec;
 use dispr_shape::features::features_2d;
@@ -80,9 +80,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.out.display()
         );
     }
-    if !(0.0..=dispr_model::z_calibration::MAX_SMOOTH_SIGMA).contains(&args.smooth) {
-        return Err(FitError::Smooth(args.smooth).into());
-    }
+    // Before minutes of sampling, not after.
+    dispr_model::z_calibration::check_smooth_sigma(args.smooth)?;
     if matches!(args.sampler, SamplerSpec::Null) {
         anyhow::bail!("--sampler null does not use the model; give the sampler the runs use (e.g. ddim-2)");
     }
