@@ -7,9 +7,11 @@
 //! calls sit one layer above it, below both binaries: proto <- amqp <- worker, coordinator.
 
 use anyhow::Context;
-use dispr_proto::queues::{QueueArgument, QueueNames, Topology};
+use dispr_proto::RunId;
+use dispr_proto::queues::{HANDBACKS_HEADER, QueueArgument, QueueNames, RUN_HEADER, Topology};
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
@@ -94,7 +96,9 @@ pub struct InvalidUrl(String);
 /// malformed URL, refused credentials, an unknown vhost, a queue declared with other arguments.
 pub fn is_permanent(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        e.is::<InvalidUrl>() || e.downcast_ref::<lapin::Error>().is_some_and(is_permanent_connect_error)
+        e.is::<InvalidUrl>()
+            || e.is::<TopologyMismatch>()
+            || e.downcast_ref::<lapin::Error>().is_some_and(is_permanent_connect_error)
     })
 }
 
@@ -122,34 +126,43 @@ fn is_certificate_error(err: &std::io::Error) -> bool {
 /// Idempotent: declaring what exists with the same arguments is a no-op, so every worker and
 /// coordinator calls it on connect. A queue that already exists with other arguments (another
 /// delivery limit, a classic queue) makes RabbitMQ close the channel with PRECONDITION_FAILED;
-/// the error says so.
+/// the error says which setting to align, and that deleting a queue throws its jobs away.
 pub async fn declare_topology(ch: &Channel, q: &QueueNames, delivery_limit: u32) -> anyhow::Result<()> {
     declare(ch, &q.topology(delivery_limit)).await
 }
 
+/// Declares `run`'s results queue and its binding (see [`QueueNames::run_topology`]); the
+/// deployment's topology must be declared already.
+pub async fn declare_run(ch: &Channel, q: &QueueNames, run: &RunId) -> anyhow::Result<()> {
+    declare(ch, &q.run_topology(run)).await
+}
+
+/// A queue or exchange that exists with other arguments than the ones declared.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TopologyMismatch(String);
+
 /// Declares `topology` on `ch`, in its order.
 pub async fn declare(ch: &Channel, topology: &Topology) -> anyhow::Result<()> {
-    let mismatch = |name: &str| {
-        format!(
-            "could not declare {name:?}: if it exists with other arguments (not a quorum queue, another \
-             delivery limit), delete it or use another --queue-prefix"
-        )
-    };
     for exchange in &topology.exchanges {
+        let kind = match exchange.kind {
+            dispr_proto::queues::ExchangeKind::Direct => ExchangeKind::Direct,
+            dispr_proto::queues::ExchangeKind::Headers => ExchangeKind::Headers,
+        };
         ch.exchange_declare(
-            exchange.as_str().into(),
-            ExchangeKind::Direct,
+            exchange.name.as_str().into(),
+            kind,
             ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
             FieldTable::default(),
         )
         .await
-        .with_context(|| mismatch(exchange))?;
+        .map_err(|err| declare_error(err, "exchange", &exchange.name))?;
     }
     for queue in &topology.queues {
         let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
         ch.queue_declare(queue.name.as_str().into(), durable, field_table(&queue.arguments))
             .await
-            .with_context(|| mismatch(&queue.name))?;
+            .map_err(|err| declare_error(err, "queue", &queue.name))?;
     }
     for b in &topology.bindings {
         ch.queue_bind(
@@ -157,16 +170,52 @@ pub async fn declare(ch: &Channel, topology: &Topology) -> anyhow::Result<()> {
             b.exchange.as_str().into(),
             b.routing_key.as_str().into(),
             QueueBindOptions::default(),
-            FieldTable::default(),
+            field_table(&b.arguments),
         )
         .await
         .with_context(|| format!("could not bind {:?} to {:?}", b.queue, b.exchange))?;
     }
+    for b in &topology.exchange_bindings {
+        ch.exchange_bind(
+            b.destination.as_str().into(),
+            b.source.as_str().into(),
+            b.routing_key.as_str().into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("could not bind exchange {:?} to {:?}", b.destination, b.source))?;
+    }
     Ok(())
 }
 
-/// The arguments of a queue declaration as AMQP field values.
-fn field_table(arguments: &[QueueArgument]) -> FieldTable {
+/// The error of declaring `what` `name`: PRECONDITION_FAILED (it exists with other arguments)
+/// becomes one line that says what differs, which setting to align, and why not to delete it.
+fn declare_error(err: lapin::Error, what: &str, name: &str) -> anyhow::Error {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    if let lapin::ErrorKind::ProtocolError(amqp) = err.kind()
+        && matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+    {
+        // RabbitMQ's text names the argument and both values ("inequivalent arg
+        // 'x-delivery-limit' for queue ...: received '5' but current is '3'").
+        let says = amqp.get_message().to_string();
+        let says = says.strip_prefix("PRECONDITION_FAILED - ").unwrap_or(&says);
+        let advice = if says.contains("x-delivery-limit") {
+            "every worker and coordinator on one queue prefix must use the --delivery-limit \
+             (DISPR_DELIVERY_LIMIT) the queue was declared with: set it to the queue's current value"
+        } else {
+            "it was declared by another version or by hand: use the arguments it has, or another \
+             --queue-prefix (DISPR_QUEUE_PREFIX)"
+        };
+        return anyhow::Error::new(TopologyMismatch(format!(
+            "the {what} {name:?} exists on RabbitMQ with other arguments ({says}); {advice}. Do not delete \
+             it while it holds jobs: that throws them away"
+        )));
+    }
+    anyhow::Error::new(err).context(format!("could not declare the {what} {name:?}"))
+}
+/// The arguments of a queue declaration or binding as AMQP field values.
+pub fn field_table(arguments: &[QueueArgument]) -> FieldTable {
     let mut table = FieldTable::default();
     for argument in arguments {
         let (key, value) = match argument {
@@ -200,6 +249,17 @@ pub async fn publish(ch: &Channel, queue: &str, payload: &[u8]) -> anyhow::Resul
     let props = BasicProperties::default()
         .with_delivery_mode(2) // persistent
         .with_content_type("application/json".into());
+    publish_with(ch, queue, payload, props).await
+}
+
+/// Publishes `payload` with `props` to `queue` through the default exchange, mandatory (an
+/// unroutable message comes back, and [`confirmed`] says so).
+pub async fn publish_with(
+    ch: &Channel,
+    queue: &str,
+    payload: &[u8],
+    props: BasicProperties,
+) -> anyhow::Result<PublisherConfirm> {
     ch.basic_publish(
         "".into(),
         queue.into(),
@@ -214,15 +274,66 @@ pub async fn publish(ch: &Channel, queue: &str, payload: &[u8]) -> anyhow::Resul
 /// Waits for the broker's confirm of a message published to `queue`: an error when it nacks the
 /// message or cannot route it.
 pub async fn confirmed(confirm: PublisherConfirm, queue: &str) -> anyhow::Result<()> {
-    let confirm =
-        confirm.await.with_context(|| format!("no confirm from RabbitMQ for a message to {queue:?}"))?;
-    if confirm.is_nack() {
-        anyhow::bail!("RabbitMQ refused (nacked) a message to {queue:?}; see the broker's log");
-    }
-    if confirm.take_message().is_some() {
+    if !routed(confirm, queue).await? {
         anyhow::bail!("RabbitMQ could not route a message to {queue:?}: does the queue exist?");
     }
     Ok(())
+}
+
+/// Waits for the broker's confirm of a message published to `destination`: an error when it
+/// nacks the message; `false` when nothing was bound to take it (returned as unroutable).
+pub async fn routed(confirm: PublisherConfirm, destination: &str) -> anyhow::Result<bool> {
+    let confirm = confirm
+        .await
+        .with_context(|| format!("no confirm from RabbitMQ for a message to {destination:?}"))?;
+    if confirm.is_nack() {
+        anyhow::bail!("RabbitMQ refused (nacked) a message to {destination:?}; see the broker's log");
+    }
+    Ok(confirm.take_message().is_none())
+}
+
+/// Publishes a result of `run` to the runs exchange (`exchange`), which routes it to the run's
+/// queue by its `dispr-run` header; persistent and mandatory, so [`routed`] tells whether a queue
+/// took it. Do not wait for it inline: many results can be in flight.
+pub async fn publish_result(
+    ch: &Channel,
+    exchange: &str,
+    run: &RunId,
+    payload: &[u8],
+) -> anyhow::Result<PublisherConfirm> {
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_headers(run_headers(run));
+    ch.basic_publish(
+        exchange.into(),
+        "".into(),
+        BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+        payload,
+        props,
+    )
+    .await
+    .with_context(|| format!("could not publish to {exchange:?}"))
+}
+
+/// The headers that route a message to `run`'s queue on the runs exchange.
+pub fn run_headers(run: &RunId) -> FieldTable {
+    let mut headers = FieldTable::default();
+    headers.insert(RUN_HEADER.into(), AMQPValue::LongString(run.as_str().into()));
+    headers
+}
+
+/// How many times workers handed a job back (its `dispr-handbacks` header; 0 without one).
+pub fn handbacks(headers: Option<&FieldTable>) -> u32 {
+    let value = headers.and_then(|h| h.inner().get(HANDBACKS_HEADER));
+    match value {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::ShortInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! The coordinator's side of RabbitMQ: connecting (through `dispr-amqp`, which the workers use
-//! too, so both sides declare the topology of `dispr_proto::queues`), publishing jobs with pipelined confirms, and reading
-//! queue depths without consuming.
+//! too, so both sides declare the topology of `dispr_proto::queues`), declaring a run's results
+//! queue, publishing jobs with pipelined confirms, and reading queue depths without consuming.
 
 use crate::submit::JobSink;
 use anyhow::Context;
 use dispr_amqp as amqp;
-use dispr_proto::Job;
 use dispr_proto::queues::{DEFAULT_DELIVERY_LIMIT, QueueNames};
+use dispr_proto::{Job, RunId};
 use futures::future::BoxFuture;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use serde::Serialize;
@@ -62,12 +62,23 @@ impl Broker {
         let _ = self.conn.close(200, "done".into()).await;
     }
 
-    /// Message and consumer counts of the run's queues, read by passive declares (nothing is
+    /// Declares `run`'s results queue and its binding (idempotent): `submit` does it before
+    /// publishing, so that results are never dropped for want of a queue, and `watch` after a
+    /// `cleanup` or an expiry.
+    pub async fn declare_run(&self, run: &RunId) -> anyhow::Result<()> {
+        let ch = self.conn.create_channel().await.context("could not open an AMQP channel")?;
+        amqp::declare_run(&ch, &self.names, run).await?;
+        let _ = ch.close(200, "run queue declared".into()).await;
+        Ok(())
+    }
+
+    /// Message and consumer counts of the shared jobs and dead-letter queues and of `run`'s
+    /// results queue (`None` when it does not exist), read by passive declares (nothing is
     /// consumed or created).
-    pub async fn depths(&self) -> anyhow::Result<QueueDepths> {
+    pub async fn depths(&self, run: &RunId) -> anyhow::Result<QueueDepths> {
         Ok(QueueDepths {
             jobs: depth(&self.conn, &self.names.jobs).await?,
-            results: depth(&self.conn, &self.names.results).await?,
+            results: depth(&self.conn, &self.names.run_results(run)).await.ok(),
             dead: depth(&self.conn, &self.names.dead).await?,
         })
     }
@@ -81,11 +92,13 @@ pub struct Depth {
     pub consumers: u32,
 }
 
-/// Depths of the jobs, results and dead-letter queues.
+/// Depths of the jobs and dead-letter queues (shared by every run on the prefix) and of one
+/// run's results queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct QueueDepths {
     pub jobs: Depth,
-    pub results: Depth,
+    /// `None`: the run has no results queue (never submitted with this version, or cleaned up).
+    pub results: Option<Depth>,
     pub dead: Depth,
 }
 
@@ -121,13 +134,15 @@ impl AmqpSink {
     }
 }
 
-/// Properties of a job message: persistent, and named by run and job for `dead-letters`.
+/// Properties of a job message: persistent, named by run and job for `dead-letters`, and with
+/// the `dispr-run` header that takes it to its run's queue should it be dead-lettered.
 pub fn job_properties(job: &Job) -> BasicProperties {
     BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(format!("{}/{}", job.run_id, job.job_id).into())
         .with_app_id("dispr-coordinator".into())
+        .with_headers(amqp::run_headers(&job.run_id))
 }
 
 impl JobSink for AmqpSink {
@@ -142,16 +157,9 @@ pub async fn publish_job(
     queue: &str,
     job: &Job,
 ) -> anyhow::Result<BoxFuture<'static, anyhow::Result<()>>> {
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
-            &job.encode(),
-            job_properties(job),
-        )
+    let confirm = amqp::publish_with(ch, queue, &job.encode(), job_properties(job))
         .await
-        .with_context(|| format!("could not publish job {} to {queue:?}", job.job_id))?;
+        .with_context(|| format!("could not publish job {}", job.job_id))?;
     let (job_id, queue) = (job.job_id.clone(), queue.to_string());
     Ok(Box::pin(async move {
         let confirmation =

@@ -5,7 +5,7 @@
 //! failed cells again once the cause is fixed.
 
 use anyhow::Context;
-use dispr_proto::{CellFailure, CellId, RunId, keys};
+use dispr_proto::{CellFailure, CellId, Job, RunId, keys};
 use dispr_store::Store;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -114,6 +114,115 @@ impl std::fmt::Display for FailureGroups {
         }
         Ok(())
     }
+}
+
+/// Why RabbitMQ gave up on a job, from the `x-death` header of its dead-lettered copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Death {
+    /// `delivery_limit` (it kept failing or killing its workers), `rejected` (a worker refused it),
+    /// `expired` or `maxlen`.
+    pub reason: String,
+    /// Times it was dead-lettered from that queue.
+    pub count: i64,
+    /// How often workers handed it back on shutdown before (not failures).
+    pub handbacks: u32,
+}
+
+impl Death {
+    /// The failure reason of each of the job's cells: what happened, and how to retry.
+    pub fn reason_for(&self, job: &Job) -> String {
+        let what = match self.reason.as_str() {
+            "delivery_limit" => "RabbitMQ dead-lettered its job after the delivery limit: every worker that took it \
+                 died or failed before finishing it (killed, out of memory, or a crash; see the workers' logs)"
+                .to_string(),
+            "rejected" => "a worker rejected its job as unusable (see the workers' logs)".to_string(),
+            other => format!("RabbitMQ dead-lettered its job ({other})"),
+        };
+        let handbacks = if self.handbacks > 0 {
+            format!(
+                "; it was also handed back {} times by workers that shut down, which did not count",
+                self.handbacks
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{what}{handbacks}. Once the cause is fixed, put it back with `dispr-coordinator dead-letters --run-id {} \
+             --requeue` (job {})",
+            job.run_id, job.job_id
+        )
+    }
+}
+
+/// The `worker` of the failure records of dead-lettered cells.
+pub const DEAD_LETTERED: &str = "rabbitmq (dead-lettered)";
+
+/// Deletes the failure records that [`record_dead_lettered`] wrote for `job`'s cells, as the job
+/// is put back on the queue: its cells are unfinished again. Records a worker wrote stay (they
+/// go with `--retry-failed`). Returns how many were deleted.
+pub async fn forget_dead_lettered(job: &Job) -> anyhow::Result<usize> {
+    let output = Store::open(&job.output_uri)
+        .with_context(|| format!("opening the job's output {}", job.output_uri))?;
+    let output = &output;
+    let deleted: Vec<bool> = futures::stream::iter(&job.cells)
+        .map(|cell| async move {
+            let key = keys::failure(&job.run_id, cell);
+            let record = output
+                .get_opt(&key)
+                .await
+                .with_context(|| format!("reading {key} under {}", output.uri()))?;
+            let ours = record
+                .and_then(|bytes| CellFailure::decode(&bytes).ok())
+                .is_some_and(|r| r.worker == DEAD_LETTERED);
+            if ours {
+                output
+                    .delete(&key)
+                    .await
+                    .with_context(|| format!("deleting {key} under {}", output.uri()))?;
+            }
+            anyhow::Ok(ours)
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    Ok(deleted.into_iter().filter(|d| *d).count())
+}
+
+/// Records the cells of a dead-lettered `job` as failed for good (`failures/<cell>.json`), unless
+/// a cell is done or already has a failure record (a worker's own reason says more). Returns the
+/// cells that are now failed for that reason or another; done cells are left out.
+pub async fn record_dead_lettered(output: &Store, job: &Job, death: &Death) -> anyhow::Result<Vec<CellId>> {
+    let reason = death.reason_for(job);
+    let run = &job.run_id;
+    let failed: Vec<Option<CellId>> = futures::stream::iter(&job.cells)
+        .map(|cell| {
+            let reason = reason.clone();
+            async move {
+                if output.exists(&keys::features(run, cell)).await.unwrap_or(false) {
+                    return anyhow::Ok(None);
+                }
+                let record = CellFailure {
+                    schema_version: dispr_proto::SCHEMA_VERSION,
+                    run_id: run.clone(),
+                    cell: cell.clone(),
+                    job_id: job.job_id.clone(),
+                    worker: DEAD_LETTERED.into(),
+                    reason,
+                    error_chain: Vec::new(),
+                    at_ms: chrono::Utc::now().timestamp_millis().max(0) as u64,
+                };
+                let key = keys::failure(run, cell);
+                output
+                    .put_if_absent(&key, record.encode().into())
+                    .await
+                    .with_context(|| format!("writing {key} under {}", output.uri()))?;
+                Ok(Some(cell.clone()))
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    Ok(failed.into_iter().flatten().collect())
 }
 
 /// Deletes the failure records of `failed` cells of `run`, so that they count as unfinished and

@@ -7,6 +7,11 @@ use dispr_coordinator::cmd;
 /// workers, and turns the predicted shapes into a classification report.
 ///
 /// Start with `dispr-coordinator demo`: it needs no services.
+///
+/// Exit status of the commands that run or follow a run (`demo`, `local`, `watch`): 0 every cell
+/// done; 1 the command could not run (the message says what to fix); 2 a wrong command line; 3
+/// the run finished but some cells failed for good; 4 every cell failed (most likely the run's
+/// set-up); 130 interrupted before the run finished. Other commands exit 0 or 1 (or 2).
 #[derive(Parser)]
 #[command(name = "dispr-coordinator", version, about, long_about, max_term_width = 100)]
 struct Cli {
@@ -33,6 +38,8 @@ enum Command {
     DeadLetters(cmd::dead_letters::Args),
     /// Run a whole run on this machine with no services (in-process queue and workers).
     Local(cmd::local::Args),
+    /// Delete a finished run's results queue (or every finished run's under an output).
+    Cleanup(cmd::cleanup::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,12 +53,13 @@ fn main() -> std::process::ExitCode {
         Command::Watch(args) => cmd::watch::run(args),
         Command::DeadLetters(args) => cmd::dead_letters::run(args),
         Command::Local(args) => cmd::local::run(args),
+        Command::Cleanup(args) => cmd::cleanup::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(dispr_coordinator::exit::Unfinished::code_of(&err))
         }
     }
 }

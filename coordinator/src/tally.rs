@@ -24,8 +24,15 @@ pub struct Tally {
     recent: VecDeque<Instant>,
     started: Instant,
     finished_at_start: usize,
-    /// Results of other runs seen on a shared results queue.
+    /// Results of other runs (none arrive on a run's own queue; counted in case a worker of an
+    /// older version publishes elsewhere).
     pub foreign_results: u64,
+    /// Jobs handed back by workers that shut down (not failures).
+    pub handbacks: u64,
+    /// Jobs RabbitMQ dead-lettered.
+    dead_jobs: HashSet<String>,
+    /// The most jobs in flight at once (at most workers x prefetch when every result arrives).
+    peak_in_flight: usize,
 }
 
 #[derive(Default)]
@@ -56,6 +63,9 @@ impl Tally {
             started: Instant::now(),
             finished_at_start: finished.done.len() + finished.failed.len(),
             foreign_results: 0,
+            handbacks: 0,
+            dead_jobs: HashSet::new(),
+            peak_in_flight: 0,
         }
     }
 
@@ -65,11 +75,21 @@ impl Tally {
         match &result.body {
             ResultBody::Started { .. } => {
                 self.in_flight.insert(result.job_id.clone(), result.worker.clone());
+                self.peak_in_flight = self.peak_in_flight.max(self.in_flight.len());
                 Change::Other
             }
             ResultBody::Progress { .. } => Change::Other,
             ResultBody::JobDone { .. } => {
                 self.in_flight.remove(&result.job_id);
+                Change::Other
+            }
+            ResultBody::HandedBack { .. } => {
+                // Back on the queue: in flight again once a worker starts it (which may already
+                // have happened: the copy is queued before this report goes out).
+                if self.in_flight.get(&result.job_id) == Some(&result.worker) {
+                    self.in_flight.remove(&result.job_id);
+                }
+                self.handbacks += 1;
                 Change::Other
             }
             ResultBody::CellDone { cell, .. } => {
@@ -89,6 +109,14 @@ impl Tally {
                 Change::CellFailed
             }
         }
+    }
+
+    /// A job RabbitMQ dead-lettered: it is no longer in flight, and its cells in `failed` (those
+    /// not done) failed for good. Returns how many cells that newly fails.
+    pub fn dead_lettered(&mut self, job_id: &str, failed: &[CellId]) -> usize {
+        self.in_flight.remove(job_id);
+        self.dead_jobs.insert(job_id.to_string());
+        failed.iter().filter(|cell| !self.done.contains(*cell) && self.failed.insert((*cell).clone())).count()
     }
 
     fn count(&mut self, now: Instant, worker: &str) {
@@ -126,6 +154,10 @@ impl Tally {
     }
     pub fn jobs_in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+    /// Jobs of the run RabbitMQ dead-lettered.
+    pub fn dead_jobs(&self) -> usize {
+        self.dead_jobs.len()
     }
 
     fn trim(window: &mut VecDeque<Instant>, now: Instant) {
@@ -172,8 +204,10 @@ impl Tally {
         let workers = self.worker_rates();
         let shown: Vec<String> = workers.iter().take(4).map(|(w, r)| format!("{w} {r:.2}/s")).collect();
         let more = if workers.len() > 4 { format!(" +{} more", workers.len() - 4) } else { String::new() };
+        let handbacks =
+            if self.handbacks > 0 { format!(", {} handed back", self.handbacks) } else { String::new() };
         format!(
-            "{} failed, {} jobs in flight, {rate:.2} cells/s, ETA {eta}; workers: {}{more}",
+            "{} failed, {} jobs in flight{handbacks}, {rate:.2} cells/s, ETA {eta}; workers: {}{more}",
             self.failed(),
             self.jobs_in_flight(),
             if shown.is_empty() { "-".to_string() } else { shown.join(", ") }
@@ -196,6 +230,7 @@ impl Tally {
             seconds: elapsed.as_secs_f64(),
             cells_per_second: new as f64 / elapsed.as_secs_f64().max(1e-3),
             cells_by_worker: workers,
+            peak_jobs_in_flight: self.peak_in_flight,
         }
     }
 }
@@ -211,6 +246,8 @@ pub struct Summary {
     pub seconds: f64,
     pub cells_per_second: f64,
     pub cells_by_worker: Vec<(String, u64)>,
+    /// The most jobs seen in flight at once.
+    pub peak_jobs_in_flight: usize,
 }
 
 impl std::fmt::Display for Summary {
@@ -265,6 +302,9 @@ mod tests {
         assert_eq!((t.done(), t.failed()), (3, 0));
         t.apply(&result("w1", "j1", ResultBody::JobDone { started_ms: 0, compute_seconds: 1.0 }));
         assert_eq!(t.jobs_in_flight(), 0);
+        t.apply(&result("w3", "j3", ResultBody::Started { cells: 1 }));
+        t.apply(&result("w3", "j3", ResultBody::HandedBack { handbacks: 1 }));
+        assert_eq!((t.jobs_in_flight(), t.handbacks), (0, 1), "a handed-back job is not in flight");
         let mut store = Finished::default();
         store.failed.insert(cell("d"));
         t.merge(&store);
@@ -273,5 +313,16 @@ mod tests {
         assert_eq!((s.done, s.failed, s.remaining, s.finished_while_watching), (3, 1, 0, 3));
         assert_eq!(s.cells_by_worker, vec![("w1".to_string(), 1), ("w2".to_string(), 2)]);
         assert!(t.worker_rates()[0].1 > 0.0);
+    }
+
+    #[test]
+    fn a_dead_lettered_job_fails_its_unfinished_cells_and_leaves_flight() {
+        let mut finished = Finished::default();
+        finished.done.insert(cell("a"));
+        let mut t = Tally::new(3, &finished);
+        t.apply(&result("w1", "j1", ResultBody::Started { cells: 3 }));
+        assert_eq!(t.dead_lettered("j1", &[cell("a"), cell("b"), cell("c")]), 2, "a is done");
+        assert_eq!((t.failed(), t.jobs_in_flight(), t.complete()), (2, 0, true));
+        assert_eq!(t.dead_lettered("j1", &[cell("b")]), 0, "seen twice, counted once");
     }
 }

@@ -46,7 +46,7 @@ CONTRACT: dict[str, dict[str, set[str]]] = {
             "--amqp-url",
             "--queue-prefix",
         },
-        "watch": {"--output", "--run-id", "--amqp-url", "--http-addr"},
+        "watch": {"--output", "--run-id", "--amqp-url", "--http-addr", "--allow-failures"},
         "status": {"--output", "--run-id", "--json"},
         "report": {"--output", "--run-id"},
         "dead-letters": {"--requeue"},

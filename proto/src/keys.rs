@@ -83,6 +83,22 @@ pub fn job_record(run: &RunId, job_id: &str) -> Result<String, crate::IdError> {
     Ok(format!("runs/{run}/jobs/{job}.json"))
 }
 
+/// The lease of the one process computing a run in `local` mode (see the coordinator's `lease`).
+pub fn lease(run: &RunId) -> String {
+    format!("runs/{run}/lease.json")
+}
+
+/// Where a job's hand-backs are counted: `runs/<run>/handbacks/<job>.json` (see
+/// [`crate::HandBack`]).
+pub fn handback(run: &RunId, job_id: &str) -> Result<String, crate::IdError> {
+    let job = crate::ids::JobId::new(job_id)?;
+    Ok(format!("runs/{run}/handbacks/{job}.json"))
+}
+
+pub fn handbacks_prefix(run: &RunId) -> String {
+    format!("runs/{run}/handbacks/")
+}
+
 /// The cell a `features/<cell>.json` or `failures/<cell>.json` key belongs to.
 pub fn cell_of_record_key(key: &str) -> Option<CellId> {
     let name = key.rsplit('/').next()?;
@@ -115,6 +131,8 @@ mod tests {
         assert!(submitted_batch(&r, 12).starts_with(&submitted_prefix(&r)));
         assert_eq!(job_record(&r, "j00000001").unwrap(), "runs/r7/jobs/j00000001.json");
         assert!(job_record(&r, "../x").is_err());
+        assert_eq!(handback(&r, "j00000001").unwrap(), "runs/r7/handbacks/j00000001.json");
+        assert!(handback(&r, "j1").unwrap().starts_with(&handbacks_prefix(&r)));
         assert_eq!(dataset_image(&c), "image/B_keratocytes000673.tif");
         assert_eq!(cell_of_record_key(&features(&r, &c)), Some(c.clone()));
         assert_eq!(cell_of_dataset_key("mask/B_keratocytes000673.tif"), Some(c));

@@ -17,5 +17,5 @@ pub mod version;
 
 pub use ids::{CellId, IdError, JobId, RunId};
 pub use messages::{DEFAULT_SAMPLER, Job, JobResult, ModelRef, ResultBody, SamplerSpec};
-pub use records::{CellFailure, CellFeatures, JobRecord, Manifest, SampleFeatures, Uncertainty};
+pub use records::{CellFailure, CellFeatures, HandBack, JobRecord, Manifest, SampleFeatures, Uncertainty};
 pub use version::{ProtoError, SCHEMA_VERSION};

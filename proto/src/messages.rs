@@ -1,4 +1,4 @@
-//! Messages on RabbitMQ: jobs on `dispr.jobs`, results and progress on `dispr.results` (the
+//! Messages on RabbitMQ: jobs on `dispr.jobs`, results and progress on `dispr.results.<run>` (the
 //! queues themselves are in [`crate::queues`]).
 
 use crate::ids::{CellId, RunId};
@@ -162,7 +162,7 @@ impl Job {
     }
 }
 
-/// A message on `dispr.results`.
+/// A message on a run's results queue (`dispr.results.<run>`, through the `dispr.runs` exchange).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
     pub schema_version: u32,
@@ -188,6 +188,9 @@ pub enum ResultBody {
     CellFailed { cell: CellId, reason: String },
     /// The job is finished (every cell done or failed) and about to be acked.
     JobDone { started_ms: u64, compute_seconds: f64 },
+    /// The worker shut down before the job finished and put a copy back on the jobs queue (its
+    /// `handbacks`-th hand-back); another worker will run it. Not a failure.
+    HandedBack { handbacks: u32 },
 }
 
 impl JobResult {

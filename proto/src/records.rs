@@ -179,6 +179,31 @@ impl JobRecord {
     }
 }
 
+/// `runs/<run>/handbacks/<job>.json`: a job that workers handed back to the queue because they
+/// shut down before it finished (a drain that ran out of time), and how often. Hand-backs are not
+/// failures and never count toward the delivery limit; this record lets `status` show them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandBack {
+    pub schema_version: u32,
+    pub run_id: RunId,
+    pub job_id: String,
+    /// The worker that handed it back last.
+    pub worker: String,
+    /// Hand-backs so far (the job message's `dispr-handbacks` header).
+    pub handbacks: u32,
+    /// Milliseconds since the Unix epoch of the last hand-back.
+    pub at_ms: u64,
+}
+
+impl HandBack {
+    pub fn encode(&self) -> Vec<u8> {
+        version::encode_pretty(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        version::decode("hand-back record", bytes)
+    }
+}
+
 /// Mean and population standard deviation of each feature over samples; features missing from
 /// some samples are averaged over the samples that have them.
 pub fn aggregate(samples: &[FeatureMap]) -> (FeatureMap, FeatureMap) {

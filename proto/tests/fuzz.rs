@@ -13,8 +13,8 @@
 use dispr_proto::messages::{MAX_CELLS_PER_JOB, MAX_SAMPLES_PER_CELL};
 use dispr_proto::records::FeatureMap;
 use dispr_proto::{
-    CellFailure, CellFeatures, CellId, Job, JobRecord, JobResult, Manifest, ModelRef, ProtoError, ResultBody,
-    RunId, SCHEMA_VERSION, SampleFeatures, SamplerSpec, Uncertainty,
+    CellFailure, CellFeatures, CellId, HandBack, Job, JobRecord, JobResult, Manifest, ModelRef, ProtoError,
+    ResultBody, RunId, SCHEMA_VERSION, SampleFeatures, SamplerSpec, Uncertainty,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -76,7 +76,7 @@ fn round_trip<T: PartialEq + std::fmt::Debug + serde::Serialize>(
     }
 }
 
-static DECODERS: [Decoder; 6] = [
+static DECODERS: [Decoder; 7] = [
     Decoder {
         what: "job message",
         check: |b| {
@@ -128,6 +128,10 @@ static DECODERS: [Decoder; 6] = [
     Decoder {
         what: "job record",
         check: |b| round_trip(b, JobRecord::decode, JobRecord::encode).map(|_| ()),
+    },
+    Decoder {
+        what: "hand-back record",
+        check: |b| round_trip(b, HandBack::decode, HandBack::encode).map(|_| ()),
     },
 ];
 
@@ -222,12 +226,24 @@ static VALID: LazyLock<Vec<Value>> = LazyLock::new(|| {
         to_value(manifest.encode()),
         to_value(cell_features.encode()),
         to_value(failure.encode()),
+        to_value(
+            HandBack {
+                schema_version: SCHEMA_VERSION,
+                run_id: run(),
+                job_id: "j1".into(),
+                worker: "w-1".into(),
+                handbacks: 3,
+                at_ms: 7,
+            }
+            .encode(),
+        ),
     ];
     for body in [
         ResultBody::Started { cells: 3 },
         ResultBody::Progress { step: 1, steps: 8 },
         ResultBody::CellFailed { cell: cell(), reason: "x".into() },
         ResultBody::JobDone { started_ms: 1, compute_seconds: 2.0 },
+        ResultBody::HandedBack { handbacks: 2 },
     ] {
         docs.push(to_value(JobResult::new(run(), "j1", "w-1", body).encode()));
     }

@@ -81,13 +81,16 @@ fn broker_args(url: &str, prefix: &str) -> BrokerArgs {
     BrokerArgs { amqp_url: url.into(), queue_prefix: prefix.into(), delivery_limit: 3 }
 }
 
-async fn delete_queues(url: &str, prefix: &str) {
+async fn delete_queues(url: &str, prefix: &str, run: &str) {
     let broker = Broker::connect(&broker_args(url, prefix), "bench cleanup").await.expect("the broker");
     let ch = broker.conn.create_channel().await.unwrap();
-    for q in [&broker.names.jobs, &broker.names.results, &broker.names.dead] {
+    let run_queue = broker.names.run_results(&dispr_proto::RunId::new(run).unwrap());
+    for q in [&broker.names.jobs, &run_queue, &broker.names.dead] {
         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
-    let _ = ch.exchange_delete(broker.names.dead_letter_exchange.as_str().into(), Default::default()).await;
+    for exchange in [&broker.names.runs_exchange, &broker.names.dead_letter_exchange] {
+        let _ = ch.exchange_delete(exchange.as_str().into(), Default::default()).await;
+    }
 }
 
 /// Submit of `n` cells with the real binary: (seconds, peak MiB).
@@ -102,7 +105,7 @@ async fn submit(env: &TestEnv, n: usize) -> (f64, f64) {
         .env("DISPR_QUEUE_PREFIX", &prefix);
     let (secs, mib, text) = measure(cmd);
     assert!(text.contains(&format!("published {n} jobs")), "{text}");
-    delete_queues(&env.amqp_url, &prefix).await;
+    delete_queues(&env.amqp_url, &prefix, "bench").await;
     (secs, mib)
 }
 
@@ -188,10 +191,12 @@ async fn end_to_end(env: &TestEnv, root: &str, cells: usize, shape: Shape) -> E2
     // The end is seen in the results queue: a cell's result goes out after its features are
     // durable. (Listing the output instead would cost the S3 server more than the run itself.)
     let broker = Broker::connect(&broker_args(&env.amqp_url, &prefix), "bench results").await.unwrap();
+    let run = dispr_proto::RunId::new(name.as_str()).unwrap();
+    broker.declare_run(&run).await.unwrap();
     let results_ch = broker.conn.create_channel().await.unwrap();
     let mut results = results_ch
         .basic_consume(
-            broker.names.results.as_str().into(),
+            broker.names.run_results(&run).as_str().into(),
             "bench".into(),
             lapin::options::BasicConsumeOptions { no_ack: true, ..Default::default() },
             Default::default(),
@@ -234,7 +239,7 @@ async fn end_to_end(env: &TestEnv, root: &str, cells: usize, shape: Shape) -> E2
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let _ = child.wait();
     }
-    delete_queues(&env.amqp_url, &prefix).await;
+    delete_queues(&env.amqp_url, &prefix, &name).await;
     E2e { cells_per_second: cells as f64 / secs, cpu_ms }
 }
 
@@ -366,6 +371,8 @@ async fn queue_per_job(env: &TestEnv, jobs: usize) -> f64 {
     use lapin::options::*;
     let prefix = format!("{}.", unique("queue"));
     let broker = Broker::connect(&broker_args(&env.amqp_url, &prefix), "bench queue").await.unwrap();
+    let run = dispr_proto::RunId::new("bench").unwrap();
+    broker.declare_run(&run).await.unwrap();
     let publisher = dispr_amqp::confirm_channel(&broker.conn).await.unwrap();
     let consumer_ch = dispr_amqp::confirm_channel(&broker.conn).await.unwrap();
     consumer_ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
@@ -385,17 +392,18 @@ async fn queue_per_job(env: &TestEnv, jobs: usize) -> f64 {
         let delivery = consumer.next().await.unwrap().unwrap();
         // As the worker does: the results go out at once, their confirms are awaited together.
         let mut confirms = Vec::new();
+        let exchange = &broker.names.runs_exchange;
         for _ in 0..3 {
-            let results = &broker.names.results;
-            confirms.push(dispr_amqp::publish(&consumer_ch, results, &body[..200]).await.unwrap());
+            confirms
+                .push(dispr_amqp::publish_result(&consumer_ch, exchange, &run, &body[..200]).await.unwrap());
         }
         for confirm in confirms {
-            dispr_amqp::confirmed(confirm, &broker.names.results).await.unwrap();
+            assert!(dispr_amqp::routed(confirm, exchange).await.unwrap(), "a result reaches the run's queue");
         }
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
     let per_job = started.elapsed().as_secs_f64() / jobs as f64;
-    delete_queues(&env.amqp_url, &prefix).await;
+    delete_queues(&env.amqp_url, &prefix, "bench").await;
     per_job
 }
 

@@ -9,8 +9,16 @@
 //!   dead-letters it; nothing is published for it (its run cannot be named reliably);
 //! - a job whose storage kept failing is nacked and requeued; a job that cannot record anything
 //!   (unusable output URI) is rejected and dead-lettered;
-//! - on shutdown: stop consuming at once, give the jobs in hand `drain_timeout` to finish, nack
-//!   (requeue) the rest;
+//! - on shutdown: stop consuming at once, give the jobs in hand `drain_timeout` to finish, and hand
+//!   the rest back. A hand-back is not a failure: the worker publishes a copy of the job (with
+//!   publisher confirms) carrying a `dispr-handbacks` count one higher, then acks the original.
+//!   A nack with requeue would count toward the quorum queue's delivery limit like a crash (in
+//!   RabbitMQ 3.x, every return does), so a long job on autoscaled workers would be
+//!   dead-lettered after a few scale-ins. A worker that dies (kill -9, OOM) or whose job fails
+//!   still returns it by a plain requeue, which counts: poison jobs are still dead-lettered after
+//!   the limit. The same distinction as Celery's `acks_late` with `reject_on_worker_lost`;
+//!   should the copy not be confirmed (broker gone), the job is nacked back instead, so it is
+//!   never lost;
 //! - a lost connection is re-established with backoff; whatever was unacked is redelivered by the
 //!   broker and the redelivery skips the cells already done;
 //! - with `max_jobs` (one Kubernetes Job per message, KEDA's ScaledJob) the worker cancels its
@@ -20,7 +28,7 @@
 
 use crate::pipeline::{JobError, JobRunner, ResultSink};
 use dispr_amqp as amqp;
-use dispr_proto::queues::QueueNames;
+use dispr_proto::queues::{HANDBACKS_HEADER, QueueNames};
 use dispr_proto::{Job, JobResult, ResultBody, RunId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -28,8 +36,8 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     BasicRejectOptions,
 };
-use lapin::types::FieldTable;
-use lapin::{Acker, Channel, PublisherConfirm};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Acker, BasicProperties, Channel, PublisherConfirm};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -155,7 +163,7 @@ async fn session(
             _ = shutdown.cancelled() => break Stop::Signal,
             _ = sleep_or_never(idle_for) => break Stop::Done("no job arrived within --idle-timeout-secs"),
             Some((tag, outcome)) = in_hand.jobs.next(), if !in_hand.jobs.is_empty() => {
-                in_hand.ackers.remove(&tag);
+                in_hand.held.remove(&tag);
                 if let Handled::Lost(err) = outcome {
                     break Stop::Lost(err);
                 }
@@ -168,7 +176,7 @@ async fn session(
                         let _ = consume_ch.basic_cancel(config.worker.as_str().into(), BasicCancelOptions::default()).await;
                     }
                     let tag = delivery.delivery_tag;
-                    in_hand.ackers.insert(tag, delivery.acker.clone());
+                    in_hand.held.insert(tag, Held::of(&delivery));
                     let ctx = &ctx;
                     in_hand.jobs.push(Box::pin(async move { (tag, ctx.handle(delivery).await) }));
                 }
@@ -207,18 +215,26 @@ async fn session(
             "shutting down: finishing the jobs in hand"
         );
     }
+    // Deliveries the broker sent before the cancel and that were never started go back too,
+    // as hand-backs: left to the channel's close, each would count as a failed delivery.
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(UNSTARTED_WAIT, consumer.next()).await {
+        ctx.hand_back(Held::of(&delivery)).await;
+    }
     if tokio::time::timeout(config.drain_timeout, in_hand.finish()).await.is_err() {
-        for acker in in_hand.ackers.into_values() {
-            tracing::warn!("drain timeout reached: returning an unfinished job to the queue");
-            let _ = acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+        for held in in_hand.held.into_values() {
+            ctx.hand_back(held).await;
         }
     }
-    // Closing the channel returns anything delivered but never started to the queue.
+    // Closing the channel returns anything still unsettled to the queue (a hand-back that could
+    // not be acked).
     let _ = consume_ch.close(200, "worker shutting down".into()).await;
     let _ = conn.close(200, "worker shutting down".into()).await;
     tracing::info!("stopped consuming; bye");
     Ok(SessionEnd::Shutdown)
 }
+
+/// How long a stopping worker waits for deliveries already on their way to it.
+const UNSTARTED_WAIT: Duration = Duration::from_millis(200);
 
 /// Sleeps for `duration`, or forever when there is none.
 async fn sleep_or_never(duration: Option<Duration>) {
@@ -230,18 +246,35 @@ async fn sleep_or_never(duration: Option<Duration>) {
 
 type HandleFuture<'a> = std::pin::Pin<Box<dyn Future<Output = (u64, Handled)> + Send + 'a>>;
 
-/// The jobs being handled, and their ackers so that a drain that runs out of time can nack them.
+/// The jobs being handled, and what a drain that runs out of time needs to hand them back.
 #[derive(Default)]
 struct InHand<'a> {
     jobs: FuturesUnordered<HandleFuture<'a>>,
-    ackers: HashMap<u64, Acker>,
+    held: HashMap<u64, Held>,
 }
 
 impl InHand<'_> {
     /// Waits for every job in hand to settle.
     async fn finish(&mut self) {
         while let Some((tag, _)) = self.jobs.next().await {
-            self.ackers.remove(&tag);
+            self.held.remove(&tag);
+        }
+    }
+}
+
+/// A delivery in hand, as much of it as handing it back takes.
+struct Held {
+    acker: Acker,
+    data: Vec<u8>,
+    properties: BasicProperties,
+}
+
+impl Held {
+    fn of(delivery: &lapin::message::Delivery) -> Self {
+        Self {
+            acker: delivery.acker.clone(),
+            data: delivery.data.clone(),
+            properties: delivery.properties.clone(),
         }
     }
 }
@@ -261,6 +294,50 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Puts an unfinished job back on the queue without counting it as a failed delivery (see
+    /// the module's notes): a confirmed copy with one more hand-back, then an ack of this one.
+    async fn hand_back(&self, held: Held) {
+        let handbacks = amqp::handbacks(held.properties.headers().as_ref()).saturating_add(1);
+        let properties = with_handbacks(held.properties, handbacks);
+        let copied = async {
+            let confirm =
+                amqp::publish_with(self.publish_ch, &self.config.queues.jobs, &held.data, properties).await?;
+            amqp::confirmed(confirm, &self.config.queues.jobs).await
+        };
+        if let Err(err) = copied.await {
+            tracing::warn!(error = %format!("{err:#}"),
+                "could not hand the job back as a copy; returning it to the queue instead (that return counts as a delivery)");
+            let _ = held.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+            return;
+        }
+        if let Err(err) = held.acker.ack(BasicAckOptions::default()).await {
+            // The copy is queued; the original comes back too when the channel closes. Both run
+            // to the same outputs, and the second skips the cells the first finished.
+            tracing::warn!(error = %err, "handed the job back, but could not ack the original; it may run twice");
+        }
+        self.runner.telemetry().metrics.jobs.get_or_create(&[("outcome", "handed_back")]).inc();
+        let Ok(job) = Job::decode(&held.data) else { return };
+        tracing::warn!(run = %job.run_id, job = %job.job_id, handbacks,
+            "handed an unfinished job back to the queue for another worker (not a failure: it does not count toward the delivery limit)");
+        self.runner.record_handback(&job, handbacks).await;
+        let sink = self.sink(&job);
+        sink.report(ResultBody::HandedBack { handbacks }).await;
+        sink.all_confirmed().await;
+    }
+
+    /// Where `job`'s results go.
+    fn sink(&self, job: &Job) -> AmqpSink<'_> {
+        AmqpSink {
+            ch: self.publish_ch,
+            exchange: &self.config.queues.runs_exchange,
+            run: job.run_id.clone(),
+            job_id: job.job_id.clone(),
+            worker: &self.config.worker,
+            failed: AtomicBool::new(false),
+            unconfirmed: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
     async fn handle(&self, delivery: lapin::message::Delivery) -> Handled {
         let metrics = &self.runner.telemetry().metrics;
         let acker = &delivery.acker;
@@ -273,18 +350,10 @@ impl Ctx<'_> {
                 return settle(acker.reject(BasicRejectOptions { requeue: false }).await);
             }
         };
-        let sink = AmqpSink {
-            ch: self.publish_ch,
-            queue: &self.config.queues.results,
-            run: job.run_id.clone(),
-            job_id: job.job_id.clone(),
-            worker: &self.config.worker,
-            failed: AtomicBool::new(false),
-            unconfirmed: std::sync::Mutex::new(Vec::new()),
-        };
+        let sink = self.sink(&job);
         sink.report(ResultBody::Started { cells: job.cells.len() as u32 }).await;
         // Runs to the end even after a shutdown signal: the session's drain decides how long
-        // it may take, and nacks the job if it runs out of time.
+        // it may take, and hands the job back if it runs out of time.
         match self.runner.run(&job, &sink).await {
             Ok(_) if !sink.all_confirmed().await => {
                 // Outputs are durable but some result did not reach the broker: give the job back;
@@ -318,13 +387,15 @@ fn settle(result: lapin::Result<bool>) -> Handled {
     }
 }
 
-/// Publishes a job's results to the results queue with confirms. It does not wait for each
-/// confirm (one round trip per cell would pace the job); [`AmqpSink::all_confirmed`] waits for
-/// them all before the job is acked. After a failed publish it stops trying (the channel is most
-/// likely gone) and remembers, so the job is not acked.
+/// Publishes a job's results to its run's queue (through the runs exchange) with confirms. It
+/// does not wait for each confirm (one round trip per cell would pace the job);
+/// [`AmqpSink::all_confirmed`] waits for them all before the job is acked. After a failed
+/// publish it stops trying (the channel is most likely gone) and remembers, so the job is not
+/// acked. A result no queue takes (the run's queue was cleaned up, or expired unwatched) is not
+/// a failure: results are progress reports, and the store records every cell.
 struct AmqpSink<'a> {
     ch: &'a Channel,
-    queue: &'a str,
+    exchange: &'a str,
     run: RunId,
     job_id: String,
     worker: &'a str,
@@ -343,10 +414,18 @@ impl AmqpSink<'_> {
     async fn all_confirmed(&self) -> bool {
         // A poisoned lock only means a publisher panicked while pushing; the list is still valid.
         let pending = std::mem::take(&mut *self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut unroutable = 0;
         for confirm in pending {
-            if let Err(err) = amqp::confirmed(confirm, self.queue).await {
-                self.fail(err);
+            match amqp::routed(confirm, self.exchange).await {
+                Ok(true) => {}
+                Ok(false) => unroutable += 1,
+                Err(err) => self.fail(err),
             }
+        }
+        if unroutable > 0 {
+            tracing::warn!(run = %self.run, results = unroutable,
+                "no queue takes this run's results (its queue was removed by `cleanup` or expired unwatched); \
+                 they are dropped, and the output store still records every cell");
         }
         !self.failed.load(Ordering::Relaxed)
     }
@@ -358,20 +437,38 @@ impl ResultSink for AmqpSink<'_> {
             return;
         }
         let message = JobResult::new(self.run.clone(), self.job_id.clone(), self.worker, body).encode();
-        match amqp::publish(self.ch, self.queue, &message).await {
+        match amqp::publish_result(self.ch, self.exchange, &self.run, &message).await {
             Ok(confirm) => self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()).push(confirm),
             Err(err) => self.fail(err),
         }
     }
 }
 
+/// `properties` with the hand-back count set to `handbacks`, and without the broker's own
+/// `x-` headers (delivery count, deaths), which belong to the original message.
+fn with_handbacks(properties: BasicProperties, handbacks: u32) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(old) = properties.headers() {
+        for (key, value) in old.inner() {
+            if !key.as_str().starts_with("x-") && key.as_str() != HANDBACKS_HEADER {
+                headers.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    headers.insert(HANDBACKS_HEADER.into(), AMQPValue::LongLongInt(i64::from(handbacks)));
+    properties.with_headers(headers)
+}
+
 /// A name for this worker: the host (the pod name on Kubernetes) and the process id.
 pub fn worker_name() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!("{}-{}", host_name().unwrap_or_else(|| "worker".into()), std::process::id())
+}
+
+/// This machine's name (the pod name on Kubernetes), when it has one.
+pub fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into());
-    format!("{host}-{}", std::process::id())
 }

@@ -25,11 +25,14 @@ fn unique_prefix(test: &str) -> String {
     format!("t-{test}-{}-{nanos}.", std::process::id())
 }
 
-async fn delete_queues(ch: &lapin::Channel, q: &QueueNames) {
-    for name in [&q.jobs, &q.results, &q.dead] {
+async fn delete_queues(ch: &lapin::Channel, q: &QueueNames, runs: &[&str]) {
+    let run_queues = runs.iter().map(|r| q.run_results(&RunId::new(*r).unwrap()));
+    for name in [q.jobs.clone(), q.dead.clone()].into_iter().chain(run_queues) {
         let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
     }
-    let _ = ch.exchange_delete(q.dead_letter_exchange.as_str().into(), Default::default()).await;
+    for exchange in [&q.runs_exchange, &q.dead_letter_exchange] {
+        let _ = ch.exchange_delete(exchange.as_str().into(), Default::default()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,6 +50,8 @@ async fn serve_runs_a_job_reports_it_and_dead_letters_what_is_not_a_job() {
     amqp::declare_topology(&ch, &queues, 3).await.unwrap();
     // Declaring twice is harmless (every worker and coordinator does it).
     amqp::declare_topology(&ch, &queues, 3).await.unwrap();
+    let run = RunId::new("serve1").unwrap();
+    amqp::declare_run(&ch, &queues, &run).await.unwrap();
     amqp::publish_confirmed(&ch, &queues.jobs, b"this is not json").await.unwrap();
     amqp::publish_confirmed(&ch, &queues.jobs, &job.encode()).await.unwrap();
 
@@ -73,7 +78,7 @@ async fn serve_runs_a_job_reports_it_and_dead_letters_what_is_not_a_job() {
     let results_ch = conn.create_channel().await.unwrap();
     let mut consumer = results_ch
         .basic_consume(
-            queues.results.as_str().into(),
+            queues.run_results(&run).as_str().into(),
             "test".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -105,7 +110,6 @@ async fn serve_runs_a_job_reports_it_and_dead_letters_what_is_not_a_job() {
         bodies.iter().any(|b| matches!(b, ResultBody::CellDone { cell, .. } if cell.as_str() == "disc001"))
     );
     assert!(bodies.iter().any(|b| matches!(b, ResultBody::CellFailed { cell, reason } if cell.as_str() == "disc002" && reason.contains("empty"))));
-    let run = RunId::new("serve1").unwrap();
     let features = std::fs::read(out.join(keys::features(&run, &CellId::new("disc001").unwrap()))).unwrap();
     assert_eq!(CellFeatures::decode(&features).unwrap().samples.len(), 2);
 
@@ -132,7 +136,7 @@ async fn serve_runs_a_job_reports_it_and_dead_letters_what_is_not_a_job() {
         .expect("serve stops")
         .unwrap()
         .expect("clean stop");
-    delete_queues(&ch, &queues).await;
+    delete_queues(&ch, &queues, &["serve1"]).await;
 }
 
 /// A free TCP port on loopback (bound, read, released).
@@ -201,7 +205,7 @@ async fn the_binary_serves_probes_and_metrics_and_exits_0_on_sigterm() {
     }
 
     let conn = amqp::connect(&amqp_url(), "worker-test-cleanup").await.unwrap();
-    delete_queues(&conn.create_channel().await.unwrap(), &queues).await;
+    delete_queues(&conn.create_channel().await.unwrap(), &queues, &[]).await;
 }
 
 /// Waits up to `limit` for the child to exit; its exit code.
@@ -271,5 +275,5 @@ async fn with_max_jobs_1_the_binary_runs_one_job_and_exits_leaving_the_rest_unto
     let mut log = String::new();
     idle.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(log.contains("--idle-timeout-secs"), "says why it exits:\n{log}");
-    delete_queues(&ch, &queues).await;
+    delete_queues(&ch, &queues, &[]).await;
 }

@@ -3,6 +3,7 @@
 //! `dispr.jobs` (with a fresh delivery count) once their cause is fixed.
 
 use crate::broker::{Broker, BrokerArgs, publish_job};
+use crate::failures::Death;
 use anyhow::Context;
 use dispr_proto::{Job, RunId};
 use lapin::message::BasicGetMessage;
@@ -38,6 +39,9 @@ pub struct DeadLetter {
     pub reason: String,
     /// Times it was dead-lettered from that queue.
     pub count: i64,
+    /// Times workers handed it back on shutdown before (not failures; the `dispr-handbacks`
+    /// header).
+    pub handbacks: u32,
     /// The queue it was dead-lettered from.
     pub queue: String,
     /// Why the body is not a job, when it is not one.
@@ -68,7 +72,12 @@ async fn dead_letters(args: Args) -> anyhow::Result<()> {
             _ => format!("not a job message ({})", d.undecodable.as_deref().unwrap_or("?")),
         };
         let requeued = if d.requeued { "; requeued" } else { "" };
-        println!("{what}: {} from {} ({} times){requeued}", d.reason, d.queue, d.count);
+        let handbacks = if d.handbacks > 0 {
+            format!("; handed back {} times before", d.handbacks)
+        } else {
+            String::new()
+        };
+        println!("{what}: {} from {} ({} times){handbacks}{requeued}", d.reason, d.queue, d.count);
     }
     let requeued = listed.iter().filter(|d| d.requeued).count();
     if args.requeue {
@@ -86,7 +95,29 @@ async fn dead_letters(args: Args) -> anyhow::Result<()> {
 /// Reads every message of the dead-letter queue with `basic.get`. Without `requeue`, nothing is
 /// acked, so closing the channel returns every message to the queue untouched; with it, the
 /// selected jobs are republished (confirmed) to the jobs queue before their dead copy is acked.
-async fn list(broker: &Broker, run: Option<&RunId>, requeue: bool) -> anyhow::Result<Vec<DeadLetter>> {
+pub async fn list(broker: &Broker, run: Option<&RunId>, requeue: bool) -> anyhow::Result<Vec<DeadLetter>> {
+    Ok(read(broker, run, requeue).await?.into_iter().map(|(letter, _)| letter).collect())
+}
+
+/// The dead-lettered jobs of `run`, with why, without taking them off the queue: `status` and
+/// `watch` count their cells as failed.
+pub async fn dead_jobs(broker: &Broker, run: &RunId) -> anyhow::Result<Vec<(Job, Death)>> {
+    Ok(read(broker, Some(run), false)
+        .await?
+        .into_iter()
+        .filter_map(|(letter, job)| {
+            let death = Death { reason: letter.reason, count: letter.count, handbacks: letter.handbacks };
+            job.map(|job| (job, death))
+        })
+        .collect())
+}
+
+/// [`list`], with each selected message's job when it is one.
+async fn read(
+    broker: &Broker,
+    run: Option<&RunId>,
+    requeue: bool,
+) -> anyhow::Result<Vec<(DeadLetter, Option<Job>)>> {
     let ch = dispr_amqp::confirm_channel(&broker.conn).await?;
     let mut listed = Vec::new();
     while let Some(message) = ch
@@ -106,6 +137,11 @@ async fn list(broker: &Broker, run: Option<&RunId>, requeue: bool) -> anyhow::Re
             && let Ok(job) = &job
         {
             publish_job(&ch, &broker.names.jobs, job).await?.await?;
+            // Its cells are unfinished again: the failure records `watch` wrote for them go.
+            if let Err(err) = crate::failures::forget_dead_lettered(job).await {
+                tracing::warn!(error = %format!("{err:#}"), job = %job.job_id,
+                    "requeued, but could not delete the failure records of its cells; `submit --retry-failed` removes them");
+            }
             message
                 .delivery
                 .ack(BasicAckOptions::default())
@@ -114,7 +150,7 @@ async fn list(broker: &Broker, run: Option<&RunId>, requeue: bool) -> anyhow::Re
             dead.requeued = true;
         }
         if selected || run.is_none() {
-            listed.push(dead);
+            listed.push((dead, job.ok()));
         }
     }
     // Unacked messages go back to the queue as the channel closes.
@@ -126,6 +162,7 @@ fn describe(message: &BasicGetMessage) -> DeadLetter {
     let props = &message.delivery.properties;
     let job = Job::decode(&message.delivery.data);
     let (reason, count, queue) = first_death(props.headers().as_ref());
+    let handbacks = dispr_amqp::handbacks(props.headers().as_ref());
     DeadLetter {
         message_id: props.message_id().as_ref().map(|s| s.to_string()),
         run_id: job.as_ref().ok().map(|j| j.run_id.to_string()),
@@ -133,6 +170,7 @@ fn describe(message: &BasicGetMessage) -> DeadLetter {
         cells: job.as_ref().map_or(0, |j| j.cells.len()),
         reason,
         count,
+        handbacks,
         queue,
         undecodable: job.err().map(|e| e.to_string()),
         requeued: false,
@@ -140,7 +178,7 @@ fn describe(message: &BasicGetMessage) -> DeadLetter {
 }
 
 /// The reason, count and source queue of the most recent death in the `x-death` header.
-fn first_death(headers: Option<&FieldTable>) -> (String, i64, String) {
+pub fn first_death(headers: Option<&FieldTable>) -> (String, i64, String) {
     let unknown = || ("unknown (no x-death header)".to_string(), 0, "?".to_string());
     let Some(AMQPValue::FieldArray(deaths)) = headers.and_then(|h| h.inner().get("x-death")) else {
         return unknown();

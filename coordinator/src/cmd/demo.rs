@@ -3,6 +3,8 @@
 //! `local` mode's in-process workers, then the classifier report and report.html.
 
 use crate::cmd::synth::generate_into;
+use crate::exit::Unfinished;
+use crate::failures::FailureGroups;
 use crate::manifest::{ManifestState, RunSpec};
 use crate::prepare::prepare;
 use anyhow::Context as _;
@@ -137,10 +139,21 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     );
     let sampling = Instant::now();
     let bar = crate::progress::bar(prepared.cells.len() as u64, "cells");
-    let outcome = crate::local::run(&prepared, 1, args.workers, &bar).await?;
+    let lease = crate::lease::Lease::acquire(&prepared.output, &args.run_id, "demo").await?;
+    let outcome = crate::local::run(&prepared, 1, args.workers, &bar).await;
+    lease.release().await;
+    let outcome = outcome?;
     bar.finish_and_clear();
     eprint!("      {}", outcome.summary);
     eprintln!("      sampled in {:.1} s", sampling.elapsed().as_secs_f64());
+    let unfinished = Unfinished::of(outcome.summary.done, outcome.summary.total);
+    if outcome.summary.failed > 0 {
+        let finished = crate::cells::Finished::read(&prepared.output, &args.run_id).await?;
+        eprint!("{}", FailureGroups::read(&prepared.output, &args.run_id, &finished.failed).await?);
+    }
+    if let Some(all @ Unfinished::AllFailed { .. }) = unfinished {
+        return Err(all.into());
+    }
 
     let options = crate::run_page::ReportOptions::demo();
     eprintln!(
@@ -182,7 +195,10 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         "  {}  per-cell features (and failures/ for cells that failed)",
         run_dir.join("features").display()
     );
-    Ok(())
+    match unfinished {
+        Some(unfinished) => Err(unfinished.into()),
+        None => Ok(()),
+    }
 }
 
 /// Writes the built-in default checkpoint and its sidecar into `dir` (unless the same bytes

@@ -1,12 +1,16 @@
 //! `dispr-coordinator local`: a whole run on this machine with no services: the jobs of
 //! `submit` go to an in-process queue served by N in-process workers, writing the same outputs
-//! a distributed run with the same manifest writes. Running it again resumes the run.
+//! a distributed run with the same manifest writes. Running it again resumes the run. One
+//! `local` at a time computes a run in one output location (a lease, see [`crate::lease`]); it
+//! exits 0 when every cell is done, 3 when some failed, 4 when all did ([`crate::exit`]).
 
 use crate::cells::Finished;
 use crate::cmd::run_args::RunArgs;
+use crate::exit::Unfinished;
 use crate::failures::{FailureGroups, forget};
+use crate::lease::Lease;
 use crate::manifest::ManifestState;
-use crate::prepare::prepare;
+use crate::prepare::{Prepared, prepare};
 use dispr_proto::keys;
 
 #[derive(clap::Args)]
@@ -45,17 +49,27 @@ async fn local(args: Args) -> anyhow::Result<()> {
     let spec = args.run.spec();
     let mut prepared = prepare(&spec).await?;
     let run = prepared.manifest.run_id.clone();
+    // One process per run and output: a second one is refused before it computes anything.
+    let lease = Lease::acquire(&prepared.output, &run, "local").await?;
     match prepared.state {
         ManifestState::Created => eprintln!("run {run}: manifest written under {}", prepared.output.uri()),
         ManifestState::Existing => eprintln!("run {run}: manifest matches the existing one; resuming"),
     }
+    let result = compute(&args, &mut prepared).await;
+    lease.release().await;
+    result
+}
+
+/// The run's unfinished cells, computed and summarised; the error tells how it ended.
+async fn compute(args: &Args, prepared: &mut Prepared) -> anyhow::Result<()> {
+    let run = prepared.manifest.run_id.clone();
     if args.retry_failed && !prepared.finished.failed.is_empty() {
         let forgotten = forget(&prepared.output, &run, &prepared.finished.failed).await?;
         eprintln!("run {run}: running {forgotten} failed cells again (--retry-failed)");
         prepared.finished.failed.clear();
     }
     let bar = crate::progress::bar(prepared.cells.len() as u64, "local");
-    let outcome = crate::local::run(&prepared, args.run.cells_per_job, args.workers, &bar).await?;
+    let outcome = crate::local::run(prepared, args.run.cells_per_job, args.workers, &bar).await?;
     bar.finish_and_clear();
     let finished = Finished::read(&prepared.output, &run).await?;
     let failures = FailureGroups::read(&prepared.output, &run, &finished.failed).await?;
@@ -82,5 +96,8 @@ async fn local(args: Args) -> anyhow::Result<()> {
         outcome.unfinished[0].0,
         outcome.unfinished[0].1
     );
-    Ok(())
+    match Unfinished::of(outcome.summary.done, outcome.summary.total) {
+        Some(unfinished) => Err(unfinished.into()),
+        None => Ok(()),
+    }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
+pub mod cleanup;
 pub mod dead_letters;
 pub mod demo;
 pub mod local;

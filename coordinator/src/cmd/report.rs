@@ -72,6 +72,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("listing {}", output.uri_of(&prefix)))?;
                 if listed.is_empty() {
+                    let run = &args.run.run_id;
+                    let finished = crate::cells::Finished::read(&output, run).await?;
+                    if !finished.failed.is_empty() {
+                        let groups =
+                            crate::failures::FailureGroups::read(&output, run, &finished.failed).await?;
+                        anyhow::bail!(
+                            "every cell of run {run} that finished failed ({} cells), so there is nothing to classify; \
+                             fix the cause and run the cells again (`--retry-failed` on `local` or `submit`).\n{groups}",
+                            finished.failed.len()
+                        );
+                    }
                     anyhow::bail!(
                         "no cell features under {}: the run has finished no cell yet (see `dispr-coordinator status`), \
                          or the run id or output location is wrong; use --ground-truth-dataset to report on a dataset's true shapes",

@@ -59,6 +59,8 @@ async fn submit(args: Args) -> anyhow::Result<()> {
     }
     warn_about_local_folders(&prepared.manifest);
     let broker = Broker::connect(&args.broker, "dispr-coordinator submit").await?;
+    // Before any job: the workers' results need the run's queue to go to.
+    broker.declare_run(run).await?;
     let sharding = Sharding { cells_per_job, batch_jobs: args.batch_jobs };
     let mut markers = Markers::load(&prepared.output, run, &prepared.cells, sharding, args.republish).await?;
     if args.retry_failed && !prepared.finished.failed.is_empty() {
@@ -98,9 +100,25 @@ async fn submit(args: Args) -> anyhow::Result<()> {
                 report.cells_already_submitted
             );
         }
-        println!("follow it with: dispr-coordinator watch --output {} --run-id {run}", prepared.output.uri());
+        println!("follow it with: {}", watch_command(&prepared.output.uri(), run, &args.broker));
     }
     Ok(())
+}
+
+/// The `watch` command line for this run, with every broker flag that differs from its default
+/// (the URL only by name: it may hold a password).
+fn watch_command(output: &str, run: &dispr_proto::RunId, broker: &BrokerArgs) -> String {
+    let mut line = format!("dispr-coordinator watch --output {output} --run-id {run}");
+    if !broker.queue_prefix.is_empty() {
+        line += &format!(" --queue-prefix {}", broker.queue_prefix);
+    }
+    if broker.delivery_limit != dispr_proto::queues::DEFAULT_DELIVERY_LIMIT {
+        line += &format!(" --delivery-limit {}", broker.delivery_limit);
+    }
+    if broker.amqp_url != crate::broker::DEFAULT_AMQP_URL {
+        line += " (with this submit's --amqp-url / DISPR_AMQP_URL)";
+    }
+    line
 }
 
 /// Warns about locations that are folders of this machine: workers may run on other machines,

@@ -1,24 +1,37 @@
-//! `dispr-coordinator watch`: follows a run live from `dispr.results`, with a progress bar (done,
-//! failed, in flight, cells/s, ETA, per-worker rate) and a summary on Ctrl-C or at the end.
+//! `dispr-coordinator watch`: follows a run live from its own results queue
+//! (`dispr.results.<run>`), with a progress bar (done, failed, in flight, cells/s, ETA, per-worker
+//! rate) and a summary on Ctrl-C or at the end. It exits with the run's outcome
+//! ([`crate::exit`]): 0 when every cell is done, 3 or 4 when cells failed.
 //!
 //! It starts from what the output store records and merges the store again every
-//! `--rescan-secs`, so results consumed by someone else or lost do not stall the count. The
-//! results queue is shared by every run on the same queue prefix: results of other runs are
-//! acked and dropped (they are progress reports; the store stays the truth), so run one `watch`
-//! per queue prefix.
+//! `--rescan-secs`, so results lost or dropped do not stall the count. Jobs that RabbitMQ
+//! dead-lettered reach the run's queue too (through the dead-letter exchange): their cells count
+//! as failed, with the reason, and are recorded as such in the store (`failures/<cell>.json`), so
+//! the watch ends instead of waiting for ever. Dead letters from before the watch started are
+//! read from the dead-letter queue without taking them.
+//!
+//! The first watch of a run consumes the run's queue as its exclusive consumer; a second watch of
+//! the same run follows a private copy of the run's results (an exclusive queue bound the same
+//! way, removed when it exits), so neither halves the other's view.
 
 use crate::broker::{Broker, BrokerArgs};
 use crate::cells::Finished;
+use crate::cmd::dead_letters::{dead_jobs, first_death};
 use crate::cmd::run_args::RunRef;
-use crate::failures::FailureGroups;
+use crate::exit::Unfinished;
+use crate::failures::{Death, FailureGroups, record_dead_lettered};
 use crate::status::StoredRun;
 use crate::tally::Tally;
 use crate::telemetry::{self, Metrics};
 use anyhow::Context;
-use dispr_proto::{JobResult, RunId};
+use dispr_amqp as amqp;
+use dispr_proto::queues::run_match;
+use dispr_proto::{Job, JobResult, RunId};
 use dispr_store::Store;
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -39,10 +52,16 @@ pub struct Args {
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Exit 0 once the run is finished even when some of its cells failed (every cell failed
+    /// still exits 4): for a pipeline whose next step, `report`, should run on the cells done.
+    #[arg(long)]
+    pub allow_failures: bool,
 }
 
 /// How often a line is logged when stderr is not a terminal (no bar is drawn then).
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Result messages a watch holds unacked at most.
+const PREFETCH: u16 = 256;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     crate::runtime::init_logging(false);
@@ -51,7 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn watch(args: Args) -> anyhow::Result<()> {
     let output = args.run.output_store()?;
-    let stored = StoredRun::read(&output, &args.run.run_id).await?;
+    let run = &args.run.run_id;
+    let stored = StoredRun::read(&output, run).await?;
     let mut tally = Tally::new(stored.cells, &stored.finished);
     let metrics = Arc::new(Metrics::default());
     metrics.update(&mut tally);
@@ -61,7 +81,7 @@ async fn watch(args: Args) -> anyhow::Result<()> {
     let bar = crate::progress::bar(tally.total() as u64, "watching");
     bar.set_position(tally.finished() as u64);
     let mut rescans =
-        spawn_rescans(output.clone(), args.run.run_id.clone(), Duration::from_secs(args.rescan_secs.max(1)));
+        spawn_rescans(output.clone(), run.clone(), Duration::from_secs(args.rescan_secs.max(1)));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_log = Instant::now();
     let logging = !std::io::stderr().is_terminal();
@@ -69,8 +89,9 @@ async fn watch(args: Args) -> anyhow::Result<()> {
     tokio::pin!(ctrl_c);
 
     let mut first_connect = true;
+    let mut interrupted = false;
     'connection: while !tally.complete() {
-        let connected = consumer(&args.broker).await;
+        let connected = follow(&args.broker, run).await;
         let (broker, mut consumer) = match connected {
             Ok(c) => c,
             Err(err) if first_connect => return Err(err),
@@ -81,26 +102,50 @@ async fn watch(args: Args) -> anyhow::Result<()> {
             }
         };
         first_connect = false;
+        // Jobs dead-lettered while nobody watched: read from the dead-letter queue, not taken.
+        match dead_jobs(&broker, run).await {
+            Ok(dead) => {
+                for (job, death) in dead {
+                    count_dead_job(&output, &mut tally, &job, &death).await;
+                }
+                bar.set_position(tally.finished() as u64);
+            }
+            Err(err) => tracing::warn!(error = %format!("{err:#}"), "could not read the dead-letter queue"),
+        }
         loop {
             if tally.complete() {
                 break 'connection;
             }
             tokio::select! {
                 _ = &mut ctrl_c => {
+                    interrupted = true;
                     let _ = broker.conn.close(200, "watch stopped".into()).await;
                     break 'connection;
                 }
                 delivery = consumer.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        match JobResult::decode(&delivery.data) {
-                            Ok(result) if result.run_id == args.run.run_id => {
-                                let change = tally.apply(&result);
-                                metrics.record(&mut tally, &result.worker, change);
-                                bar.set_position(tally.finished() as u64);
+                        let headers = delivery.properties.headers().as_ref();
+                        if headers.is_some_and(|h| h.inner().contains_key("x-death")) {
+                            // A dead-lettered job of this run, routed here by its dispr-run header.
+                            match Job::decode(&delivery.data) {
+                                Ok(job) => {
+                                    let (reason, count, _) = first_death(headers);
+                                    let death = Death { reason, count, handbacks: amqp::handbacks(headers) };
+                                    count_dead_job(&output, &mut tally, &job, &death).await;
+                                }
+                                Err(err) => tracing::warn!(error = %err, "dropping a dead letter that is not a job"),
                             }
-                            Ok(_) => tally.foreign_results += 1,
-                            Err(err) => tracing::warn!(error = %err, "dropping a message on the results queue that is not a result"),
+                        } else {
+                            match JobResult::decode(&delivery.data) {
+                                Ok(result) if &result.run_id == run => {
+                                    let change = tally.apply(&result);
+                                    metrics.record(&mut tally, &result.worker, change);
+                                }
+                                Ok(_) => tally.foreign_results += 1,
+                                Err(err) => tracing::warn!(error = %err, "dropping a message on the results queue that is not a result"),
+                            }
                         }
+                        bar.set_position(tally.finished() as u64);
                         if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
                             tracing::warn!(error = %err, "could not ack a result; it will be seen again");
                         }
@@ -133,42 +178,133 @@ async fn watch(args: Args) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     if tally.foreign_results > 0 {
-        eprintln!(
-            "note: {} results of other runs were dropped from the shared results queue",
-            tally.foreign_results
-        );
+        eprintln!("note: {} results of other runs were dropped", tally.foreign_results);
     }
     let summary = tally.summary();
     // Why cells failed, grouped, from the records (results seen before this watch have no reasons).
-    let finished = Finished::read(&output, &args.run.run_id).await?;
-    let failures = FailureGroups::read(&output, &args.run.run_id, &finished.failed).await?;
+    let finished = Finished::read(&output, run).await?;
+    let failures = FailureGroups::read(&output, run, &finished.failed).await?;
     if args.json {
         let mut out = serde_json::to_value(&summary)?;
         if let Some(map) = out.as_object_mut() {
             map.insert("failures".into(), serde_json::to_value(&failures)?);
+            map.insert("dead_lettered_jobs".into(), tally.dead_jobs().into());
+            map.insert("handbacks".into(), tally.handbacks.into());
         }
         println!("{out}");
     } else {
-        print!("run {}: {summary}{failures}", args.run.run_id);
+        print!("run {run}: {summary}{failures}");
+        if tally.handbacks > 0 {
+            println!("{} jobs were handed back by workers that shut down (not failures)", tally.handbacks);
+        }
+        if summary.failed > 0 {
+            println!("{}", retry_hint(&args.run, tally.dead_jobs()));
+        }
     }
-    Ok(())
+    if interrupted && !tally.complete() {
+        return Err(Unfinished::Interrupted { remaining: summary.remaining, total: summary.total }.into());
+    }
+    match Unfinished::of(summary.done, summary.total) {
+        Some(Unfinished::SomeFailed { .. }) if args.allow_failures => Ok(()),
+        Some(unfinished) => Err(unfinished.into()),
+        None => Ok(()),
+    }
 }
 
-/// Connects and starts consuming the results queue.
-async fn consumer(args: &BrokerArgs) -> anyhow::Result<(Broker, lapin::Consumer)> {
+/// How to run the failed cells again once their cause is fixed.
+fn retry_hint(run: &RunRef, dead_jobs: usize) -> String {
+    let mut hint = String::from("once the cause is fixed, run the failed cells again: ");
+    if dead_jobs > 0 {
+        hint += &format!(
+            "`dispr-coordinator dead-letters --run-id {} --requeue` puts the {dead_jobs} dead-lettered jobs back; ",
+            run.run_id
+        );
+    }
+    hint += &format!(
+        "`dispr-coordinator submit` with the run's flags and --retry-failed publishes every failed cell again (run id {}, \
+         output {})",
+        run.run_id, run.output
+    );
+    hint
+}
+
+/// Counts a dead-lettered job's unfinished cells as failed, and records why in the store (so that
+/// `status`, `report` and a later watch agree).
+async fn count_dead_job(output: &Store, tally: &mut Tally, job: &Job, death: &Death) {
+    let failed = match record_dead_lettered(output, job, death).await {
+        Ok(cells) => cells,
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), job = %job.job_id,
+                "could not record the cells of a dead-lettered job as failed; counting them anyway");
+            job.cells.clone()
+        }
+    };
+    let newly = tally.dead_lettered(&job.job_id, &failed);
+    if newly > 0 {
+        tracing::warn!(job = %job.job_id, cells = newly, reason = %death.reason, deliveries = death.count,
+            "RabbitMQ dead-lettered a job of this run; its unfinished cells count as failed");
+    }
+}
+
+/// Connects and starts consuming the run's results: its own queue as the exclusive consumer, or,
+/// when another watch holds that, a private queue bound to the run's results.
+async fn follow(args: &BrokerArgs, run: &RunId) -> anyhow::Result<(Broker, lapin::Consumer)> {
     let broker = Broker::connect(args, "dispr-coordinator watch").await?;
-    let ch = broker.conn.create_channel().await.context("could not open an AMQP channel")?;
-    ch.basic_qos(256, BasicQosOptions::default()).await.context("could not set the prefetch")?;
+    // Declared by submit; again here in case `cleanup` removed it or it expired unwatched.
+    broker.declare_run(run).await?;
+    let queue = broker.names.run_results(run);
+    let tag = format!("dispr-coordinator-watch-{}", std::process::id());
+    let ch = results_channel(&broker).await?;
+    let exclusive = BasicConsumeOptions { exclusive: true, ..BasicConsumeOptions::default() };
+    match ch.basic_consume(queue.as_str().into(), tag.as_str().into(), exclusive, FieldTable::default()).await
+    {
+        Ok(consumer) => return Ok((broker, consumer)),
+        Err(err) if is_access_refused(&err) => {
+            tracing::info!(%queue, "another watch consumes this run's queue; following a private copy of its results");
+        }
+        Err(err) => return Err(err).with_context(|| format!("could not consume {queue:?}")),
+    }
+    // The refused consume closed that channel.
+    let ch = results_channel(&broker).await?;
+    let private = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() },
+            FieldTable::default(),
+        )
+        .await
+        .context("could not declare a private results queue")?;
+    ch.queue_bind(
+        private.name().clone(),
+        broker.names.runs_exchange.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        amqp::field_table(&run_match(run)),
+    )
+    .await
+    .context("could not bind a private results queue")?;
     let consumer = ch
         .basic_consume(
-            broker.names.results.as_str().into(),
-            format!("dispr-coordinator-watch-{}", std::process::id()).as_str().into(),
+            private.name().clone(),
+            tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
-        .with_context(|| format!("could not consume {:?}", broker.names.results))?;
+        .context("could not consume a private results queue")?;
     Ok((broker, consumer))
+}
+
+async fn results_channel(broker: &Broker) -> anyhow::Result<lapin::Channel> {
+    let ch = broker.conn.create_channel().await.context("could not open an AMQP channel")?;
+    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await.context("could not set the prefetch")?;
+    Ok(ch)
+}
+
+/// RabbitMQ's ACCESS_REFUSED: here, another consumer holds the queue exclusively.
+fn is_access_refused(err: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(err.kind(), lapin::ErrorKind::ProtocolError(e) if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)))
 }
 
 /// Re-reads the store's records every `every`, in the background.

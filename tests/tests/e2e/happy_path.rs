@@ -99,5 +99,5 @@ async fn twenty_cells_two_workers_equal_a_local_run() {
     }
 
     ctx.assert_no_secrets_in_logs();
-    delete_queues(&amqp(&ctx.env).await, &ctx.queue_prefix).await;
+    delete_queues(&amqp(&ctx.env).await, &ctx).await;
 }

@@ -4,11 +4,12 @@
 //! and twice in a row. They use the null sampler: the orchestration is under test here, the
 //! model has its own tests.
 //!
-//! One test binary with a module per scenario: one link instead of seven.
+//! One test binary with a module per scenario: one link instead of eight.
 
 mod support;
 
 mod happy_path;
+mod many_runs;
 mod outages;
 mod poison;
 mod sigterm_drain;

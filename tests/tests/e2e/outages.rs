@@ -113,7 +113,7 @@ async fn s3_down_for_ten_seconds_mid_run() {
     assert_eq!(run_outputs(&output, &ctx.run).await, local_reference(&ctx, &cells, SAMPLES).await);
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(Duration::from_secs(30)), Some(Some(0)), "{}", worker.log_text());
-    delete_queues(&amqp(&ctx.env).await, &ctx.queue_prefix).await;
+    delete_queues(&amqp(&ctx.env).await, &ctx).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +138,7 @@ async fn broker_connection_closed_mid_run() {
     assert_eq!(run_outputs(&output, &ctx.run).await, local_reference(&ctx, &cells, SAMPLES).await);
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(Duration::from_secs(30)), Some(Some(0)), "{}", worker.log_text());
-    delete_queues(&amqp(&ctx.env).await, &ctx.queue_prefix).await;
+    delete_queues(&amqp(&ctx.env).await, &ctx).await;
 }
 
 /// Closes every broker connection whose client-provided name carries process `pid` (workers

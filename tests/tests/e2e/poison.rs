@@ -39,7 +39,7 @@ async fn poison_inputs_are_recorded_and_the_rest_completes() {
     // Hand-made messages on the same jobs queue: a job naming the cell without an image, a job of
     // a future schema version, and bytes that are not JSON.
     let conn = amqp(&ctx.env).await;
-    let [jobs_queue, _, dead_queue, _] = dispr_worker_names(&ctx.queue_prefix);
+    let [jobs_queue, _, dead_queue, _] = ctx.queue_names();
     let job = Job {
         schema_version: SCHEMA_VERSION,
         run_id: ctx.run.clone(),
@@ -129,5 +129,5 @@ async fn poison_inputs_are_recorded_and_the_rest_completes() {
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(Duration::from_secs(30)), Some(Some(0)), "{}", worker.log_text());
     ctx.assert_no_secrets_in_logs();
-    delete_queues(&conn, &ctx.queue_prefix).await;
+    delete_queues(&conn, &ctx).await;
 }

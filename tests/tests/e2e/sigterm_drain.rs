@@ -32,7 +32,7 @@ async fn sigterm_drains_the_job_in_hand_and_exits_zero() {
         "it took no new job after SIGTERM"
     );
     let conn = amqp(&ctx.env).await;
-    let [jobs, results, _, _] = dispr_worker_names(&ctx.queue_prefix);
+    let [jobs, results, _, _] = ctx.queue_names();
     assert_eq!(depth(&conn, &jobs).await, 1, "the second job waits for another worker");
     let done_reports = drain(&conn, &results)
         .await
@@ -41,5 +41,5 @@ async fn sigterm_drains_the_job_in_hand_and_exits_zero() {
         .filter(|r| matches!(r.body, ResultBody::JobDone { .. }))
         .count();
     assert_eq!(done_reports, 1, "the drained job is reported done exactly once");
-    delete_queues(&conn, &ctx.queue_prefix).await;
+    delete_queues(&conn, &ctx).await;
 }

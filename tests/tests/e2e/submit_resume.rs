@@ -38,7 +38,7 @@ async fn killed_submit_resumes_without_republishing() {
     assert!(marked < CELLS / BATCH, "the first submit was killed before the end ({marked} batches)");
 
     let conn = amqp(&ctx.env).await;
-    let [jobs_queue, ..] = dispr_worker_names(&ctx.queue_prefix);
+    let [jobs_queue, ..] = ctx.queue_names();
     // Confirms arrive before markers are written: wait for the queue count to settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after_first = depth(&conn, &jobs_queue).await as usize;
@@ -79,7 +79,7 @@ async fn killed_submit_resumes_without_republishing() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("seed: existing 11 vs requested 12"), "{err}");
-    delete_queues(&conn, &ctx.queue_prefix).await;
+    delete_queues(&conn, &ctx).await;
 }
 
 /// Batch markers written so far.

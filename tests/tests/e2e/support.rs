@@ -273,13 +273,17 @@ pub async fn count(store: &Store, prefix: &str) -> usize {
 
 /// Every output object of a run (volumes, features, failures) by key relative to the run,
 /// leaving out what names the run's location (the manifest, submit's markers) and the per-job
-/// records (bookkeeping: which worker ran a job, and when).
+/// records (bookkeeping: which worker ran a job, when, and how often it was handed back).
 pub async fn run_outputs(store: &Store, run: &RunId) -> BTreeMap<String, Vec<u8>> {
     let prefix = keys::run_prefix(run);
     let mut out = BTreeMap::new();
     for key in store.list(&prefix).await.expect("listing a run") {
         let rel = key[prefix.len()..].to_string();
-        if rel == "manifest.json" || rel.starts_with("submitted/") || rel.starts_with("jobs/") {
+        if rel == "manifest.json"
+            || rel.starts_with("submitted/")
+            || rel.starts_with("jobs/")
+            || rel.starts_with("handbacks/")
+        {
             continue;
         }
         let bytes = store.get(&key).await.expect("reading an output");
@@ -321,26 +325,26 @@ pub async fn drain(conn: &lapin::Connection, queue: &str) -> Vec<Vec<u8>> {
     bodies
 }
 
-/// Deletes the scenario's queues and exchange (best effort: the next run uses other names).
-pub async fn delete_queues(conn: &lapin::Connection, prefix: &str) {
-    let names = dispr_worker_names(prefix);
+/// Deletes the scenario's queues and exchanges (best effort: the next run uses other names).
+pub async fn delete_queues(conn: &lapin::Connection, ctx: &Ctx) {
+    let names = ctx.queue_names();
+    let q = dispr_proto::queues::QueueNames::with_prefix(&ctx.queue_prefix);
     if let Ok(ch) = conn.create_channel().await {
-        for q in &names[..3] {
-            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+        for queue in &names[..3] {
+            let _ = ch.queue_delete(queue.as_str().into(), Default::default()).await;
         }
-        let _ = ch.exchange_delete(names[3].as_str().into(), Default::default()).await;
+        for exchange in [&q.runs_exchange, &q.dead_letter_exchange] {
+            let _ = ch.exchange_delete(exchange.as_str().into(), Default::default()).await;
+        }
     }
 }
 
-/// jobs, results, dead, dead-letter exchange.
-pub fn dispr_worker_names(prefix: &str) -> [String; 4] {
-    use dispr_proto::queues;
-    [
-        format!("{prefix}{}", queues::JOBS),
-        format!("{prefix}{}", queues::RESULTS),
-        format!("{prefix}{}", queues::DEAD),
-        format!("{prefix}{}", queues::DEAD_LETTER_EXCHANGE),
-    ]
+impl Ctx {
+    /// The scenario's jobs queue, its run's results queue, the dead-letter queue and exchange.
+    pub fn queue_names(&self) -> [String; 4] {
+        let q = dispr_proto::queues::QueueNames::with_prefix(&self.queue_prefix);
+        [q.jobs.clone(), q.run_results(&self.run), q.dead.clone(), q.dead_letter_exchange.clone()]
+    }
 }
 
 /// The outputs of a `local` run of the scenario's manifest over a folder copy of its dataset:
@@ -391,4 +395,68 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().expect("a process's output")
+}
+
+/// A private queue that receives a copy of every result (and dead letter) of the scenario's run,
+/// as a second `watch` would: the test follows the run without taking anything from `watch`.
+pub async fn follow_results(conn: &lapin::Connection, ctx: &Ctx) -> lapin::Consumer {
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    let q = dispr_proto::queues::QueueNames::with_prefix(&ctx.queue_prefix);
+    let ch = conn.create_channel().await.expect("a channel");
+    let private = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            Default::default(),
+        )
+        .await
+        .expect("a private queue");
+    ch.queue_bind(
+        private.name().clone(),
+        q.runs_exchange.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        dispr_amqp::field_table(&dispr_proto::queues::run_match(&ctx.run)),
+    )
+    .await
+    .expect("binding it to the run's results");
+    ch.basic_consume(
+        private.name().clone(),
+        "test".into(),
+        BasicConsumeOptions { no_ack: true, ..Default::default() },
+        Default::default(),
+    )
+    .await
+    .expect("consuming it")
+}
+
+/// The next result on `results` that `accept` takes, within `limit`.
+pub async fn next_result(
+    results: &mut lapin::Consumer,
+    limit: Duration,
+    what: &str,
+    mut accept: impl FnMut(&dispr_proto::JobResult) -> bool,
+) -> dispr_proto::JobResult {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let next = tokio::time::timeout_at(deadline, results.next()).await;
+        let Ok(Some(Ok(delivery))) = next else { panic!("no result {what} within {limit:?}") };
+        if let Ok(result) = dispr_proto::JobResult::decode(&delivery.data)
+            && accept(&result)
+        {
+            return result;
+        }
+    }
+}
+
+/// Starts `dispr-coordinator watch` on the scenario's run; its stdout is JSON (`--json`).
+pub fn spawn_watch(ctx: &Ctx, extra: &[&str]) -> Child {
+    ctx.coordinator(&["watch", "--json", "--output", &ctx.output_uri(), "--run-id", ctx.run.as_str()])
+        .args(["--http-addr", "127.0.0.1:0", "--rescan-secs", "600"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting dispr-coordinator watch")
 }

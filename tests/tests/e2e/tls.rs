@@ -167,5 +167,5 @@ async fn a_run_over_amqps_and_https_completes_and_an_untrusted_certificate_is_re
     assert_eq!(exit, Some(Some(1)), "the worker should stop with an error:\n{log}");
     assert!(log.to_lowercase().contains("certificate"), "the error names the certificate:\n{log}");
 
-    delete_queues(&amqp(&plain).await, &ctx.queue_prefix).await;
+    delete_queues(&amqp(&plain).await, &ctx).await;
 }

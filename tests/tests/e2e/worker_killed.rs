@@ -55,7 +55,7 @@ async fn sigkilled_worker_job_is_redelivered_and_the_run_completes() {
 
     // The job the victim held was delivered again, to the rescuer, which finished it.
     let conn = amqp(&ctx.env).await;
-    let [_, results, _, _] = dispr_worker_names(&ctx.queue_prefix);
+    let [_, results, _, _] = ctx.queue_names();
     let results: Vec<JobResult> =
         drain(&conn, &results).await.iter().filter_map(|b| JobResult::decode(b).ok()).collect();
     let victim_name = format!("-{}", victim.pid());
@@ -79,5 +79,5 @@ async fn sigkilled_worker_job_is_redelivered_and_the_run_completes() {
     // Per cell: its features, its samples and the ensemble's probability and std volumes.
     assert_eq!(distributed.len(), CELLS * (1 + SAMPLES as usize + 2), "nothing missing, no failures");
     assert_eq!(distributed, local_reference(&ctx, &cells, SAMPLES).await, "nothing written differently");
-    delete_queues(&conn, &ctx.queue_prefix).await;
+    delete_queues(&conn, &ctx).await;
 }

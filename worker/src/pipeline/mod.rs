@@ -25,7 +25,7 @@ mod sample;
 use crate::model_cache::{ModelCache, SamplerError};
 use crate::retry::{Retry, StoreFailure};
 use crate::telemetry::Telemetry;
-use dispr_proto::{CellId, Job, ResultBody};
+use dispr_proto::{CellId, Job, ResultBody, SCHEMA_VERSION, keys};
 use dispr_store::{Store, StoreError};
 use inputs::Labels;
 use std::collections::HashMap;
@@ -263,6 +263,32 @@ impl JobRunner {
         self.record_job(&scope, started_ms, compute_seconds, &summary).await;
         sink.report(ResultBody::JobDone { started_ms, compute_seconds }).await;
         Ok(summary)
+    }
+
+    /// Records that `job` was handed back to the queue for the `handbacks`-th time
+    /// (`runs/<run>/handbacks/<job>.json`, for `status`). Best effort and quick: it runs while the
+    /// worker shuts down, and the hand-back itself is already safe on the queue.
+    pub async fn record_handback(&self, job: &Job, handbacks: u32) {
+        let write = async {
+            let key = keys::handback(&job.run_id, &job.job_id)?;
+            let record = dispr_proto::HandBack {
+                schema_version: SCHEMA_VERSION,
+                run_id: job.run_id.clone(),
+                job_id: job.job_id.clone(),
+                worker: self.config.worker.clone(),
+                handbacks,
+                at_ms: now_ms(),
+            };
+            self.store(&job.output_uri)?.put(&key, record.encode().into()).await?;
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "hand-back not recorded; `status` will not count it")
+            }
+            Err(_) => tracing::warn!("hand-back not recorded within 5 s; `status` will not count it"),
+        }
     }
 
     /// The store of `uri`, opened once.
