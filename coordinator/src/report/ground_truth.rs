@@ -40,10 +40,22 @@ pub async fn records(
         .collect();
     let mut out = Vec::with_capacity(cells.len());
     for chunk in cells.chunks(CHUNK) {
-        let fetched: Vec<_> = futures::stream::iter(chunk.iter().map(|id| dataset.fetch_cell(id)))
-            .buffered(16)
-            .try_collect()
-            .await?;
+        let reads: Vec<_> =
+            futures::stream::iter(chunk.iter().map(|id| async move { (id, dataset.fetch_cell(id).await) }))
+                .buffered(16)
+                .collect()
+                .await;
+        let mut fetched = Vec::with_capacity(reads.len());
+        for (id, read) in reads {
+            match read {
+                Ok(files) => fetched.push(files),
+                // A file that cannot be one (too large, a folder, a FIFO) leaves its cell out.
+                Err(e) if e.is_unusable_file() => {
+                    skipped.push(Unclassified { cell: id.to_string(), reason: e.to_string() })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let geometry = dataset.geometry;
         let run = run.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -101,6 +113,12 @@ pub async fn for_run(
     let mut wanted = Vec::new();
     for rec in run_records {
         match dataset.index.get(&rec.cell) {
+            // The worker found the cell's ground truth unusable (unreadable, the wrong shape,
+            // empty) and sampled the cell without it: the report says why and leaves it out.
+            Some(c) if c.has_obj && rec.truth_skipped.is_some() => problems.push(Unclassified {
+                cell: rec.cell.to_string(),
+                reason: rec.truth_skipped.clone().unwrap_or_default(),
+            }),
             Some(c) if c.has_obj => wanted.push(rec),
             Some(_) => problems.push(Unclassified {
                 cell: rec.cell.to_string(),
@@ -197,6 +215,7 @@ pub fn record(cell: &CellData, run: &RunId) -> Result<CellFeatures, dispr_shape:
         mean_3d,
         std_3d,
         mean_metrics: None,
+        truth_skipped: None,
         // One true shape: nothing to disagree.
         uncertainty: None,
     })
