@@ -102,10 +102,15 @@ fn ground_truth(cell: &CellId, bytes: &[u8]) -> Result<Vec<bool>, String> {
         .map_err(|e| truth_unusable(cell, e))?;
     let truth = truth_mask(&volume.data);
     if !truth.iter().any(|&v| v) {
-        return Err(truth_unusable(
-            cell,
-            format_args!("it has no voxel above {} of 255", dispr_shape::reconstruction::TRUTH_THRESHOLD),
-        ));
+        let threshold = dispr_shape::reconstruction::TRUTH_THRESHOLD;
+        let problem = if volume.data.iter().copied().max() == Some(1) {
+            format!(
+                "it holds only 0 and 1, but the cell is where it is above {threshold}: multiply it by 255"
+            )
+        } else {
+            format!("it has no voxel above {threshold} of 255")
+        };
+        return Err(truth_unusable(cell, problem));
     }
     Ok(truth)
 }

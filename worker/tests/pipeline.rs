@@ -127,11 +127,23 @@ async fn bad_inputs_fail_their_cell_with_a_clear_reason_and_spare_the_others() {
         &good,
         &tiff_u8(64, 64, |y, x| u8::from((20..44).contains(&y) && (20..44).contains(&x))),
     );
-    let cells = ["good", "truncated", "notatiff", "smallmask", "emptymask", "binarymask", "missing"];
+    // A ground truth of 0 and 1 costs only the cell's scores.
+    write_cell(&data, "binarytruth", &good, &good_mask());
+    std::fs::create_dir_all(data.join("obj")).unwrap();
+    std::fs::write(data.join("obj/binarytruth.tif"), stack_u8(|z, _, _| u8::from((28..36).contains(&z))))
+        .unwrap();
+    let cells =
+        ["good", "truncated", "notatiff", "smallmask", "emptymask", "binarymask", "missing", "binarytruth"];
     let job = job("r2", &data, &out, &cells, 1);
 
     let (summary, results) = run(&runner(&dir.path().join("cache")), &job).await;
-    assert_eq!(summary, JobSummary { done: 1, skipped: 0, failed: 6 });
+    assert_eq!(summary, JobSummary { done: 2, skipped: 0, failed: 6 });
+    let run_id = RunId::new("r2").unwrap();
+    let key = keys::features(&run_id, &CellId::new("binarytruth").unwrap());
+    let features = CellFeatures::decode(&read(&out, &key)).unwrap();
+    let skipped = features.truth_skipped.unwrap_or_default();
+    assert!(features.mean_metrics.is_none() && skipped.contains("obj/binarytruth.tif"), "{skipped}");
+    assert!(skipped.contains("only 0 and 1") && skipped.contains("multiply it by 255"), "{skipped}");
     let failed: Vec<(String, String)> = results
         .iter()
         .filter_map(|r| match r {
@@ -171,7 +183,6 @@ async fn bad_inputs_fail_their_cell_with_a_clear_reason_and_spare_the_others() {
     // A mask that is merely faint is not taken for a 0/1 one.
     let empty = failure(&out, "r2", "emptymask").reason;
     assert!(empty.contains("its largest value is 0") && !empty.contains("multiply"), "{empty}");
-    let run_id = RunId::new("r2").unwrap();
     assert!(out.join(keys::features(&run_id, &CellId::new("good").unwrap())).exists());
     assert!(!out.join(keys::features(&run_id, &CellId::new("missing").unwrap())).exists());
 }
