@@ -220,3 +220,30 @@ pub fn record(cell: &CellData, run: &RunId) -> Result<CellFeatures, dispr_shape:
         uncertainty: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An obj/ entry that cannot be a file leaves its cell out of the ground-truth report with
+    /// what it is, instead of failing the whole report (or hanging on a FIFO).
+    #[tokio::test]
+    async fn an_obj_that_is_not_a_file_leaves_only_its_cell_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let data = Store::open(root.to_str().unwrap()).unwrap();
+        crate::cmd::synth::generate_into(&data, 6, 1, 7, 0).await.unwrap();
+        let first = Dataset::open(data.clone()).await.unwrap().index.cells[0].id.clone();
+        let obj = root.join(keys::dataset_obj(&first));
+        std::fs::remove_file(&obj).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(&obj).status().unwrap().success());
+
+        let dataset = Dataset::open(data).await.unwrap();
+        assert!(dataset.index.get(&first).is_some_and(|c| c.has_obj), "the FIFO is listed as the cell's obj");
+        let (records, skipped) = records(&dataset, &RunId::new("truth").unwrap()).await.unwrap();
+        assert_eq!(records.len(), 5);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].cell, first.as_str());
+        assert!(skipped[0].reason.contains("it is a FIFO (named pipe), not a file"), "{}", skipped[0].reason);
+    }
+}
