@@ -117,8 +117,11 @@ fn bombs_fail_their_own_cell_in_bounded_memory() {
     assert!(bomb.mean_metrics.is_none() && !bomb.samples.is_empty());
     let skipped = bomb.truth_skipped.unwrap_or_default();
     assert!(
-        skipped.contains("ground truth not used")
-            && skipped.contains("obj/bomb004.tif: it is a 512x4096x4096 stack (512 pages) but an obj volume must be a 64x64x64"),
+        skipped.contains(
+            "ground truth obj/bomb004.tif not used (the cell is sampled, without reconstruction scores)"
+        ) && skipped.contains(
+            "obj/bomb004.tif: it is a 512x4096x4096 stack (512 pages) but an obj volume must be a 64x64x64"
+        ),
         "{skipped}"
     );
     assert!(features(&output, "alpha001").truth_skipped.is_none());

@@ -41,11 +41,10 @@ pub enum InputError {
 }
 
 /// Why a cell's ground truth (`obj/<cell>.tif`, optional) is not used: the cell is still sampled
-/// and measured, only its reconstruction metrics are left out.
+/// and measured, only its reconstruction metrics are left out. `problem` ends with what to do.
 pub fn truth_unusable(cell: &CellId, problem: impl std::fmt::Display) -> String {
     format!(
-        "cell {cell}: ground truth not used, so the cell has no reconstruction scores: {problem}; fix or remove \
-         {key} to score it",
+        "cell {cell}: ground truth {key} not used (the cell is sampled, without reconstruction scores): {problem}",
         key = keys::dataset_obj(cell)
     )
 }
@@ -108,7 +107,7 @@ fn ground_truth(cell: &CellId, bytes: &[u8]) -> Result<Vec<bool>, String> {
                 "it holds only 0 and 1, but the cell is where it is above {threshold}: multiply it by 255"
             )
         } else {
-            format!("it has no voxel above {threshold} of 255")
+            format!("it has no voxel above {threshold} of 255; fix it or remove it")
         };
         return Err(truth_unusable(cell, problem));
     }
