@@ -1,7 +1,6 @@
 //! The async runtime and logging the commands run on.
 
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
 
 /// Runs `fut` to completion on a multi-threaded tokio runtime. Commands are synchronous at the
 /// top (clap calls `run`), async inside.
@@ -10,8 +9,8 @@ pub fn block_on<F: Future>(fut: F) -> anyhow::Result<F::Output> {
     Ok(rt.block_on(fut))
 }
 
-/// Logs to stderr, `info` and above unless RUST_LOG says otherwise; `json` gives one JSON object
-/// per line for log collectors. Safe to call more than once (later calls do nothing).
+/// Logs to stderr, `info` and above (the AMQP client's own lines off) unless RUST_LOG says
+/// otherwise; `json` gives one JSON object per line for log collectors. Safe to call more than once (later calls do nothing).
 pub fn init_logging(json: bool) {
     init(json, "info");
 }
@@ -26,7 +25,8 @@ pub fn init_logging_with_bar(verbose: bool) {
 }
 
 fn init(json: bool, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // The worker's filter: RUST_LOG, or `level` with the AMQP client's own lines off.
+    let filter = dispr_worker::logging::filter(level);
     // Colours only on a terminal: a log file or collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

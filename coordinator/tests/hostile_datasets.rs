@@ -2,7 +2,7 @@
 //! beside good cells, run under a memory limit, and datasets whose layout or labels.csv cannot be
 //! used. Null sampler, so each run takes a second or two.
 
-use dispr_proto::{CellFailure, CellId, RunId, keys};
+use dispr_proto::{CellFailure, CellFeatures, CellId, RunId, keys};
 use dispr_shape::dataset::{self, CellData, Label};
 use dispr_shape::hostile;
 use dispr_shape::volume::{Image2d, SIDE, Volume};
@@ -107,29 +107,97 @@ fn bombs_fail_their_own_cell_in_bounded_memory() {
     assert!(peak < 400 << 20, "peak RSS {} MiB", peak >> 20);
 
     let run = RunId::new(RUN).unwrap();
-    for id in ["alpha001", "alpha002", "beta003"] {
+    for id in ["alpha001", "alpha002", "beta003", "bomb004"] {
         let id = CellId::new(id).unwrap();
         assert!(record(&output, keys::features(&run, &id)).is_file(), "{id} has no features:\n{log}");
     }
-    for (id, says) in [
-        (
-            "bomb004",
-            "obj/bomb004.tif: it is a 512x4096x4096 stack (512 pages) but an obj volume must be a 64x64x64",
+    // A bad ground truth costs only the cell's scores: it is predicted, and its record says why
+    // it has no reconstruction metrics.
+    let bomb = features(&output, "bomb004");
+    assert!(bomb.mean_metrics.is_none() && !bomb.samples.is_empty());
+    let skipped = bomb.truth_skipped.unwrap_or_default();
+    assert!(
+        skipped.contains(
+            "ground truth obj/bomb004.tif not used (the cell is sampled, without reconstruction scores)"
+        ) && skipped.contains(
+            "obj/bomb004.tif: it is a 512x4096x4096 stack (512 pages) but an obj volume must be a 64x64x64"
         ),
+        "{skipped}"
+    );
+    assert!(features(&output, "alpha001").truth_skipped.is_none());
+    for (id, says) in [
         (
             "bomb005",
             "mask/bomb005.tif: it is a 64x4096x4096 stack (64 pages) but a mask must be a 64x64 image",
         ),
-        ("huge006", "more than the 4194304 bytes accepted"),
+        // The reason itself, not only the error chain, says the size, the cap and what to do.
+        (
+            "huge006",
+            "image/huge006.tif: it holds 5242880 bytes (5.0 MiB) or more, more than the 4194304 bytes (4.0 MiB) \
+             accepted for it; check that this is the file meant; the dataset's files are small 64x64 images and \
+             64x64x64 volumes, so replace it with the right file or remove it",
+        ),
     ] {
-        let id = CellId::new(id).unwrap();
-        let path = record(&output, keys::failure(&run, &id));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}\n{log}", path.display()));
-        let failure = CellFailure::decode(&bytes).unwrap();
-        let all = format!("{} {}", failure.reason, failure.error_chain.join(": "));
-        assert!(all.contains(says), "{id}: {all}");
+        let failure = failure(&output, id, &log);
+        assert!(failure.reason.contains(says), "{id}: {}", failure.reason);
+        // The log line of the failure says its reason once.
+        let line =
+            log.lines().find(|l| l.contains("cell failed for good") && l.contains(id)).unwrap_or_default();
+        assert_eq!(line.matches(says).count(), 1, "{id}: {line}\n{log}");
     }
-    assert!(log.contains("3 of 6 cells done, 3 failed"), "{log}");
+    assert!(log.contains("4 of 6 cells done, 2 failed"), "{log}");
+}
+
+/// The features record of `cell` of the run.
+fn features(output: &Path, cell: &str) -> CellFeatures {
+    let key = keys::features(&RunId::new(RUN).unwrap(), &CellId::new(cell).unwrap());
+    CellFeatures::decode(&std::fs::read(output.join(&key)).unwrap_or_else(|e| panic!("{key}: {e}"))).unwrap()
+}
+
+/// The failure record of `cell` of the run.
+fn failure(output: &Path, cell: &str, log: &str) -> CellFailure {
+    let key = keys::failure(&RunId::new(RUN).unwrap(), &CellId::new(cell).unwrap());
+    let bytes = std::fs::read(output.join(&key)).unwrap_or_else(|e| panic!("{key}: {e}\n{log}"));
+    CellFailure::decode(&bytes).unwrap()
+}
+
+/// A folder, a FIFO or a symbolic link to nothing where a cell's file belongs fails that cell
+/// alone, saying what it is; under obj/ it costs only the cell's ground-truth scores.
+#[test]
+fn entries_that_are_not_files_fail_only_their_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, output) = (dir.path().join("ds"), dir.path().join("out"));
+    dataset(&data, &["a1", "b2", "c3", "d4", "e5"]);
+    let replace = |key: &str, make: &dyn Fn(&Path)| {
+        let path = data.join(key);
+        std::fs::remove_file(&path).unwrap();
+        make(&path);
+    };
+    replace("image/b2.tif", &|p| std::fs::create_dir(p).unwrap());
+    let mkfifo = |p: &Path| assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+    replace("mask/c3.tif", &mkfifo);
+    replace("image/d4.tif", &|p| std::os::unix::fs::symlink(dir.path().join("moved/d4.tif"), p).unwrap());
+    replace("obj/e5.tif", &mkfifo);
+
+    // A FIFO that is opened waits for a writer forever: the run would hang.
+    let out = local(&data, &output, None);
+    let log = text(&out);
+    assert!(log.contains("2 of 5 cells done, 3 failed"), "{log}");
+    for (cell, says) in [
+        ("b2", "image/b2.tif: it is a folder, not a file; put the file itself there, or remove it"),
+        ("c3", "mask/c3.tif: it is a FIFO (named pipe), not a file; put the file itself there, or remove it"),
+        ("d4", "image/d4.tif: it is a symbolic link to "),
+    ] {
+        let reason = failure(&output, cell, &log).reason;
+        assert!(reason.starts_with(&format!("cell {cell}: ")) && reason.contains(says), "{cell}: {reason}");
+    }
+    let reason = failure(&output, "d4", &log).reason;
+    assert!(reason.contains("moved/d4.tif, which does not exist"), "{reason}");
+    let e5 = features(&output, "e5");
+    assert!(e5.mean_metrics.is_none());
+    let skipped = e5.truth_skipped.unwrap_or_default();
+    assert!(skipped.contains("obj/e5.tif: it is a FIFO (named pipe), not a file"), "{skipped}");
+    assert!(features(&output, "a1").mean_metrics.is_some(), "a good cell keeps its scores");
 }
 
 /// A dataset of good cells named `ids`, with no labels.csv (classes from the names).

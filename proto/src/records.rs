@@ -86,6 +86,10 @@ pub struct CellFeatures {
     /// Mean reconstruction metrics over the samples, when ground truth exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_metrics: Option<FeatureMap>,
+    /// Why the cell's ground truth (`obj/<cell>.tif`) exists but was not used, so that it has no
+    /// `mean_metrics`: the cell was sampled and measured all the same. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_skipped: Option<String>,
     /// How much the cell's samples disagree (docs/uncertainty.md). `null` where it is unknown: a
     /// cell sampled once, or a record of a release before it was measured (the field is absent
     /// there). Written even when null, so that a reader sees "unknown", never a missing zero.
@@ -263,6 +267,7 @@ mod tests {
             mean_3d: FeatureMap::new(),
             std_3d: FeatureMap::new(),
             mean_metrics: None,
+            truth_skipped: None,
             uncertainty: None,
         };
         let json: serde_json::Value = serde_json::from_slice(&record.encode()).unwrap();

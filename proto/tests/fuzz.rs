@@ -201,6 +201,7 @@ static VALID: LazyLock<Vec<Value>> = LazyLock::new(|| {
         mean_3d: features(),
         std_3d: features(),
         mean_metrics: Some(features()),
+        truth_skipped: Some("cell c: ground truth obj/c.tif not used".into()),
         uncertainty: Some(Uncertainty {
             samples: 5,
             mean_pairwise_iou: 0.9,

@@ -162,6 +162,14 @@ pub enum DatasetError {
 }
 
 impl DatasetError {
+    /// Whether this is a cell's file that cannot be one (too large, a folder, a FIFO, a link to
+    /// nothing): that cell's problem, not the dataset's or the store's.
+    pub fn is_unusable_file(&self) -> bool {
+        use dispr_store::ErrorKind;
+        matches!(self.problem(), DatasetError::Store { source, .. }
+            if matches!(source.kind(), ErrorKind::TooLarge | ErrorKind::NotAFile))
+    }
+
     /// The problem itself, without the location [`DatasetError::At`] adds.
     pub fn problem(&self) -> &DatasetError {
         match self {
@@ -469,6 +477,25 @@ pub fn encode_cell(cell: &CellData) -> Result<Vec<(String, Vec<u8>)>, TiffError>
 /// The largest `labels.csv` read: a line per cell, so 64 MiB is about a million cells.
 pub const MAX_LABELS_BYTES: u64 = 64 << 20;
 
+/// The `<cell>.tif` entries of image/, mask/ and obj/ of a local dataset at `root` that are
+/// there but are not files: a folder, a FIFO, a symbolic link to nothing. A store lists files
+/// only, so without these such a cell would look unpaired ("no image/<cell>.tif") and the whole
+/// dataset would be refused; listed, the cell is in the index, and reading its file fails that
+/// cell alone with what the entry is and what to do.
+fn entries_not_files(root: &std::path::Path) -> Vec<String> {
+    let mut keys = Vec::new();
+    for folder in [keys::DATASET_IMAGE_DIR, keys::DATASET_MASK_DIR, keys::DATASET_OBJ_DIR] {
+        let Ok(entries) = std::fs::read_dir(root.join(folder)) else { continue };
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if name.ends_with(".tif") && !std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+                keys.push(format!("{folder}{name}"));
+            }
+        }
+    }
+    keys
+}
+
 /// A dataset on a store: its index, and access to its cells.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -509,7 +536,12 @@ impl Dataset {
             labels
         )
         .map_err(located)?;
-        let keys = [images, masks, objs].concat();
+        let mut keys = [images, masks, objs].concat();
+        if let Some(root) = store.local_path() {
+            let root = root.to_path_buf();
+            let odd = tokio::task::spawn_blocking(move || entries_not_files(&root)).await.unwrap_or_default();
+            keys.extend(odd);
+        }
         if keys.is_empty()
             && labels.is_none()
             && let Some(path) = store.local_path()

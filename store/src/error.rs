@@ -17,6 +17,9 @@ pub enum ErrorKind {
     NotFound,
     /// The object is larger than the reader accepts ([`crate::Store::get_at_most`]).
     TooLarge,
+    /// A local folder holds something at the key that is not a file: a folder, a FIFO, a socket,
+    /// a device or a symbolic link to nothing. Reading it cannot succeed until it is replaced.
+    NotAFile,
     /// Credentials are missing, wrong, or may not do this.
     AccessDenied,
     /// The S3 bucket does not exist.
@@ -116,11 +119,23 @@ pub(crate) fn too_large(target: String, size: u64, max: u64) -> StoreError {
         ErrorKind::TooLarge,
         Op::Read,
         target,
-        format!("it holds {size} bytes or more, more than the {max} bytes accepted for it"),
+        format!("it holds {size} bytes ({}) or more, more than the {max} bytes ({}) accepted for it", mib(size), mib(max)),
     )
     .hint(
-        "check that this is the file meant; the dataset's files are small 64x64 images and 64x64x64 volumes",
+        "check that this is the file meant; the dataset's files are small 64x64 images and 64x64x64 volumes, so \
+         replace it with the right file or remove it",
     )
+}
+
+/// `bytes` in MiB with one decimal, for people.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// The error of a read of a local `target` that is not a file; `what` says what it is.
+pub(crate) fn not_a_file(target: String, what: String) -> StoreError {
+    StoreError::new(ErrorKind::NotAFile, Op::Read, target, what)
+        .hint("put the file itself there, or remove it")
 }
 
 impl fmt::Display for StoreError {

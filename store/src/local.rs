@@ -31,7 +31,13 @@ impl LocalFolder {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let path = self.root.join(key);
-        blocking(Op::Read, &path, move |path| std::fs::read(path).map(Bytes::from)).await
+        let target = path.display().to_string();
+        let read = blocking(Op::Read, &path, move |path| match unreadable_entry(path) {
+            Some(what) => Ok(Err(what)),
+            None => std::fs::read(path).map(|data| Ok(Bytes::from(data))),
+        })
+        .await?;
+        read.map_err(|what| crate::error::not_a_file(target, what))
     }
 
     pub(crate) async fn get_at_most(&self, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
@@ -39,21 +45,27 @@ impl LocalFolder {
         let target = path.display().to_string();
         let read = blocking(Op::Read, &path, move |path| {
             use std::io::Read;
+            if let Some(what) = unreadable_entry(path) {
+                return Ok(Err(Refused::NotAFile(what)));
+            }
             let file = std::fs::File::open(path)?;
             // The size on disk first, then at most one byte more than allowed in case it grew.
             let size = file.metadata()?.len();
             if size > max_bytes {
-                return Ok(Err(size));
+                return Ok(Err(Refused::TooLarge(size)));
             }
             let mut data = Vec::with_capacity(size as usize);
             file.take(max_bytes.saturating_add(1)).read_to_end(&mut data)?;
             if data.len() as u64 > max_bytes {
-                return Ok(Err(data.len() as u64));
+                return Ok(Err(Refused::TooLarge(data.len() as u64)));
             }
             Ok(Ok(Bytes::from(data)))
         })
         .await?;
-        read.map_err(|size| crate::error::too_large(target, size, max_bytes))
+        read.map_err(|refused| match refused {
+            Refused::TooLarge(size) => crate::error::too_large(target, size, max_bytes),
+            Refused::NotAFile(what) => crate::error::not_a_file(target, what),
+        })
     }
 
     pub(crate) async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
@@ -94,6 +106,45 @@ impl LocalFolder {
         let partial = partial.to_owned();
         blocking(Op::List, &dir, move |dir| list_files(&root, dir, &partial)).await
     }
+}
+
+/// Why a bounded read refused a path before reading it.
+enum Refused {
+    TooLarge(u64),
+    NotAFile(String),
+}
+
+/// What is at `path` when it is there but is not a file one can read: a folder, a FIFO (opening
+/// one would wait for a writer forever), a socket, a device or a symbolic link to nothing. `None`
+/// for a file, a link to one, and for nothing at all (the read then says the object is missing).
+fn unreadable_entry(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let entry = std::fs::symlink_metadata(path).ok()?;
+    let kind = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => return None,
+        Ok(meta) => meta.file_type(),
+        Err(e) if entry.file_type().is_symlink() => {
+            let to = std::fs::read_link(path).map_or_else(|_| "?".into(), |t| t.display().to_string());
+            return Some(if e.kind() == io::ErrorKind::NotFound {
+                format!("it is a symbolic link to {to}, which does not exist")
+            } else {
+                format!("it is a symbolic link to {to}, which cannot be followed ({e})")
+            });
+        }
+        Err(_) => return None,
+    };
+    let what = if kind.is_dir() {
+        "a folder"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "something other than a file"
+    };
+    Some(format!("it is {what}, not a file"))
 }
 
 /// Runs a blocking file-system call off the async runtime and turns its error into a
@@ -178,6 +229,15 @@ fn list_files(root: &Path, dir: &Path, partial: &str) -> io::Result<Vec<String>>
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) if e.depth() == 0 && e.io_error().is_some_and(is_absent) => return Ok(Vec::new()),
+            // A symbolic link to nothing (or into a loop) is no object: skip it, as other
+            // entries that are not files are; reading it says what it is.
+            Err(e)
+                if e.depth() > 0
+                    && e.path()
+                        .is_some_and(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink())) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         if !entry.file_type().is_file() {
@@ -233,6 +293,38 @@ mod tests {
         }
         assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
         assert_eq!(store.get("done.json").await.unwrap(), Bytes::from(vec![winners[0]; 4096]));
+    }
+
+    #[tokio::test]
+    async fn what_is_not_a_file_is_listed_by_none_and_named_by_its_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalFolder::new(dir.path().to_owned());
+        store.put("image/good.tif", Bytes::from_static(b"x")).await.unwrap();
+        let image = dir.path().join("image");
+        std::fs::create_dir(image.join("folder.tif")).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(image.join("fifo.tif")).status().unwrap();
+        assert!(made.success(), "mkfifo (coreutils) made the FIFO");
+        std::os::unix::fs::symlink(dir.path().join("gone.tif"), image.join("dangling.tif")).unwrap();
+
+        assert_eq!(store.list("image/").await.unwrap(), vec!["image/good.tif".to_owned()]);
+        for (key, says) in [
+            ("image/folder.tif", "it is a folder, not a file"),
+            // Opening a FIFO would wait for a writer forever: it is refused before.
+            ("image/fifo.tif", "it is a FIFO (named pipe), not a file"),
+            ("image/dangling.tif", "it is a symbolic link to "),
+        ] {
+            for err in [store.get(key).await.unwrap_err(), store.get_at_most(key, 100).await.unwrap_err()] {
+                assert_eq!(err.kind(), ErrorKind::NotAFile, "{key}: {err}");
+                let text = err.to_string();
+                assert!(
+                    text.contains(&dir.path().join(key).display().to_string()) && text.contains(says),
+                    "{text}"
+                );
+                assert!(text.contains("put the file itself there, or remove it"), "{text}");
+            }
+        }
+        let text = store.get("image/dangling.tif").await.unwrap_err().to_string();
+        assert!(text.contains("gone.tif, which does not exist"), "{text}");
     }
 
     #[tokio::test]

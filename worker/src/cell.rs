@@ -9,7 +9,7 @@ use dispr_proto::{CellFeatures, CellId, RunId, SCHEMA_VERSION, SampleFeatures, k
 use dispr_shape::dataset::{CellBytes, DatasetCell, Geometry, Label, decode_cell};
 use dispr_shape::features::{FeatureError, features_2d, features_3d};
 use dispr_shape::reconstruction::{reconstruction, truth_mask};
-use dispr_shape::tiff_io::{TiffError, encode_volume_f32};
+use dispr_shape::tiff_io::{TiffError, encode_volume_f32, read_volume_u8};
 use dispr_shape::{otsu, volume};
 
 const DIMS: [usize; 3] = [SIDE, SIDE, SIDE];
@@ -18,8 +18,9 @@ const DIMS: [usize; 3] = [SIDE, SIDE, SIDE];
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// Unreadable, damaged or wrongly sized; the TIFF error names the file and what to do.
-    #[error("cell {cell}: {source}")]
-    File { cell: CellId, source: TiffError },
+    // (`error`, not `source`: the message already holds it, and an error chain would repeat it.)
+    #[error("cell {cell}: {error}")]
+    File { cell: CellId, error: TiffError },
     #[error(
         "cell {cell}: the mask {key} is empty: no pixel is at or above {threshold} of 255 (its largest value is \
          {max}), and the cell is where the mask is at least {threshold}; segment the cell again (255 inside) or \
@@ -27,13 +28,25 @@ pub enum InputError {
         threshold = dispr_shape::features::MASK_THRESHOLD
     )]
     EmptyMask { cell: CellId, key: String, max: u8 },
-    #[error("cell {cell}: 2D features of {key}: {source}")]
-    Features2d { cell: CellId, key: String, source: FeatureError },
+    /// A mask of 0 and 1 (a boolean array saved as uint8): the commonest empty mask by far.
     #[error(
-        "cell {cell}: the ground truth {key} has no voxel above {threshold} of 255; fix or remove it",
-        threshold = dispr_shape::reconstruction::TRUTH_THRESHOLD
+        "cell {cell}: the mask {key} holds only 0 and 1, but a mask marks the cell with 255 (a pixel belongs to the \
+         cell from {threshold} up); multiply it by 255 (for example `mask * 255` in numpy, or Process > Math > \
+         Multiply in Fiji) and save it again as 8-bit",
+        threshold = dispr_shape::features::MASK_THRESHOLD
     )]
-    EmptyTruth { cell: CellId, key: String },
+    BinaryMask { cell: CellId, key: String },
+    #[error("cell {cell}: 2D features of {key}: {error}")]
+    Features2d { cell: CellId, key: String, error: FeatureError },
+}
+
+/// Why a cell's ground truth (`obj/<cell>.tif`, optional) is not used: the cell is still sampled
+/// and measured, only its reconstruction metrics are left out. `problem` ends with what to do.
+pub fn truth_unusable(cell: &CellId, problem: impl std::fmt::Display) -> String {
+    format!(
+        "cell {cell}: ground truth {key} not used (the cell is sampled, without reconstruction scores): {problem}",
+        key = keys::dataset_obj(cell)
+    )
 }
 
 /// A cell ready to sample: checked inputs, 2D features, and the ground truth if any.
@@ -44,36 +57,61 @@ pub struct Checked {
     pub features_2d: FeatureMap,
     /// Binary ground truth from `obj/<cell>.tif`.
     pub truth: Option<Vec<bool>>,
+    /// Why `obj/<cell>.tif` exists but is not used (it cannot be read, has the wrong shape or is
+    /// empty); it goes into the features record. The cell is sampled all the same.
+    pub truth_skipped: Option<String>,
 }
 
-/// Decodes a cell's files, checks them and computes their 2D features.
+/// Decodes a cell's files, checks them and computes their 2D features. A bad image or mask fails
+/// the cell; a bad ground truth only leaves it out ([`Checked::truth_skipped`]).
 pub fn check_inputs(cell: &CellId, label: Label, files: &CellBytes) -> Result<Checked, InputError> {
-    let entry = DatasetCell { id: cell.clone(), label, has_obj: files.obj.is_some() };
-    let data = decode_cell(&entry, files, Geometry::DISPR64)
-        .map_err(|source| InputError::File { cell: cell.clone(), source })?;
+    let entry = DatasetCell { id: cell.clone(), label, has_obj: false };
+    let inputs = CellBytes { obj: None, ..files.clone() };
+    let data = decode_cell(&entry, &inputs, Geometry::DISPR64)
+        .map_err(|error| InputError::File { cell: cell.clone(), error })?;
     let max = data.mask.data.iter().copied().max().unwrap_or(0);
     if max < dispr_shape::features::MASK_THRESHOLD {
-        return Err(InputError::EmptyMask { cell: cell.clone(), key: keys::dataset_mask(cell), max });
+        let key = keys::dataset_mask(cell);
+        return Err(if max == 1 {
+            InputError::BinaryMask { cell: cell.clone(), key }
+        } else {
+            InputError::EmptyMask { cell: cell.clone(), key, max }
+        });
     }
-    let features_2d = features_2d(&data.image.data, &data.mask.data, SIDE, SIDE).map_err(|source| {
-        InputError::Features2d { cell: cell.clone(), key: keys::dataset_mask(cell), source }
+    let features_2d = features_2d(&data.image.data, &data.mask.data, SIDE, SIDE).map_err(|error| {
+        InputError::Features2d { cell: cell.clone(), key: keys::dataset_mask(cell), error }
     })?;
-    let truth = match data.obj {
-        Some(obj) => {
-            let t = truth_mask(&obj.data);
-            if !t.iter().any(|&v| v) {
-                return Err(InputError::EmptyTruth { cell: cell.clone(), key: keys::dataset_obj(cell) });
-            }
-            Some(t)
-        }
-        None => None,
+    let (truth, truth_skipped) = match files.obj.as_ref().map(|bytes| ground_truth(cell, bytes)) {
+        Some(Ok(truth)) => (Some(truth), None),
+        Some(Err(why)) => (None, Some(why)),
+        None => (None, None),
     };
     Ok(Checked {
         input: CellInput { cell: cell.clone(), image: data.image.data, mask: data.mask.data },
         label: data.label,
         features_2d,
         truth,
+        truth_skipped,
     })
+}
+
+/// The binary ground truth of `obj/<cell>.tif`, or why it cannot be used.
+fn ground_truth(cell: &CellId, bytes: &[u8]) -> Result<Vec<bool>, String> {
+    let volume = read_volume_u8(bytes, &keys::dataset_obj(cell), "obj volume", Geometry::DISPR64.obj)
+        .map_err(|e| truth_unusable(cell, e))?;
+    let truth = truth_mask(&volume.data);
+    if !truth.iter().any(|&v| v) {
+        let threshold = dispr_shape::reconstruction::TRUTH_THRESHOLD;
+        let problem = if volume.data.iter().copied().max() == Some(1) {
+            format!(
+                "it holds only 0 and 1, but the cell is where it is above {threshold}: multiply it by 255"
+            )
+        } else {
+            format!("it has no voxel above {threshold} of 255; fix it or remove it")
+        };
+        return Err(truth_unusable(cell, problem));
+    }
+    Ok(truth)
 }
 
 /// Why a cell's outputs could not be made from its volumes.
@@ -165,6 +203,7 @@ pub fn outputs(
         mean_3d,
         std_3d,
         mean_metrics,
+        truth_skipped: cell.truth_skipped.clone(),
         uncertainty: ensemble.record,
     };
     Ok(CellOutputs { volume_tiffs, ensemble_volumes: ensemble.volumes, features })

@@ -35,7 +35,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", dispr_worker::logging::error_text(&err));
             std::process::ExitCode::FAILURE
         }
     }

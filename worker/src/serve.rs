@@ -161,7 +161,7 @@ async fn session(
         let idle_for = if in_hand.jobs.is_empty() { config.idle_timeout } else { None };
         tokio::select! {
             _ = shutdown.cancelled() => break Stop::Signal,
-            _ = sleep_or_never(idle_for) => break Stop::Done("no job arrived within --idle-timeout-secs"),
+            _ = sleep_or_never(idle_for) => break Stop::Done("had no job for its --idle-timeout-secs"),
             Some((tag, outcome)) = in_hand.jobs.next(), if !in_hand.jobs.is_empty() => {
                 in_hand.held.remove(&tag);
                 if let Handled::Lost(err) = outcome {

@@ -120,11 +120,30 @@ async fn bad_inputs_fail_their_cell_with_a_clear_reason_and_spare_the_others() {
     write_cell(&data, "notatiff", b"hello, not an image", &good_mask());
     write_cell(&data, "smallmask", &good, &tiff_u8(32, 32, |_, _| 255));
     write_cell(&data, "emptymask", &good, &tiff_u8(64, 64, |_, _| 0));
-    let cells = ["good", "truncated", "notatiff", "smallmask", "emptymask", "missing"];
+    // A boolean mask saved as uint8: the cell is 1, not 255.
+    write_cell(
+        &data,
+        "binarymask",
+        &good,
+        &tiff_u8(64, 64, |y, x| u8::from((20..44).contains(&y) && (20..44).contains(&x))),
+    );
+    // A ground truth of 0 and 1 costs only the cell's scores.
+    write_cell(&data, "binarytruth", &good, &good_mask());
+    std::fs::create_dir_all(data.join("obj")).unwrap();
+    std::fs::write(data.join("obj/binarytruth.tif"), stack_u8(|z, _, _| u8::from((28..36).contains(&z))))
+        .unwrap();
+    let cells =
+        ["good", "truncated", "notatiff", "smallmask", "emptymask", "binarymask", "missing", "binarytruth"];
     let job = job("r2", &data, &out, &cells, 1);
 
     let (summary, results) = run(&runner(&dir.path().join("cache")), &job).await;
-    assert_eq!(summary, JobSummary { done: 1, skipped: 0, failed: 5 });
+    assert_eq!(summary, JobSummary { done: 2, skipped: 0, failed: 6 });
+    let run_id = RunId::new("r2").unwrap();
+    let key = keys::features(&run_id, &CellId::new("binarytruth").unwrap());
+    let features = CellFeatures::decode(&read(&out, &key)).unwrap();
+    let skipped = features.truth_skipped.unwrap_or_default();
+    assert!(features.mean_metrics.is_none() && skipped.contains("obj/binarytruth.tif"), "{skipped}");
+    assert!(skipped.contains("only 0 and 1") && skipped.contains("multiply it by 255"), "{skipped}");
     let failed: Vec<(String, String)> = results
         .iter()
         .filter_map(|r| match r {
@@ -132,13 +151,14 @@ async fn bad_inputs_fail_their_cell_with_a_clear_reason_and_spare_the_others() {
             _ => None,
         })
         .collect();
-    assert_eq!(failed.len(), 5, "{failed:?}");
+    assert_eq!(failed.len(), 6, "{failed:?}");
 
     let expect = [
         ("truncated", "image/truncated.tif"),
         ("notatiff", "image/notatiff.tif"),
         ("smallmask", "32x32"),
         ("emptymask", "empty"),
+        ("binarymask", "mask/binarymask.tif holds only 0 and 1"),
         ("missing", "does not exist"),
     ];
     for (cell, words) in expect {
@@ -156,7 +176,13 @@ async fn bad_inputs_fail_their_cell_with_a_clear_reason_and_spare_the_others() {
         "says what to do: {}",
         truncated.reason
     );
-    let run_id = RunId::new("r2").unwrap();
+    // Each message once, though the cell's error wraps the TIFF error.
+    assert_eq!(truncated.reason.matches("export it again").count(), 1, "{}", truncated.reason);
+    let binary = failure(&out, "r2", "binarymask").reason;
+    assert!(binary.contains("multiply it by 255"), "says what to do: {binary}");
+    // A mask that is merely faint is not taken for a 0/1 one.
+    let empty = failure(&out, "r2", "emptymask").reason;
+    assert!(empty.contains("its largest value is 0") && !empty.contains("multiply"), "{empty}");
     assert!(out.join(keys::features(&run_id, &CellId::new("good").unwrap())).exists());
     assert!(!out.join(keys::features(&run_id, &CellId::new("missing").unwrap())).exists());
 }

@@ -162,6 +162,7 @@ mod tests {
                     mean_3d: FeatureMap::from([("flatness".into(), if i % 2 == 0 { 0.9 } else { 0.2 })]),
                     std_3d: FeatureMap::new(),
                     mean_metrics: None,
+                    truth_skipped: None,
                     uncertainty: None,
                 };
                 store.put(&keys::features(&run_id, &rec.cell), rec.encode().into()).await.unwrap();

@@ -40,10 +40,22 @@ pub async fn records(
         .collect();
     let mut out = Vec::with_capacity(cells.len());
     for chunk in cells.chunks(CHUNK) {
-        let fetched: Vec<_> = futures::stream::iter(chunk.iter().map(|id| dataset.fetch_cell(id)))
-            .buffered(16)
-            .try_collect()
-            .await?;
+        let reads: Vec<_> =
+            futures::stream::iter(chunk.iter().map(|id| async move { (id, dataset.fetch_cell(id).await) }))
+                .buffered(16)
+                .collect()
+                .await;
+        let mut fetched = Vec::with_capacity(reads.len());
+        for (id, read) in reads {
+            match read {
+                Ok(files) => fetched.push(files),
+                // A file that cannot be one (too large, a folder, a FIFO) leaves its cell out.
+                Err(e) if e.is_unusable_file() => {
+                    skipped.push(Unclassified { cell: id.to_string(), reason: e.to_string() })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let geometry = dataset.geometry;
         let run = run.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -101,6 +113,12 @@ pub async fn for_run(
     let mut wanted = Vec::new();
     for rec in run_records {
         match dataset.index.get(&rec.cell) {
+            // The worker found the cell's ground truth unusable (unreadable, the wrong shape,
+            // empty) and sampled the cell without it: the report says why and leaves it out.
+            Some(c) if c.has_obj && rec.truth_skipped.is_some() => problems.push(Unclassified {
+                cell: rec.cell.to_string(),
+                reason: rec.truth_skipped.clone().unwrap_or_default(),
+            }),
             Some(c) if c.has_obj => wanted.push(rec),
             Some(_) => problems.push(Unclassified {
                 cell: rec.cell.to_string(),
@@ -197,7 +215,35 @@ pub fn record(cell: &CellData, run: &RunId) -> Result<CellFeatures, dispr_shape:
         mean_3d,
         std_3d,
         mean_metrics: None,
+        truth_skipped: None,
         // One true shape: nothing to disagree.
         uncertainty: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An obj/ entry that cannot be a file leaves its cell out of the ground-truth report with
+    /// what it is, instead of failing the whole report (or hanging on a FIFO).
+    #[tokio::test]
+    async fn an_obj_that_is_not_a_file_leaves_only_its_cell_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let data = Store::open(root.to_str().unwrap()).unwrap();
+        crate::cmd::synth::generate_into(&data, 6, 1, 7, 0).await.unwrap();
+        let first = Dataset::open(data.clone()).await.unwrap().index.cells[0].id.clone();
+        let obj = root.join(keys::dataset_obj(&first));
+        std::fs::remove_file(&obj).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(&obj).status().unwrap().success());
+
+        let dataset = Dataset::open(data).await.unwrap();
+        assert!(dataset.index.get(&first).is_some_and(|c| c.has_obj), "the FIFO is listed as the cell's obj");
+        let (records, skipped) = records(&dataset, &RunId::new("truth").unwrap()).await.unwrap();
+        assert_eq!(records.len(), 5);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].cell, first.as_str());
+        assert!(skipped[0].reason.contains("it is a FIFO (named pipe), not a file"), "{}", skipped[0].reason);
+    }
 }

@@ -640,6 +640,7 @@ mod tests {
             mean_3d: f3.clone(),
             std_3d: f3.keys().map(|k| (k.clone(), 0.0)).collect(),
             mean_metrics: None,
+            truth_skipped: None,
             uncertainty: None,
         }
     }

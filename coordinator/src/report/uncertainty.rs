@@ -633,6 +633,7 @@ mod tests {
             mean_3d: FeatureMap::new(),
             std_3d: FeatureMap::new(),
             mean_metrics: None,
+            truth_skipped: None,
             uncertainty: pairwise.map(|p| Uncertainty {
                 samples: k,
                 mean_pairwise_iou: p,

@@ -69,7 +69,9 @@ pub struct Args {
     #[arg(long, env = "DISPR_DELIVERY_LIMIT", default_value_t = queues::DEFAULT_DELIVERY_LIMIT)]
     pub delivery_limit: u32,
 
-    /// Log lines for people (human) or for log collectors (json).
+    /// Log lines for people (human) or for log collectors (json), on stderr; plain text, with no
+    /// colour codes, when stderr is not a terminal. RUST_LOG sets what is logged (default `info`,
+    /// with the AMQP client's own lines off; `RUST_LOG=info` shows them too).
     #[arg(long, env = "DISPR_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,
 

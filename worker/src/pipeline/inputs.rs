@@ -150,9 +150,10 @@ impl JobRunner {
         Ok(labels)
     }
 
-    /// Reads a cell's files. The cell fails for good when its image or mask does not exist or is
-    /// too large to be one; other storage trouble hands the job back.
-    async fn fetch_inputs(&self, dataset: &Store, cell: &CellId) -> Step<CellBytes> {
+    /// Reads a cell's files, and why its ground truth is left out when it exists but cannot be
+    /// read. The cell fails for good when its image or mask does not exist, is too large to be
+    /// one or is not a file; other storage trouble hands the job back.
+    async fn fetch_inputs(&self, dataset: &Store, cell: &CellId) -> Step<(CellBytes, Option<String>)> {
         let retry = &self.config.retry;
         let failed =
             |key: &str, e: StoreFailure| storage(e, format!("could not read {key} of {}", dataset.uri()));
@@ -167,7 +168,10 @@ impl JobRunner {
             retry.store(&reading[1], || dataset.get_at_most(&mask_key, max)),
             retry.store(&reading[2], || dataset.get_opt_at_most(&truth_key, max)),
         );
-        // A missing or oversized image or mask is the cell's fault; any other failure is the store's.
+        // What is at the key cannot be a cell's file (too large, a folder, a FIFO...): the
+        // store's message names the file, says what it is and what to do.
+        let unusable = |e: &StoreError| matches!(e.kind(), ErrorKind::TooLarge | ErrorKind::NotAFile);
+        // A missing or unusable image or mask is the cell's fault; any other failure is the store's.
         let cell_fault = |key: &str, e: StoreError| {
             Setback::FailedForGood(match e.kind() {
                 ErrorKind::NotFound => anyhow::Error::new(e).context(format!(
@@ -175,24 +179,24 @@ impl JobRunner {
                      dataset URI",
                     dataset.uri()
                 )),
-                _ => anyhow::Error::new(e)
-                    .context(format!("cell {cell}: {key} cannot be an input of 64x64 pixels")),
+                _ => anyhow::anyhow!("cell {cell}: {e}"),
             })
         };
         let required = |key: &str, read: Result<bytes::Bytes, StoreFailure>| match read {
             Ok(bytes) => Ok(bytes),
             Err(StoreFailure::NotFound(e)) => Err(cell_fault(key, e)),
-            Err(StoreFailure::Other(e)) if e.kind() == ErrorKind::TooLarge => Err(cell_fault(key, e)),
+            Err(StoreFailure::Other(e)) if unusable(&e) => Err(cell_fault(key, e)),
             Err(other) => Err(Setback::HandBack(failed(key, other))),
         };
         let (image, mask) = (required(&image_key, image), required(&mask_key, mask));
+        // The ground truth is optional: one that cannot be used costs only its scores.
         let obj = match truth {
-            Ok(truth) => Ok(truth),
-            Err(StoreFailure::Other(e)) if e.kind() == ErrorKind::TooLarge => Err(cell_fault(&truth_key, e)),
+            Ok(truth) => Ok((truth, None)),
+            Err(StoreFailure::Other(e)) if unusable(&e) => Ok((None, Some(cell::truth_unusable(cell, e)))),
             Err(other) => Err(Setback::HandBack(failed(&truth_key, other))),
         };
         match (image, mask, obj) {
-            (Ok(image), Ok(mask), Ok(obj)) => Ok(CellBytes { image, mask, obj }),
+            (Ok(image), Ok(mask), Ok((obj, skipped))) => Ok((CellBytes { image, mask, obj }, skipped)),
             (image, mask, obj) => Err([image.err(), mask.err(), obj.err()]
                 .into_iter()
                 .flatten()
@@ -207,12 +211,18 @@ impl JobRunner {
 fn prepare_cell(
     cell: &CellId,
     label: Option<Label>,
-    files: &CellBytes,
+    (files, truth_skipped): &(CellBytes, Option<String>),
     run_seed: u64,
     samples: u32,
 ) -> Result<Prepared, InputError> {
     let label = label.unwrap_or_else(|| Label { class: "unlabelled".into(), subclass: None });
-    let checked = cell::check_inputs(cell, label, files)?;
+    let mut checked = cell::check_inputs(cell, label, files)?;
+    if checked.truth_skipped.is_none() {
+        checked.truth_skipped.clone_from(truth_skipped);
+    }
+    if let Some(why) = &checked.truth_skipped {
+        tracing::warn!(cell = %cell, reason = %why, "sampling the cell without its ground truth");
+    }
     let seeds = (0..samples).map(|k| sample_seed(run_seed, cell, k)).collect();
     Ok(Prepared { checked, seeds })
 }

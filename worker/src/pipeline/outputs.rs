@@ -103,9 +103,10 @@ impl JobRunner {
         fault: CellFault,
     ) -> Result<(), JobError> {
         let job = scope.job;
-        let reason = fault.error.to_string();
+        // Each message once: a cell's error often prints its cause and also returns it as its source.
+        let reason = crate::logging::error_text(&fault.error);
         let error_chain: Vec<String> = fault.error.chain().map(ToString::to_string).collect();
-        tracing::warn!(cell = %fault.cell, reason = %format!("{:#}", fault.error), "cell failed for good");
+        tracing::warn!(cell = %fault.cell, reason = %reason, "cell failed for good");
         let record = CellFailure {
             schema_version: SCHEMA_VERSION,
             run_id: job.run_id.clone(),
