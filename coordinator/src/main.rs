@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", dispr_worker::logging::error_text(&err));
             std::process::ExitCode::from(dispr_coordinator::exit::Unfinished::code_of(&err))
         }
     }

@@ -73,8 +73,10 @@ async fn an_idle_worker_says_why_it_exits_in_plain_text() {
     let conn = amqp::connect(&amqp_url(), "worker-test-cleanup").await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     let q = QueueNames::with_prefix(&prefix);
-    for name in [&q.jobs, &q.results, &q.dead] {
+    for name in [&q.jobs, &q.dead] {
         let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
     }
-    let _ = ch.exchange_delete(q.dead_letter_exchange.as_str().into(), Default::default()).await;
+    for exchange in [&q.runs_exchange, &q.dead_letter_exchange] {
+        let _ = ch.exchange_delete(exchange.as_str().into(), Default::default()).await;
+    }
 }
