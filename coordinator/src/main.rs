@@ -33,6 +33,9 @@ enum Command {
     DeadLetters(cmd::dead_letters::Args),
     /// Run a whole run on this machine with no services (in-process queue and workers).
     Local(cmd::local::Args),
+    /// Before a large run: seconds per sample and compute hours on this machine, IoU against the
+    /// floor on labelled cells, and whether samples follow their input.
+    Preflight(cmd::preflight::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +49,7 @@ fn main() -> std::process::ExitCode {
         Command::Watch(args) => cmd::watch::run(args),
         Command::DeadLetters(args) => cmd::dead_letters::run(args),
         Command::Local(args) => cmd::local::run(args),
+        Command::Preflight(args) => cmd::preflight::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -31,3 +31,18 @@ fn the_sampling_script_flavour_matches_the_reference() {
     // Two heads (the qkv rows are reordered), two attention levels, scale-shift norm, EMA name.
     check("tiny-ref");
 }
+
+/// The full-size check, on folders made with `make_reference_fixture.py make DIR --flavour
+/// dispr-64 --time` (and dispr-64-ref): each forward pass takes tens of seconds on 2 cores, so
+/// it runs on request and prints the figures (see docs/reference.md):
+/// `DISPR_REFERENCE_FIXTURES=DIR1:DIR2 cargo test -p dispr-model --test reference_parity -- --ignored --nocapture`
+#[test]
+#[ignore = "needs full-size fixtures made with torch; minutes on 2 cores"]
+fn full_size_fixtures_from_the_environment() {
+    let dirs = std::env::var("DISPR_REFERENCE_FIXTURES").expect("set DISPR_REFERENCE_FIXTURES=DIR1:DIR2");
+    for dir in dirs.split(':').filter(|d| !d.is_empty()) {
+        let report = check_fixture::<CpuBackend>(Path::new(dir), &Default::default()).unwrap();
+        println!("{report}");
+        assert!(report.ok(), "{report}");
+    }
+}

@@ -151,6 +151,8 @@ def make(args):
     x_t = th.randn((b, 1, r, r, r), generator=gen)
     tensors = {"planes": planes.numpy(), "x_t": x_t.numpy()}
     cases = {"t0": [0, 0], "t1_999": [1, 999], "t500": [500, 500], "t250_750": [250, 750]}
+    if args.cases:
+        cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
     meta = {"flavour": args.flavour, "checkpoint": f["ckpt"], "cases": cases,
             "settings": {k: v for k, v in f.items() if k != "ckpt"}}
     with th.no_grad():
@@ -182,7 +184,7 @@ def make(args):
 
         full = create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule="linear",
                                          timestep_respacing="")
-        meta["ddpm"] = [999, 500, 1]
+        meta["ddpm"] = [int(t) for t in args.ddpm.split(",") if t]
         for t in meta["ddpm"]:
             o = full.p_mean_variance(model_fn, x_t[:1], th.tensor([t]), clip_denoised=True)
             tensors[f"ddpm_t{t}_mean"] = o["mean"].numpy()
@@ -228,6 +230,8 @@ def main():
     m.add_argument("out")
     m.add_argument("--flavour", choices=sorted(FLAVOURS), default="tiny")
     m.add_argument("--ddim", default="5,10", help="DDIM step counts, comma-separated ('' for none)")
+    m.add_argument("--cases", default="", help="forward cases to keep, comma-separated (t0,t1_999,t500,t250_750; default all)")
+    m.add_argument("--ddpm", default="999,500,1", help="DDPM steps t to check, comma-separated ('' for none)")
     m.add_argument("--threads", type=int, default=2)
     m.add_argument("--time", action="store_true", help="time one batch-1 forward pass")
     c = sub.add_parser("check-export")

@@ -3,6 +3,7 @@
 pub mod dead_letters;
 pub mod demo;
 pub mod local;
+pub mod preflight;
 pub mod report;
 pub mod run_args;
 pub mod status;
