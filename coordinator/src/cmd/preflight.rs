@@ -22,7 +22,8 @@ pub const DEFAULT_LABELLED: &str = "../shared/data/rbc-real-sample";
 /// cell is sampled again from the same noise with another cell's image and mask, and its own
 /// inputs must bring it closer to its true shape than the other cell's do.
 ///
-/// A model that ignores its input or scores below the floor gets a warning banner and the
+/// A model whose samples do not follow their input (another cell's image and mask fit a cell
+/// as well as its own, within 0.02 IoU) or that scores below the floor gets a warning banner and the
 /// command exits with status 2, so a launch script can stop there. Use the sampler and the
 /// machine type of the run: the figures are only as good as that match.
 #[derive(clap::Args, Debug)]
@@ -67,7 +68,8 @@ pub struct Findings {
 }
 
 /// How much closer its own inputs must bring a cell's sample to its truth than another cell's
-/// inputs do, and how alike the two samples may be, before the model counts as ignoring them.
+/// inputs do (below it: a warning), and how alike the two samples must be for the warning to
+/// say that the model ignores its input altogether.
 const MIN_INPUT_GAIN: f64 = 0.02;
 const MAX_OWN_VS_OTHER: f64 = 0.9;
 
@@ -164,10 +166,17 @@ pub fn check(args: &Args, dataset: &str) -> anyhow::Result<Findings> {
     let other_input_iou = mean(&other_iou);
     let own_vs_other_iou = mean(&own_vs_other);
     let mut warnings = Vec::new();
-    if model_iou - other_input_iou < MIN_INPUT_GAIN && own_vs_other_iou > MAX_OWN_VS_OTHER {
-        warnings.push(format!(
-            "the model IGNORES ITS INPUT: a cell sampled with another cell's image and mask comes out the same (IoU {own_vs_other_iou:.3} between the two) and fits the cell as well ({other_input_iou:.3} against {model_iou:.3}). Its shapes say nothing about the cells; do not start the run. Check the checkpoint (an imported one: the preprocessing in its sidecar; a trained one: train with the default configuration)."
-        ));
+    let check = "Its shapes say nothing about the cells; do not start the run. Check the checkpoint (an imported one: the preprocessing in its sidecar; a trained one: train with the default configuration).";
+    if model_iou - other_input_iou < MIN_INPUT_GAIN {
+        if own_vs_other_iou > MAX_OWN_VS_OTHER {
+            warnings.push(format!(
+                "the model IGNORES ITS INPUT: a cell sampled with another cell's image and mask comes out the same (IoU {own_vs_other_iou:.3} between the two) and fits the cell as well ({other_input_iou:.3} against {model_iou:.3}). {check}"
+            ));
+        } else {
+            warnings.push(format!(
+                "the model DOES NOT FOLLOW ITS INPUT: its samples change with the image and mask, but another cell's fit this cell as well as its own (IoU {other_input_iou:.3} against {model_iou:.3}). {check}"
+            ));
+        }
     }
     if model_iou < floor_iou {
         warnings.push(format!(
