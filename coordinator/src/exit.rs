@@ -8,12 +8,16 @@
 //! | 2 | the command line is wrong (clap's usage error) |
 //! | 3 | the run finished, but some cells failed for good (the reasons are printed, grouped) |
 //! | 4 | the run finished and every cell failed: most likely its set-up (dataset, model, permissions) |
+//! | 5 | `preflight` warned: the model ignores its input or scores below the floor |
 //! | 130 | interrupted (Ctrl-C) before the run finished |
 
 /// The exit code when some cells failed for good.
 pub const SOME_CELLS_FAILED: u8 = 3;
 /// The exit code when every cell failed.
 pub const ALL_CELLS_FAILED: u8 = 4;
+/// The exit code of `preflight` when it warns (the model ignores its input or scores below the
+/// floor): a launch script stops there.
+pub const PREFLIGHT_WARNED: u8 = 5;
 /// The exit code of a command interrupted before its run finished (128 + SIGINT).
 pub const INTERRUPTED: u8 = 130;
 

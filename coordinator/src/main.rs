@@ -11,7 +11,8 @@ use dispr_coordinator::cmd;
 /// Exit status of the commands that run or follow a run (`demo`, `local`, `watch`): 0 every cell
 /// done; 1 the command could not run (the message says what to fix); 2 a wrong command line; 3
 /// the run finished but some cells failed for good; 4 every cell failed (most likely the run's
-/// set-up); 130 interrupted before the run finished. Other commands exit 0 or 1 (or 2).
+/// set-up); 130 interrupted before the run finished. `preflight` exits 5 when it warns. Other
+/// commands exit 0 or 1 (or 2).
 #[derive(Parser)]
 #[command(name = "dispr-coordinator", version, about, long_about, max_term_width = 100)]
 struct Cli {
@@ -40,6 +41,9 @@ enum Command {
     Local(cmd::local::Args),
     /// Delete a finished run's results queue (or every finished run's under an output).
     Cleanup(cmd::cleanup::Args),
+    /// Before a large run: seconds per sample and compute hours on this machine, IoU against the
+    /// floor on labelled cells, and whether samples follow their input.
+    Preflight(cmd::preflight::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::DeadLetters(args) => cmd::dead_letters::run(args),
         Command::Local(args) => cmd::local::run(args),
         Command::Cleanup(args) => cmd::cleanup::run(args),
+        Command::Preflight(args) => cmd::preflight::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

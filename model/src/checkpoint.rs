@@ -41,6 +41,10 @@ pub struct Sidecar {
     /// if one was fitted (`dispr-worker calibrate`); sidecars written before it have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub z_calibration: Option<crate::ZCalibration>,
+    /// For a checkpoint imported from the reference code (`dispr-worker import`): the source
+    /// file, its sha256, whether its weights are the EMA ones, the objective and preprocessing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<crate::reference::ImportedFrom>,
 }
 
 /// Validation IoU of sampled shapes on held-out cells.

@@ -48,6 +48,24 @@ pub struct ModelConfig {
     /// this field existed have no such channel.
     #[serde(default)]
     pub z_channel: bool,
+    /// Which timesteps `ddim-N` visits. Checkpoints written before this field existed (every
+    /// checkpoint this project trains) use [`Respacing::Even`]; imported reference checkpoints
+    /// use [`Respacing::GuidedDiffusion`], so that `ddim-50` computes what the reference's
+    /// `ddim50` computes.
+    #[serde(default)]
+    pub respacing: Respacing,
+}
+
+/// How a sampler with fewer steps than the 1000 of training picks its timesteps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Respacing {
+    /// Evenly spaced from 0 to 999 inclusive, for every sampler (DPM-Solver++ in log-SNR).
+    #[default]
+    Even,
+    /// As guided-diffusion's `space_timesteps`: `ddim-N` takes every stride-th timestep from 0
+    /// (its `ddimN`); the other samplers as [`Respacing::Even`] (DDPM-N is its plain `N`).
+    GuidedDiffusion,
 }
 
 fn one() -> usize {
@@ -117,6 +135,7 @@ impl ModelConfig {
             scale_shift_norm: false,
             objective: Objective::Eps,
             z_channel: false,
+            respacing: Respacing::Even,
         }
     }
 
@@ -154,6 +173,7 @@ impl ModelConfig {
             scale_shift_norm: false,
             objective: Objective::Eps,
             z_channel: false,
+            respacing: Respacing::Even,
         }
     }
 
@@ -175,6 +195,7 @@ impl ModelConfig {
             scale_shift_norm: false,
             objective: Objective::Eps,
             z_channel: false,
+            respacing: Respacing::Even,
         }
     }
 
@@ -200,6 +221,7 @@ impl ModelConfig {
             scale_shift_norm: false,
             objective: Objective::PriorX0,
             z_channel: true,
+            respacing: Respacing::Even,
         }
     }
 

@@ -15,6 +15,8 @@
 //! - [`z_calibration`]: the height calibration a checkpoint may carry (how far to stretch its
 //!   shapes along z, from the cell's 2D features: one split, then a ridge regression; fitted on
 //!   real cells).
+//! - [`reference`]: the reference code's checkpoints (guided-diffusion's UNetModel, dims=3):
+//!   import their state dicts, export ours back.
 //! - [`resample`]: averaging down from the dataset's 64^3 (`dispr_shape::volume::SIDE`) to a
 //!   configuration's resolution and trilinear upsampling back. Otsu is `dispr_shape::otsu`, IoU
 //!   `dispr_shape::reconstruction`, the naive floor (the mask extruded along z)
@@ -31,6 +33,7 @@ pub mod loss;
 pub mod noise;
 pub mod objective;
 pub mod predictor;
+pub mod reference;
 pub mod resample;
 pub mod sampler;
 pub mod schedule;
@@ -39,7 +42,7 @@ pub mod unet;
 pub mod z_calibration;
 
 pub use checkpoint::{CheckpointError, Sidecar, Validation, sha256_file, sidecar_path};
-pub use config::{ModelConfig, Objective};
+pub use config::{ModelConfig, Objective, Respacing};
 pub use predictor::{CellInput, PredictError, Predictor};
 pub use train::{StepStats, TrainExample, TrainOptions, Trainer};
 pub use unet::UNet;

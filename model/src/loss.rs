@@ -6,13 +6,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::schedule::Schedule;
-
-/// One value per batch element, shaped [B, 1, 1, 1, 1] to broadcast over a volume batch.
-pub(crate) fn per_sample<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 5> {
-    let data: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-    Tensor::from_data(TensorData::new(data, [values.len(), 1, 1, 1, 1]), device)
-}
+use crate::schedule::{Schedule, per_sample};
 
 /// Mean over every axis but the batch axis: [B, ...] -> [B].
 fn mean_flat<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 1> {

@@ -6,8 +6,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::config::{ModelConfig, Objective};
-use crate::loss::per_sample;
 use crate::resample::{downsample_2d, downsample_3d, upsample_3d};
+use crate::schedule::per_sample;
 use crate::unet::Conditioning;
 use dispr_shape::volume::SIDE;
 

@@ -12,7 +12,7 @@ use crate::checkpoint::{CheckpointError, Sidecar, load_model};
 use crate::config::ModelConfig;
 use crate::noise::NoiseStreams;
 use crate::objective::{as_eps_v, batch_conditioning, cell_conditioning, to_full_resolution};
-use crate::sampler::{SamplerError, sample};
+use crate::sampler::{SamplerError, sample, sample_from};
 use crate::schedule::Schedule;
 use crate::unet::UNet;
 use crate::z_calibration::ZCalibration;
@@ -32,6 +32,8 @@ pub enum PredictError {
     InputSize { index: usize, what: &'static str, len: usize },
     #[error("{cells} cells but {seeds} seed lists: pass one list of K seeds per cell")]
     SeedCount { cells: usize, seeds: usize },
+    #[error("the initial noise has {len} values; this network samples {r}^3 = {want} (float32, z first)")]
+    NoiseSize { len: usize, r: usize, want: usize },
     #[error(transparent)]
     Sampler(#[from] SamplerError),
 }
@@ -185,7 +187,16 @@ impl<B: Backend> Predictor<B> {
                 as_eps_v(objective, raw, x, cond.prior.as_ref(), &vec![alphas[t]; b])
             };
             let mut step_progress = |done: u32, _: u32| progress(bi as u32 * steps + done, batches * steps);
-            let x = sample(sampler, [r, r, r], &mut noise, &self.device, &mut denoise, &mut step_progress)?;
+            let respacing = self.config.respacing;
+            let x = sample(
+                sampler,
+                respacing,
+                [r, r, r],
+                &mut noise,
+                &self.device,
+                &mut denoise,
+                &mut step_progress,
+            )?;
             let data: Vec<f32> = x
                 .into_data()
                 .convert::<f32>()
@@ -201,6 +212,47 @@ impl<B: Backend> Predictor<B> {
             }
         }
         Ok(out)
+    }
+}
+
+impl<B: Backend> Predictor<B> {
+    /// One sample of one cell from the given x_T (`initial_noise`, r^3 values, z first), as the
+    /// reference's sampler returns it: the final x_0 estimate at the network's resolution,
+    /// clipped to [-1, 1], without the return to 64^3, the clamp to [0, 1] or the height
+    /// calibration that [`sample`](Self::sample) applies. `seed` gives the fresh noise of the
+    /// stochastic samplers (none for DDIM with eta 0). For comparing with the reference.
+    pub fn sample_raw(
+        &self,
+        input: CellInput<'_>,
+        initial_noise: &[f32],
+        sampler: &SamplerSpec,
+        seed: u64,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Vec<f32>, PredictError> {
+        for (what, len) in [("image", input.image.len()), ("mask", input.mask.len())] {
+            if len != SIDE * SIDE {
+                return Err(PredictError::InputSize { index: 0, what, len });
+            }
+        }
+        let r = self.config.resolution;
+        if initial_noise.len() != r * r * r {
+            return Err(PredictError::NoiseSize { len: initial_noise.len(), r, want: r * r * r });
+        }
+        let cond = cell_conditioning(&self.config, input.image, input.mask);
+        let cond = batch_conditioning::<B>(&[&cond], r, &self.device);
+        let alphas = Schedule::linear().alphas_cumprod;
+        let objective = self.config.objective;
+        let mut denoise = |x: Tensor<B, 5>, t: usize| {
+            let raw = self.model.forward(x.clone(), &cond, &[t as f64]);
+            as_eps_v(objective, raw, x, cond.prior.as_ref(), &[alphas[t]])
+        };
+        let x = Tensor::from_data(
+            burn::tensor::TensorData::new(initial_noise.to_vec(), [1, 1, r, r, r]),
+            &self.device,
+        );
+        let mut noise = NoiseStreams::new(&[seed]);
+        let x = sample_from(sampler, self.config.respacing, x, &mut noise, &mut denoise, progress)?;
+        Ok(x.into_data().convert::<f32>().to_vec().expect("a float tensor converted to f32 reads as f32"))
     }
 }
 
@@ -249,6 +301,7 @@ mod tests {
             validation: None,
             note: "test".into(),
             z_calibration: None,
+            imported: None,
         }
     }
 

@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use dispr_proto::SamplerSpec;
 
+use crate::config::Respacing;
 use crate::noise::NoiseStreams;
 use crate::schedule::Schedule;
 
@@ -19,6 +20,8 @@ pub type Denoise<'a, B> = dyn FnMut(Tensor<B, 5>, usize) -> Tensor<B, 5> + 'a;
 pub enum SamplerError {
     #[error("the null sampler does not use the model; the worker produces its shape without one")]
     Null,
+    #[error("sampler {spec}: {message}")]
+    Respacing { spec: String, message: String },
 }
 
 /// x_0 from x_t and eps: sqrt(1/a) x_t - sqrt(1/a - 1) eps, clamped to [-1, 1] as published.
@@ -30,6 +33,7 @@ fn predict_x0<B: Backend>(x: Tensor<B, 5>, eps: Tensor<B, 5>, alpha_bar: f64) ->
 /// final x_0 estimate, [B, 1, D, H, W]. `progress(done, total)` is called after every step.
 pub fn sample<B: Backend>(
     spec: &SamplerSpec,
+    respacing: Respacing,
     shape: [usize; 3],
     noise: &mut NoiseStreams,
     device: &B::Device,
@@ -37,9 +41,21 @@ pub fn sample<B: Backend>(
     progress: &mut dyn FnMut(u32, u32),
 ) -> Result<Tensor<B, 5>, SamplerError> {
     let [d, h, w] = shape;
-    let vol = [1, d, h, w];
-    let x = noise.normal::<B>(vol, device);
-    let schedule = schedule_of(spec)?;
+    let x = noise.normal::<B>([1, d, h, w], device);
+    sample_from(spec, respacing, x, noise, denoise, progress)
+}
+
+/// [`sample`] from a given x_T ([B, 1, D, H, W]), e.g. the reference's initial noise; `noise`
+/// gives the fresh noise of the stochastic samplers.
+pub fn sample_from<B: Backend>(
+    spec: &SamplerSpec,
+    respacing: Respacing,
+    x: Tensor<B, 5>,
+    noise: &mut NoiseStreams,
+    denoise: &mut Denoise<'_, B>,
+    progress: &mut dyn FnMut(u32, u32),
+) -> Result<Tensor<B, 5>, SamplerError> {
+    let schedule = schedule_of(spec, respacing)?;
     Ok(match spec {
         SamplerSpec::Null => return Err(SamplerError::Null),
         SamplerSpec::Ddpm { .. } => ddpm(&schedule, x, noise, denoise, progress),
@@ -48,15 +64,37 @@ pub fn sample<B: Backend>(
     })
 }
 
-/// The timesteps a sampler visits: evenly spaced for DDPM and DDIM (as published), evenly
-/// spaced in log-SNR for DPM-Solver++ (see [`Schedule::log_snr_spaced`]).
-pub fn schedule_of(spec: &SamplerSpec) -> Result<Schedule, SamplerError> {
+/// The timesteps a sampler visits: evenly spaced for DDPM and DDIM (as published; DDIM strided
+/// as guided-diffusion's `ddimN` under [`Respacing::GuidedDiffusion`]), evenly spaced in
+/// log-SNR for DPM-Solver++ (see [`Schedule::log_snr_spaced`]).
+pub fn schedule_of(spec: &SamplerSpec, respacing: Respacing) -> Result<Schedule, SamplerError> {
     let steps = spec.steps() as usize;
-    Ok(match spec {
-        SamplerSpec::Null => return Err(SamplerError::Null),
-        SamplerSpec::Ddpm { .. } | SamplerSpec::Ddim { .. } => Schedule::respaced(steps),
-        SamplerSpec::DpmSolver2m { .. } => Schedule::log_snr_spaced(steps),
+    Ok(match (spec, respacing) {
+        (SamplerSpec::Null, _) => return Err(SamplerError::Null),
+        (SamplerSpec::Ddim { .. }, Respacing::GuidedDiffusion) => Schedule::strided(steps)
+            .map_err(|message| SamplerError::Respacing { spec: spec.to_string(), message })?,
+        (SamplerSpec::Ddpm { .. } | SamplerSpec::Ddim { .. }, _) => Schedule::respaced(steps),
+        (SamplerSpec::DpmSolver2m { .. }, _) => Schedule::log_snr_spaced(steps),
     })
+}
+
+/// What one ancestral step computes from the network's output `out` = [eps_hat, v] at step `i`
+/// of `s`: the clipped x_0, the posterior mean and the learned-range log variance
+/// (log sigma^2 = f log beta + (1 - f) log beta~, f = (v + 1) / 2), as guided-diffusion's
+/// `p_mean_variance`.
+pub fn ddpm_moments<B: Backend>(
+    s: &Schedule,
+    i: usize,
+    x: Tensor<B, 5>,
+    out: Tensor<B, 5>,
+) -> (Tensor<B, 5>, Tensor<B, 5>, Tensor<B, 5>) {
+    let eps = out.clone().narrow(1, 0, 1);
+    let x0 = predict_x0(x.clone(), eps, s.alphas_cumprod[i]);
+    let mean = x0.clone() * s.posterior_mean_coef1[i] + x * s.posterior_mean_coef2[i];
+    let (lo, hi) = s.log_variance_range(i);
+    let frac = (out.narrow(1, 1, 1) + 1.0) / 2.0;
+    let log_var = frac * (hi - lo) + lo;
+    (x0, mean, log_var)
 }
 
 /// Ancestral sampling with the learned-range variance; no noise at the last step.
@@ -72,14 +110,8 @@ fn ddpm<B: Backend>(
     let device = x.device();
     for (done, i) in (0..n).rev().enumerate() {
         let out = denoise(x.clone(), s.timesteps[i]);
-        let eps = out.clone().narrow(1, 0, 1);
-        let x0 = predict_x0(x.clone(), eps, s.alphas_cumprod[i]);
-        let mean = x0 * s.posterior_mean_coef1[i] + x * s.posterior_mean_coef2[i];
+        let (_, mean, log_var) = ddpm_moments(s, i, x, out);
         x = if i > 0 {
-            // log sigma^2 = f log beta + (1 - f) log beta~, f = (v + 1) / 2.
-            let (lo, hi) = s.log_variance_range(i);
-            let frac = (out.narrow(1, 1, 1) + 1.0) / 2.0;
-            let log_var = frac * (hi - lo) + lo;
             mean + (log_var * 0.5).exp() * noise.normal::<B>([1, d, h, w], &device)
         } else {
             mean
@@ -185,16 +217,21 @@ mod tests {
 
     fn moments(spec: &str) -> (f64, f64) {
         let spec: SamplerSpec = spec.parse().unwrap();
-        let sched = schedule_of(&spec).unwrap();
+        let sched = schedule_of(&spec, Respacing::Even).unwrap();
         let seeds: Vec<u64> = (0..16).collect();
         let mut noise = NoiseStreams::new(&seeds);
         let mut f = oracle(&sched);
         let mut calls = 0;
-        let x =
-            sample::<TestBackend>(&spec, [4, 8, 8], &mut noise, &Default::default(), &mut f, &mut |_, _| {
-                calls += 1
-            })
-            .unwrap();
+        let x = sample::<TestBackend>(
+            &spec,
+            Respacing::Even,
+            [4, 8, 8],
+            &mut noise,
+            &Default::default(),
+            &mut f,
+            &mut |_, _| calls += 1,
+        )
+        .unwrap();
         assert_eq!(calls, spec.steps());
         let v: Vec<f32> = x.into_data().to_vec().unwrap();
         let n = v.len() as f64;
@@ -252,8 +289,15 @@ mod tests {
     fn null_sampler_is_refused() {
         let mut noise = NoiseStreams::new(&[1]);
         let mut f = |x: Tensor<TestBackend, 5>, _t| x;
-        let r =
-            sample(&SamplerSpec::Null, [2, 2, 2], &mut noise, &Default::default(), &mut f, &mut |_, _| {});
+        let r = sample(
+            &SamplerSpec::Null,
+            Respacing::Even,
+            [2, 2, 2],
+            &mut noise,
+            &Default::default(),
+            &mut f,
+            &mut |_, _| {},
+        );
         assert!(matches!(r, Err(SamplerError::Null)));
     }
 }

@@ -1,6 +1,9 @@
 //! The noise schedule, computed in f64: T = 1000 linear betas 1e-4..0.02, and respaced
 //! sub-schedules for the fast samplers (guided-diffusion's `space_timesteps`).
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
 /// Steps of the training schedule.
 pub const T: usize = 1000;
 
@@ -43,6 +46,19 @@ impl Schedule {
             k
         };
         Self::at_timesteps(keep)
+    }
+
+    /// guided-diffusion's `ddimN` respacing (`space_timesteps`), which the reference samples
+    /// with: every `stride`-th timestep from 0, for the smallest stride that gives exactly
+    /// `steps` of them (`ddim50`: 0, 20, ..., 980; `ddim5`: 0, 200, ..., 800: the last timestep
+    /// is not 999). Some counts have no such stride (e.g. 999); the error says which do.
+    pub fn strided(steps: usize) -> Result<Self, String> {
+        let stride = (1..T).find(|&i| T.div_ceil(i) == steps).ok_or_else(|| {
+            format!(
+                "guided-diffusion cannot respace 1000 steps to exactly {steps} strided DDIM steps (it would raise ValueError); use a count such as 10, 25, 50, 100 or 250"
+            )
+        })?;
+        Ok(Self::at_timesteps((0..T).step_by(stride).collect()))
     }
 
     /// The linear schedule respaced to `steps` timesteps (including 0 and 999) evenly spaced in
@@ -148,6 +164,14 @@ impl Schedule {
     }
 }
 
+/// One coefficient per batch element (each element may be at its own timestep), shaped
+/// [B, 1, 1, 1, 1] to broadcast over a volume batch. Here rather than in the loss, so that the
+/// loss and the objectives both use it without importing each other.
+pub(crate) fn per_sample<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 5> {
+    let data: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    Tensor::from_data(TensorData::new(data, [values.len(), 1, 1, 1, 1]), device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +199,21 @@ mod tests {
             }
         }
         assert_eq!(Schedule::respaced(10).timesteps[..3], [0, 111, 222]);
+    }
+
+    #[test]
+    fn strided_respacing_is_guided_diffusions_ddim_n() {
+        // space_timesteps(1000, "ddim50") = set(range(0, 1000, 20)), and so on.
+        assert_eq!(Schedule::strided(50).unwrap().timesteps, (0..1000).step_by(20).collect::<Vec<_>>());
+        assert_eq!(Schedule::strided(5).unwrap().timesteps, [0, 200, 400, 600, 800]);
+        assert_eq!(Schedule::strided(2).unwrap().timesteps, [0, 500]);
+        assert_eq!(Schedule::strided(7).unwrap().timesteps.len(), 7);
+        let full = Schedule::linear();
+        let s = Schedule::strided(10).unwrap();
+        for (i, &t) in s.timesteps.iter().enumerate() {
+            assert!((s.alphas_cumprod[i] - full.alphas_cumprod[t]).abs() < 1e-12);
+        }
+        assert!(Schedule::strided(999).unwrap_err().contains("ValueError"));
     }
 
     #[test]

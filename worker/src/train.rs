@@ -180,6 +180,7 @@ fn save(
         validation,
         note: settings.note.clone(),
         z_calibration: None,
+        imported: None,
     };
     for name in [format!("model-step{step:07}.mpk"), "latest.mpk".to_string()] {
         let path = settings.out.join(&name);

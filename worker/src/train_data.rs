@@ -12,6 +12,7 @@ use dispr_store::Store;
 use sha2::{Digest, Sha256};
 
 /// A held-out cell: its inputs and its ground truth at 64^3.
+#[derive(Debug, Clone)]
 pub struct ValCell {
     pub id: CellId,
     /// The cell's class (from labels.csv or its name).

@@ -245,6 +245,7 @@ async fn a_run_pins_the_checkpoint_sidecar_and_a_recalibrated_one_is_another_mod
         validation: None,
         note: "first".into(),
         z_calibration: None,
+        imported: None,
     };
     dispr_model::checkpoint::save_model(net, sidecar, &record).unwrap();
     let hash = |p: &Path| dispr_model::sha256_file(p).unwrap();

@@ -4,6 +4,7 @@ pub mod cleanup;
 pub mod dead_letters;
 pub mod demo;
 pub mod local;
+pub mod preflight;
 pub mod report;
 pub mod run_args;
 pub mod status;

@@ -2,5 +2,8 @@
 
 pub mod calibrate;
 pub mod evaluate;
+pub mod export;
+pub mod import;
+pub mod sample;
 pub mod serve;
 pub mod train;

@@ -1,0 +1,79 @@
+//! `dispr-worker sample`: one raw sample of one cell from a given initial noise, to compare
+//! with the reference code's sampler.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use dispr_model::{CellInput, DefaultBackend, Predictor};
+use dispr_proto::SamplerSpec;
+use dispr_shape::tiff_io;
+use dispr_shape::volume::{SIDE, Volume};
+
+/// Sample one cell from a given x_T and write the sampler's raw output: the final x_0
+/// estimate, clipped to [-1, 1], as a float32 64x64x64 TIFF (z first), exactly as the
+/// reference's sampler returns it (no return to [0, 1], no Otsu, no height calibration). Run
+/// the reference from the same --initial-noise to compare: DDIM with eta 0 is deterministic.
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Checkpoint record (.mpk) with its .json sidecar beside it; its network must run at 64^3.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The cell's 64x64 uint8 fluorescence image.
+    #[arg(long)]
+    image: PathBuf,
+    /// The cell's 64x64 uint8 segmentation mask.
+    #[arg(long)]
+    mask: PathBuf,
+    /// x_T: a float32 64x64x64 TIFF (z first), e.g. tifffile.imwrite(p, noise.numpy()[0, 0]).
+    #[arg(long)]
+    initial_noise: PathBuf,
+    /// Sampler (ddim-N with eta 0 is deterministic given x_T).
+    #[arg(long, default_value = "ddim-50")]
+    sampler: SamplerSpec,
+    /// Seed of the fresh noise of stochastic samplers (DDPM, DDIM with eta > 0).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write the sample (float32 TIFF).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if matches!(args.sampler, SamplerSpec::Null) {
+        anyhow::bail!("--sampler null does not use the model; give ddim-N, ddpm-N or dpmpp2m-N");
+    }
+    let name = |p: &Path| p.display().to_string();
+    let image = tiff_io::read_image_u8(&read(&args.image)?, &name(&args.image), "image", [SIDE, SIDE])?;
+    let mask = tiff_io::read_image_u8(&read(&args.mask)?, &name(&args.mask), "mask", [SIDE, SIDE])?;
+    let noise = tiff_io::read_volume_f32(
+        &read(&args.initial_noise)?,
+        &name(&args.initial_noise),
+        "initial noise",
+        [SIDE; 3],
+    )?;
+    let device = Default::default();
+    let predictor = Predictor::<DefaultBackend>::load(&args.checkpoint, &device)
+        .with_context(|| format!("loading {}", args.checkpoint.display()))?;
+    let r = predictor.config().resolution;
+    if r != SIDE {
+        anyhow::bail!(
+            "{}: its network ({}) runs at {r}^3, so its raw samples are not 64^3 volumes to compare with the reference; use a 64^3 checkpoint (dispr-64, dispr-64-ref, or one imported)",
+            args.checkpoint.display(),
+            predictor.config().name
+        );
+    }
+    let input = CellInput { image: &image.data, mask: &mask.data };
+    let x0 = predictor.sample_raw(input, &noise.data, &args.sampler, args.seed, &mut |done, total| {
+        eprint!("\rstep {done}/{total}");
+    })?;
+    eprintln!();
+    let bytes = tiff_io::encode_volume_f32(&Volume { dims: [SIDE; 3], data: x0 })?;
+    std::fs::write(&args.out, bytes).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
