@@ -66,11 +66,12 @@ pub struct RunArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct VolumesArg {
     /// How the sampled volumes are stored, as deflate-compressed ImageJ TIFFs (Fiji and tifffile
-    /// read them as they are): float32 (the sampler's values, about 0.9 MB a sample), uint8 (the
-    /// values quantised to 0..255, within 0.5/255) or mask (the binarised shape the features are
-    /// measured on, 0 and 255; smallest). The 3D features are the same whichever is chosen, and
-    /// probability.tif is uint8 in all. Default for a new run: uint8; a resumed run keeps its own.
-    /// docs/volume-formats.md has the measured sizes.
+    /// read them as they are): mask (the binarised shape the features are measured on, as 0 and
+    /// 255; about 95 KB per cell at 3 samples, everything included), uint8 (the sampler's values
+    /// quantised to within 0.5/255; about 250 KB) or float32 (its values as sampled; about 2 MB).
+    /// The 3D features are the same whichever is chosen, and probability.tif is uint8 in all.
+    /// Default for a new run: mask; a resumed run keeps its own. docs/volume-formats.md has the
+    /// measurements.
     #[arg(long = "volumes", env = "DISPR_VOLUMES", value_name = "FORMAT")]
     pub format: Option<VolumeFormat>,
 }
