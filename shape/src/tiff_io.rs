@@ -659,7 +659,6 @@ where
         }
         image.write_data(page).map_err(|e| fail(e.to_string()))?;
     }
-    drop(encoder);
     Ok(out.into_inner())
 }
 
