@@ -204,6 +204,7 @@ mod tests {
             sampler: SamplerSpec::Null,
             samples_per_cell: 2,
             seed: 5,
+            volumes: None,
         };
         let bar = indicatif::ProgressBar::hidden();
         let prepared = prepare(&spec).await.unwrap();
@@ -222,6 +223,7 @@ mod tests {
         let failure =
             CellFailure::decode(&output.get(&keys::failure(run_id, &empty)).await.unwrap()).unwrap();
         assert!(failure.reason.contains("empty"), "{}", failure.reason);
+        every_output_is_readable_by_others(out.path());
 
         // Again: everything is finished, nothing is computed.
         let prepared = prepare(&spec).await.unwrap();
@@ -231,5 +233,32 @@ mod tests {
             (0, 5, 1)
         );
         assert_eq!(again.summary.finished_while_watching, 0);
+    }
+
+    /// Every file and folder of the run has the modes this process gives its own new files and
+    /// folders (0644 and 0755 under the usual umask 022), so an analyst under another account
+    /// opens the volumes.
+    #[cfg(unix)]
+    fn every_output_is_readable_by_others(root: &std::path::Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let probe = tempfile::tempdir().unwrap();
+        std::fs::File::create(probe.path().join("file")).unwrap();
+        std::fs::create_dir(probe.path().join("dir")).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let (file_mode, dir_mode) = (mode(&probe.path().join("file")), mode(&probe.path().join("dir")));
+        let mut files = 0;
+        for entry in walkdir::WalkDir::new(root.join("runs")) {
+            let entry = entry.unwrap();
+            let expected = if entry.file_type().is_dir() { dir_mode } else { file_mode };
+            assert_eq!(
+                mode(entry.path()),
+                expected,
+                "{} has mode {:o}",
+                entry.path().display(),
+                mode(entry.path())
+            );
+            files += usize::from(entry.file_type().is_file());
+        }
+        assert!(files > 10, "the run wrote {files} files");
     }
 }

@@ -27,7 +27,7 @@ pub async fn prepare(spec: &RunSpec) -> anyhow::Result<Prepared> {
         .with_context(|| format!("opening the dataset {}", spec.dataset_uri))?;
     let (cells, mut manifest) = tokio::try_join!(cells::dataset_cells(&dataset), spec.manifest())?;
     manifest.dataset_digest = Some(cells::digest(&cells));
-    let state = manifest::write_or_check(&output, &manifest).await?;
+    let state = manifest::write_or_check(&output, &mut manifest, spec.volumes.is_some()).await?;
     let finished = Finished::read(&output, &manifest.run_id).await?;
     Ok(Prepared { manifest, state, output, cells, finished })
 }

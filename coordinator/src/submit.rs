@@ -308,6 +308,7 @@ fn job_for(manifest: &Manifest, index: usize, cells: Vec<CellId>) -> Job {
         sampler: manifest.sampler.clone(),
         samples_per_cell: manifest.samples_per_cell,
         seed: manifest.seed,
+        volumes: manifest.volumes,
     }
 }
 
@@ -338,6 +339,7 @@ mod tests {
             seed: 3,
             code_version: "0".into(),
             dataset_digest: None,
+            volumes: dispr_proto::VolumeFormat::Float32,
         }
     }
 

@@ -14,8 +14,10 @@ pub mod queues;
 pub mod records;
 pub mod seed;
 pub mod version;
+pub mod volume_format;
 
 pub use ids::{CellId, IdError, JobId, RunId};
 pub use messages::{DEFAULT_SAMPLER, Job, JobResult, ModelRef, ResultBody, SamplerSpec};
 pub use records::{CellFailure, CellFeatures, HandBack, JobRecord, Manifest, SampleFeatures, Uncertainty};
 pub use version::{ProtoError, SCHEMA_VERSION};
+pub use volume_format::VolumeFormat;

@@ -3,6 +3,7 @@
 
 use crate::ids::{CellId, RunId};
 use crate::version::{self, ProtoError, SCHEMA_VERSION};
+use crate::volume_format::VolumeFormat;
 use serde::{Deserialize, Serialize};
 
 /// The sampler runs use unless told otherwise: with the default `prior-x0` checkpoint the shapes
@@ -132,6 +133,9 @@ pub struct Job {
     pub sampler: SamplerSpec,
     pub samples_per_cell: u32,
     pub seed: u64,
+    /// How the worker writes the volumes. Absent in jobs of older coordinators: float32.
+    #[serde(default)]
+    pub volumes: VolumeFormat,
 }
 
 impl Job {
@@ -241,6 +245,7 @@ mod tests {
             sampler: SamplerSpec::DpmSolver2m { steps: 25 },
             samples_per_cell: 5,
             seed: 42,
+            volumes: VolumeFormat::Uint8,
         }
     }
 
@@ -248,6 +253,14 @@ mod tests {
     fn job_round_trips() {
         let j = job();
         assert_eq!(Job::decode(&j.encode()).unwrap(), j);
+    }
+
+    #[test]
+    fn a_job_without_a_volume_format_is_float32() {
+        let mut v: serde_json::Value = serde_json::from_slice(&job().encode()).unwrap();
+        assert_eq!(v["volumes"], "uint8");
+        v.as_object_mut().unwrap().remove("volumes");
+        assert_eq!(Job::decode(&serde_json::to_vec(&v).unwrap()).unwrap().volumes, VolumeFormat::Float32);
     }
 
     #[test]

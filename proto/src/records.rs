@@ -31,6 +31,10 @@ pub struct Manifest {
     /// its name. Absent in manifests of older releases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_digest: Option<String>,
+    /// How the run's volumes are stored. Absent in manifests of older releases, whose volumes
+    /// are float32.
+    #[serde(default)]
+    pub volumes: crate::VolumeFormat,
 }
 
 impl Manifest {
@@ -248,6 +252,7 @@ mod tests {
             seed: 1,
             code_version: "0.1.0".into(),
             dataset_digest: None,
+            volumes: crate::VolumeFormat::Mask,
         };
         let bytes = m.encode();
         assert!(bytes.ends_with(b"}\n"));

@@ -176,6 +176,7 @@ static VALID: LazyLock<Vec<Value>> = LazyLock::new(|| {
         sampler: SamplerSpec::Ddim { steps: 25, eta: 0.5 },
         samples_per_cell: 5,
         seed: 42,
+        volumes: dispr_proto::VolumeFormat::Uint8,
     };
     let result = JobResult::new(run(), "j1", "w-1", ResultBody::CellDone { cell: cell(), seconds: 1.5 });
     let manifest = Manifest {
@@ -189,6 +190,7 @@ static VALID: LazyLock<Vec<Value>> = LazyLock::new(|| {
         seed: 0,
         code_version: "0.1.0".into(),
         dataset_digest: Some("cd".repeat(32)),
+        volumes: dispr_proto::VolumeFormat::Uint8,
     };
     let cell_features = CellFeatures {
         schema_version: SCHEMA_VERSION,

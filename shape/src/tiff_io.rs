@@ -11,14 +11,14 @@
 //! one deflate strip (a decompression bomb of 8 GiB) is refused after reading its headers.
 //!
 //! Writing produces ImageJ hyperstacks for volumes (an `ImageJ=` description on the first page
-//! with `images=` and `slices=`), so Fiji and Python's `tifffile` read a `(depth, height, width)`
-//! ZYX array, and plain single-page TIFFs for images.
+//! with `images=` and `slices=`), deflate-compressed, so Fiji and Python's `tifffile` read a
+//! `(depth, height, width)` ZYX array without plugins, and plain single-page TIFFs for images.
 
 use crate::volume::{Image2d, Volume};
 use std::io::Cursor;
 use std::path::Path;
 use tiff::decoder::{Decoder, DecodingResult, Limits};
-use tiff::encoder::{TiffEncoder, colortype};
+use tiff::encoder::{Compression, DeflateLevel, Predictor, TiffEncoder, colortype};
 use tiff::tags::Tag;
 use tiff::{ColorType, TiffFormatError};
 
@@ -613,14 +613,19 @@ trait Writable: Copy {
     type Color: colortype::ColorType<Inner = Self>;
     /// The display range ImageJ should use for this type, if not the type's full range.
     const RANGE: Option<(f32, f32)>;
+    /// The predictor before compression: horizontal differencing for integers; the `tiff` crate
+    /// has none for floats.
+    const PREDICTOR: Predictor;
 }
 impl Writable for u8 {
     type Color = colortype::Gray8;
     const RANGE: Option<(f32, f32)> = None;
+    const PREDICTOR: Predictor = Predictor::Horizontal;
 }
 impl Writable for f32 {
     type Color = colortype::Gray32Float;
     const RANGE: Option<(f32, f32)> = Some((0.0, 1.0));
+    const PREDICTOR: Predictor = Predictor::None;
 }
 
 fn encode_pages<T: Writable>(dims: [usize; 3], data: &[T], stack: bool) -> Result<Vec<u8>, TiffError>
@@ -632,8 +637,17 @@ where
     if data.len() != d * h * w || d == 0 {
         return Err(fail(format!("{} values do not fill dimensions {dims:?}", data.len())));
     }
-    let mut out = Cursor::new(Vec::with_capacity(std::mem::size_of_val(data) + d * 256));
-    let mut encoder = TiffEncoder::new(&mut out).map_err(|e| fail(e.to_string()))?;
+    let mut out = Cursor::new(Vec::with_capacity(std::mem::size_of_val(data) / 4 + d * 256));
+    let encoder = TiffEncoder::new(&mut out).map_err(|e| fail(e.to_string()))?;
+    // Volumes are most of what a run writes: deflate (which Fiji, tifffile and every TIFF reader
+    // decode without plugins), after the horizontal predictor where the type allows it (integers;
+    // it turns a shape's runs of equal values into zeros). Single images stay uncompressed, as
+    // the datasets' own files are.
+    let mut encoder = if stack {
+        encoder.with_compression(Compression::Deflate(DeflateLevel::Balanced)).with_predictor(T::PREDICTOR)
+    } else {
+        encoder
+    };
     let description = imagej_description(d, T::RANGE);
     for (z, page) in data.chunks_exact(h * w).enumerate() {
         let mut image = encoder.new_image::<T::Color>(w as u32, h as u32).map_err(|e| fail(e.to_string()))?;
@@ -645,19 +659,35 @@ where
         }
         image.write_data(page).map_err(|e| fail(e.to_string()))?;
     }
-    // The encoder borrows `out` and has written everything; its last use ends the borrow.
     Ok(out.into_inner())
 }
 
-/// Encodes an 8-bit volume as an ImageJ hyperstack (one page per z).
+/// Encodes an 8-bit volume as a deflate-compressed ImageJ hyperstack (one page per z).
 pub fn encode_volume_u8(volume: &Volume<u8>) -> Result<Vec<u8>, TiffError> {
     encode_pages(volume.dims, &volume.data, true)
 }
 
-/// Encodes a float32 volume (the sampler's output in [0, 1]) as an ImageJ hyperstack with
-/// display range 0..1.
+/// Encodes a float32 volume (the sampler's output in [0, 1]) as a deflate-compressed ImageJ
+/// hyperstack with display range 0..1.
 pub fn encode_volume_f32(volume: &Volume<f32>) -> Result<Vec<u8>, TiffError> {
     encode_pages(volume.dims, &volume.data, true)
+}
+
+/// Largest difference between a value in [0, 1] and its [`quantise_unit`] level read back as
+/// `level / 255` (what [`read_volume_f32`] returns for uint8): half a step.
+pub const QUANTISATION_BOUND: f32 = 0.5 / 255.0;
+
+/// A value in [0, 1] as the nearest of 256 levels, `round(255 x)`; values outside are clamped
+/// (and NaN is 0), so the result is always a valid level.
+pub fn quantise_unit(x: f32) -> u8 {
+    if x.is_nan() { 0 } else { (x.clamp(0.0, 1.0) * 255.0).round() as u8 }
+}
+
+/// Encodes a volume of values in [0, 1] as an 8-bit stack of [`quantise_unit`] levels: a quarter
+/// of float32's size before compression, within [`QUANTISATION_BOUND`] of each value.
+pub fn encode_volume_unit_u8(volume: &Volume<f32>) -> Result<Vec<u8>, TiffError> {
+    let data = volume.data.iter().copied().map(quantise_unit).collect();
+    encode_volume_u8(&Volume { dims: volume.dims, data })
 }
 
 /// Encodes an 8-bit image as a single-page TIFF.

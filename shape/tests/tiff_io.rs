@@ -259,3 +259,25 @@ fn tifffile_reads_our_volumes() {
         "{text}"
     );
 }
+
+/// Volumes are deflate-compressed (a shape compresses to a few KB), and values in [0, 1] stored
+/// as uint8 read back within half a step, out-of-range values clamped to the nearest level.
+#[test]
+fn volumes_are_compressed_and_uint8_levels_stay_within_half_a_step() {
+    let f = ramp().map(|x| x as f32 / 255.0 + 0.3 / 255.0);
+    let bytes = tiff_io::encode_volume_unit_u8(&f).unwrap();
+    let mut decoder = tiff::decoder::Decoder::new(Cursor::new(&bytes)).unwrap();
+    assert_eq!(decoder.get_tag_u32(tiff::tags::Tag::Compression).unwrap(), 8, "deflate");
+    let back = tiff_io::read_volume_f32(&bytes, "q.tif", "sample", [SIDE; 3]).unwrap();
+    for (a, b) in f.data.iter().zip(&back.data) {
+        assert!((a.clamp(0.0, 1.0) - b).abs() <= tiff_io::QUANTISATION_BOUND + 1e-7, "{a} read back as {b}");
+    }
+    assert_eq!([-0.5, 0.0, 0.5, 1.0, 7.0, f32::NAN].map(tiff_io::quantise_unit), [0, 0, 128, 255, 255, 0]);
+    let shape = Volume {
+        dims: [SIDE; 3],
+        data: (0..SIDE * SIDE * SIDE).map(|i| if i % SIDE < 20 { 255 } else { 0 }).collect(),
+    };
+    let bytes = tiff_io::encode_volume_u8(&shape).unwrap();
+    assert!(bytes.len() < 16 * 1024, "a 256 KiB binary shape compresses to {} bytes", bytes.len());
+    assert_eq!(tiff_io::read_volume_u8(&bytes, "m.tif", "mask", [SIDE; 3]).unwrap(), shape);
+}

@@ -4,7 +4,9 @@
 //! place, so a reader never sees a half-written object and a crash leaves at most a stray
 //! temporary file (named `.dispr-tmp-*`, which listings skip). `put_if_absent` renames with
 //! `RENAME_NOREPLACE` (or a hard link where that is missing), so of several racing writers
-//! exactly one wins. The file-system calls block, so each operation runs on tokio's blocking pool.
+//! exactly one wins. Files and folders get the modes any program's files get (0666 and 0777 less
+//! the umask: 0644 and 0755 usually), so other accounts can read a run's outputs. The file-system
+//! calls block, so each operation runs on tokio's blocking pool.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -195,7 +197,15 @@ fn is_absent(e: &io::Error) -> bool {
 fn write_atomically(path: &Path, data: &[u8], overwrite: bool) -> io::Result<bool> {
     let folder = path.parent().ok_or_else(|| io::Error::other("an object needs a parent folder"))?;
     std::fs::create_dir_all(folder)?;
-    let mut temp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(folder)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX);
+    // Readable by others, like any file a program writes (0666 less the umask, so 0644 under the
+    // usual umask 022): outputs on a shared filesystem are opened in Fiji under other accounts.
+    // tempfile's default of 0600 would survive the rename. Folders get 0777 less the umask from
+    // `create_dir_all` already.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut temp = builder.tempfile_in(folder)?;
     temp.write_all(data)?;
     // Durable before visible: a worker acks a job once its outputs are written.
     temp.as_file().sync_all()?;
@@ -271,6 +281,25 @@ mod tests {
         let names: Vec<_> =
             std::fs::read_dir(dir.path().join("a")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 2, "put left no temporary file of its own: {names:?}");
+    }
+
+    /// Objects and their folders are as readable as any file this process creates: what
+    /// `File::create` and `create_dir` give under the same umask (0644 and 0755 under 022), not
+    /// the temporary file's private 0600.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn objects_get_the_modes_of_ordinary_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalFolder::new(dir.path().to_owned());
+        store.put("a/b.bin", Bytes::from_static(b"x")).await.unwrap();
+        assert!(store.put_if_absent("a/c.json", Bytes::from_static(b"y")).await.unwrap());
+        std::fs::File::create(dir.path().join("plain")).unwrap();
+        std::fs::create_dir(dir.path().join("plain-dir")).unwrap();
+        let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("a/b.bin"), mode("plain"));
+        assert_eq!(mode("a/c.json"), mode("plain"));
+        assert_eq!(mode("a"), mode("plain-dir"));
     }
 
     #[tokio::test]

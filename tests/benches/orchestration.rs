@@ -323,7 +323,7 @@ fn compute_per_cell(cells: usize) -> f64 {
         let label = Label { class: "bench".into(), subclass: None };
         let checked = cell::check_inputs(&id, label, &files).unwrap();
         let volume = NullSampler::volume(&checked.input.mask, seed);
-        cell::outputs(&run, &checked, &[seed], vec![volume]).unwrap();
+        cell::outputs(&run, &checked, &[seed], vec![volume], dispr_proto::VolumeFormat::Float32).unwrap();
     }
     started.elapsed().as_secs_f64() / cells as f64
 }
@@ -347,7 +347,8 @@ fn compute_with_ensemble(cells: usize, samples: u32) -> (f64, f64) {
         let seeds: Vec<u64> = (0..u64::from(samples)).map(|k| cell_seed * 1000 + k * 7919).collect();
         let volumes: Vec<_> = seeds.iter().map(|&s| NullSampler::volume(&checked.input.mask, s)).collect();
         let binaries: Vec<Vec<bool>> = volumes.iter().map(|v| dispr_shape::otsu::binarise(v)).collect();
-        let outputs = cell::outputs(&run, &checked, &seeds, volumes).unwrap();
+        let outputs =
+            cell::outputs(&run, &checked, &seeds, volumes, dispr_proto::VolumeFormat::Float32).unwrap();
         total += started.elapsed().as_secs_f64();
         assert_eq!(outputs.ensemble_volumes.len(), if samples >= 2 { 2 } else { 0 });
         let started = Instant::now();
@@ -357,6 +358,7 @@ fn compute_with_ensemble(cells: usize, samples: u32) -> (f64, f64) {
             &binaries,
             &outputs.features.mean_3d,
             &outputs.features.std_3d,
+            dispr_proto::VolumeFormat::Float32,
         )
         .unwrap();
         ensemble += started.elapsed().as_secs_f64();

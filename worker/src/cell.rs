@@ -5,11 +5,11 @@
 
 use crate::volume_sampler::{CellInput, SIDE, Volume};
 use dispr_proto::records::{FeatureMap, aggregate};
-use dispr_proto::{CellFeatures, CellId, RunId, SCHEMA_VERSION, SampleFeatures, keys};
+use dispr_proto::{CellFeatures, CellId, RunId, SCHEMA_VERSION, SampleFeatures, VolumeFormat, keys};
 use dispr_shape::dataset::{CellBytes, DatasetCell, Geometry, Label, decode_cell};
 use dispr_shape::features::{FeatureError, features_2d, features_3d};
 use dispr_shape::reconstruction::{reconstruction, truth_mask};
-use dispr_shape::tiff_io::{TiffError, encode_volume_f32, read_volume_u8};
+use dispr_shape::tiff_io::{TiffError, encode_volume_f32, encode_volume_u8, encode_volume_unit_u8, read_volume_u8};
 use dispr_shape::{otsu, volume};
 
 const DIMS: [usize; 3] = [SIDE, SIDE, SIDE];
@@ -144,14 +144,16 @@ pub struct CellOutputs {
     pub features: CellFeatures,
 }
 
-/// Encodes the volumes, binarises them with Otsu, computes their 3D features (and
-/// reconstruction metrics where there is ground truth), the uncertainty of the ensemble
-/// ([`crate::uncertainty`]) and the features record.
+/// Binarises the volumes with Otsu, computes their 3D features (and reconstruction metrics where
+/// there is ground truth), encodes them in `format`, and adds the uncertainty of the ensemble
+/// ([`crate::uncertainty`]) and the features record. The features come from the sampler's own
+/// values whatever the format, so they do not depend on it.
 pub fn outputs(
     run: &RunId,
     cell: &Checked,
     seeds: &[u64],
     volumes: Vec<Volume>,
+    format: VolumeFormat,
 ) -> Result<CellOutputs, OutputError> {
     let id = &cell.input.cell;
     let mut volume_tiffs = Vec::with_capacity(volumes.len());
@@ -175,8 +177,7 @@ pub fn outputs(
             }
             None => None,
         };
-        let vol = volume::Volume { dims: DIMS, data };
-        volume_tiffs.push(encode_volume_f32(&vol).map_err(|source| OutputError::Encode {
+        volume_tiffs.push(encode_sample(data, &binary, format).map_err(|source| OutputError::Encode {
             cell: id.clone(),
             k,
             source,
@@ -186,7 +187,7 @@ pub fn outputs(
     }
     let per_sample: Vec<FeatureMap> = samples.iter().map(|s| s.features.clone()).collect();
     let (mean_3d, std_3d) = aggregate(&per_sample);
-    let ensemble = crate::uncertainty::outputs(run, id, &binaries, &mean_3d, &std_3d)
+    let ensemble = crate::uncertainty::outputs(run, id, &binaries, &mean_3d, &std_3d, format)
         .map_err(|source| OutputError::EncodeEnsemble { cell: id.clone(), source: Box::new(source) })?;
     let mean_metrics = cell.truth.as_ref().map(|_| {
         let m: Vec<FeatureMap> = samples.iter().filter_map(|s| s.metrics.clone()).collect();
@@ -207,4 +208,17 @@ pub fn outputs(
         uncertainty: ensemble.record,
     };
     Ok(CellOutputs { volume_tiffs, ensemble_volumes: ensemble.volumes, features })
+}
+
+/// One sample's TIFF in `format`: its values (float32 or quantised to uint8) or its binarised
+/// shape as 0 and 255.
+pub fn encode_sample(data: Volume, binary: &[bool], format: VolumeFormat) -> Result<Vec<u8>, TiffError> {
+    match format {
+        VolumeFormat::Float32 => encode_volume_f32(&volume::Volume { dims: DIMS, data }),
+        VolumeFormat::Uint8 => encode_volume_unit_u8(&volume::Volume { dims: DIMS, data }),
+        VolumeFormat::Mask => {
+            let data = binary.iter().map(|&inside| if inside { 255 } else { 0 }).collect();
+            encode_volume_u8(&volume::Volume { dims: DIMS, data })
+        }
+    }
 }

@@ -60,12 +60,21 @@ async fn ensemble_volumes_are_written_before_the_done_marker() {
     let u = record.uncertainty.expect("3 samples: the uncertainty is known");
     assert_eq!(u.samples, 3);
 
-    // The volumes say what the record says: p is a multiple of 1/3, std = sqrt(p (1 - p)), and
-    // the null sampler's samples (lenses of different thickness) disagree near their surfaces.
-    let (p, s) = (volume(&out, &probability), volume(&out, &std));
-    for (&p, &s) in p.iter().zip(&s) {
-        assert!([0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0].iter().any(|&v| (p - v).abs() < 1e-6), "{p}");
-        assert!((s - (p * (1.0 - p)).sqrt()).abs() < 1e-6, "{p} {s}");
+    // The volumes say what the record says: p is uint8, the nearest level to a multiple of 1/3,
+    // std = sqrt(p (1 - p)) in float32 (this run's format), and the null sampler's samples
+    // (lenses of different thickness) disagree near their surfaces.
+    let levels = std::fs::read(out.join(&probability)).unwrap();
+    let stack = dispr_shape::tiff_io::decode(&levels, "probability.tif").unwrap();
+    let dispr_shape::tiff_io::Samples::U8(levels) = stack.samples else {
+        panic!("probability.tif is not uint8")
+    };
+    let (s, mut p) = (volume(&out, &std), Vec::with_capacity(levels.len()));
+    for (&level, &s) in levels.iter().zip(&s) {
+        let j = (f32::from(level) * 3.0 / 255.0).round();
+        assert_eq!(level, (j / 3.0 * 255.0).round() as u8, "{level} is the level of {j} of 3 samples");
+        let q = j / 3.0;
+        assert!((s - (q * (1.0 - q)).sqrt()).abs() < 1e-6, "{q} {s}");
+        p.push(q);
     }
     let uncertain = p.iter().filter(|&&v| v > 0.0 && v < 1.0).count();
     assert!(uncertain > 0 && p.contains(&1.0));
@@ -110,7 +119,7 @@ fn print_the_cost_of_the_uncertainty_outputs() {
         let seeds: Vec<u64> = (0..samples).map(|k| c * 1000 + k * 7919).collect();
         let volumes: Vec<_> = seeds.iter().map(|&s| NullSampler::volume(&checked.input.mask, s)).collect();
         let binaries: Vec<Vec<bool>> = volumes.iter().map(|v| dispr_shape::otsu::binarise(v)).collect();
-        let out = cell::outputs(&run, &checked, &seeds, volumes).unwrap();
+        let out = cell::outputs(&run, &checked, &seeds, volumes, dispr_proto::VolumeFormat::Float32).unwrap();
         with += started.elapsed().as_secs_f64();
         let started = std::time::Instant::now();
         let e = dispr_worker::uncertainty::outputs(
@@ -119,6 +128,7 @@ fn print_the_cost_of_the_uncertainty_outputs() {
             &binaries,
             &out.features.mean_3d,
             &out.features.std_3d,
+            dispr_proto::VolumeFormat::Float32,
         )
         .unwrap();
         ensemble += started.elapsed().as_secs_f64();

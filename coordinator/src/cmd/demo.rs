@@ -60,6 +60,8 @@ pub struct Args {
     /// In-process workers.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    #[command(flatten)]
+    pub volumes: crate::cmd::run_args::VolumesArg,
     /// Names the run (its outputs go under <out>/runs/<run>/).
     #[arg(long, default_value = "demo")]
     pub run_id: RunId,
@@ -125,6 +127,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         sampler: args.sampler.clone(),
         samples_per_cell: args.samples,
         seed: args.seed,
+        volumes: args.volumes.format,
     };
     let prepared = prepare(&spec).await?;
     if prepared.state == ManifestState::Existing {

@@ -4,7 +4,7 @@
 use crate::job_sizing::{self, Cost, DEFAULT_CONSUMER_TIMEOUT_SECS};
 use crate::manifest::RunSpec;
 use anyhow::Context;
-use dispr_proto::{RunId, SamplerSpec};
+use dispr_proto::{RunId, SamplerSpec, VolumeFormat};
 use dispr_store::Store;
 use std::time::Duration;
 
@@ -58,6 +58,22 @@ pub struct RunArgs {
     /// with the same id resumes the run.
     #[arg(long, env = "DISPR_RUN_ID")]
     pub run_id: Option<RunId>,
+    #[command(flatten)]
+    pub volumes: VolumesArg,
+}
+
+/// `--volumes`, shared by `submit`, `local` and `demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VolumesArg {
+    /// How the sampled volumes are stored, as deflate-compressed ImageJ TIFFs (Fiji and tifffile
+    /// read them as they are): mask (the binarised shape the features are measured on, as 0 and
+    /// 255; about 95 KB per cell at 3 samples, everything included), uint8 (the sampler's values
+    /// quantised to within 0.5/255; about 250 KB) or float32 (its values as sampled; about 2 MB).
+    /// The 3D features are the same whichever is chosen, and probability.tif is uint8 in all.
+    /// Default for a new run: mask; a resumed run keeps its own. docs/volume-formats.md has the
+    /// measurements.
+    #[arg(long = "volumes", env = "DISPR_VOLUMES", value_name = "FORMAT")]
+    pub format: Option<VolumeFormat>,
 }
 
 impl RunArgs {
@@ -71,6 +87,7 @@ impl RunArgs {
             sampler: self.sampler.clone(),
             samples_per_cell: self.samples,
             seed: self.seed,
+            volumes: self.volumes.format,
         }
     }
 }

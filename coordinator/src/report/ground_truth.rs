@@ -83,8 +83,8 @@ fn unclassified(cell: &DatasetCell, e: impl std::fmt::Display) -> Unclassified {
 }
 
 /// A run's cell on its way to being scored: its record, dataset entry and files, and its
-/// samples' volume TIFFs (key, bytes).
-type Fetched = (CellFeatures, DatasetCell, CellBytes, Vec<(String, bytes::Bytes)>);
+/// samples' volume TIFFs (key, and the bytes unless the volume is not found).
+type Fetched = (CellFeatures, DatasetCell, CellBytes, Vec<(String, Option<bytes::Bytes>)>);
 
 /// What [`for_run`] found.
 pub struct RunTruth {
@@ -94,6 +94,27 @@ pub struct RunTruth {
     pub reconstruction: Vec<CellReconstruction>,
     /// The run's cells whose ground truth is missing or unusable, and why.
     pub problems: Vec<Unclassified>,
+    /// Volumes of the run not found (operators expire them and keep the features): their cells
+    /// keep their rows, without reconstruction scores.
+    pub missing_volumes: Vec<MissingVolume>,
+}
+
+/// A volume the report wanted and the store no longer has.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MissingVolume {
+    pub cell: CellId,
+    /// Where it was looked for.
+    pub uri: String,
+}
+
+/// The volume at `key`, or `None` when it is not found; other errors (the store is unreachable,
+/// access is denied) are errors.
+pub async fn volume_if_present(output: &Store, key: &str) -> anyhow::Result<Option<bytes::Bytes>> {
+    match output.get(key).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", output.uri_of(key))),
+    }
 }
 
 /// For each cell of `run_records` that has ground truth in `dataset`: its ground-truth features
@@ -133,17 +154,14 @@ pub async fn for_run(
             }),
         }
     }
-    let (mut truth, mut reconstruction) = (Vec::new(), Vec::new());
+    let (mut truth, mut reconstruction, mut missing_volumes) = (Vec::new(), Vec::new(), Vec::new());
     for chunk in wanted.chunks(CHUNK) {
         let fetched: Vec<Fetched> = futures::stream::iter(chunk.iter().map(|rec| async move {
             let (cell, files) = dataset.fetch_cell(&rec.cell).await?;
             let mut volumes = Vec::with_capacity(rec.samples.len());
             for s in &rec.samples {
                 let key = keys::volume(run, &rec.cell, s.k);
-                let bytes = output
-                    .get(&key)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", output.uri_of(&key)))?;
+                let bytes = volume_if_present(output, &key).await?;
                 volumes.push((key, bytes));
             }
             anyhow::Ok(((*rec).clone(), cell, files, volumes))
@@ -160,8 +178,16 @@ pub async fn for_run(
                     let data = decode_cell(cell, files, geometry).map_err(|e| unclassified(cell, e))?;
                     let truth =
                         record(&data, &run).map_err(|e| unclassified(cell, format!("ground truth: {e}")))?;
+                    let missing: Vec<&String> =
+                        volumes.iter().filter(|(_, b)| b.is_none()).map(|(key, _)| key).collect();
+                    if !missing.is_empty() {
+                        // Scored on its other samples it would not be comparable: no scores.
+                        let missing = missing.into_iter().cloned().collect();
+                        return Ok((truth, None, missing));
+                    }
                     let samples = volumes
                         .iter()
+                        .filter_map(|(key, bytes)| bytes.as_ref().map(|b| (key, b)))
                         .map(|(key, bytes)| {
                             tiff_io::read_volume_f32(bytes, key, "predicted volume", [SIDE, SIDE, SIDE])
                                 .map(|v| v.data)
@@ -171,14 +197,19 @@ pub async fn for_run(
                     let obj = data.obj.as_ref().map(|o| o.data.as_slice()).unwrap_or_default();
                     let scores =
                         cell_scores(cell.id.as_str(), rec.class.clone(), &samples, &data.mask.data, obj);
-                    Ok((truth, scores))
+                    Ok((truth, scores, Vec::new()))
                 })
                 .collect::<Vec<Result<_, Unclassified>>>()
         })
         .await?;
         for r in done {
             match r {
-                Ok((t, scores)) => {
+                Ok((t, scores, missing)) => {
+                    missing_volumes.extend(
+                        missing
+                            .into_iter()
+                            .map(|key| MissingVolume { cell: t.cell.clone(), uri: output.uri_of(&key) }),
+                    );
                     truth.push(t);
                     reconstruction.extend(scores);
                 }
@@ -186,7 +217,7 @@ pub async fn for_run(
             }
         }
     }
-    Ok(Some(RunTruth { truth, reconstruction, problems }))
+    Ok(Some(RunTruth { truth, reconstruction, problems, missing_volumes }))
 }
 
 /// One cell's record from its decoded files.

@@ -9,6 +9,7 @@
 //! ([`summary`]) and report.html (the run page), and [`files`] writes them with the CSV
 //! tables and plots under `runs/<run>/report/`.
 
+mod features_parquet;
 mod files;
 pub mod ground_truth;
 pub mod plots;
@@ -16,8 +17,9 @@ pub mod reconstruction;
 pub mod table;
 pub mod uncertainty;
 
-use crate::classify::{CvConfig, Scores, evaluate, repeated_cross_val_predict};
+use crate::classify::{CvConfig, Scores, capped_sample, evaluate, repeated_cross_val_predict};
 use dispr_proto::records::CellFeatures;
+pub use features_parquet::to_parquet;
 pub use files::{ReportFiles, files, summary};
 pub use reconstruction::Reconstruction;
 use serde::{Deserialize, Serialize};
@@ -111,7 +113,17 @@ pub struct FeatureSetResult {
     pub predictions: Vec<String>,
 }
 
-/// Cells per class.
+/// The stratified sample a capped cross-validation used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CvSample {
+    /// Cells cross-validated.
+    pub cells: usize,
+    /// Labelled cells of the run.
+    pub labelled: usize,
+    pub cap_per_class: usize,
+}
+
+/// Cells per class (of all the labelled cells, sampled or not).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassCount {
     pub class: String,
@@ -151,6 +163,10 @@ pub struct Report {
     pub cv: CvConfig,
     pub imbalance: String,
     pub feature_sets: Vec<FeatureSetResult>,
+    /// Present when the cross-validation used a capped sample of the labelled cells
+    /// ([`CvConfig::cap_per_class`]); [`Report::cells`] are then the sampled cells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv_sample: Option<CvSample>,
     /// Present when both the predicted and the ceiling rows are.
     pub recovered: Option<Recovered>,
     pub reference_macro_f1: Vec<(String, f64)>,
@@ -283,14 +299,26 @@ pub fn build(
             level: if level == Level::Class { "class" } else { "subclass" },
         });
     }
-    let truth_names: Vec<String> = labelled.iter().filter_map(|&i| labels[i].clone()).collect();
-    let y: Vec<usize> = truth_names.iter().map(|c| class_names.binary_search(c).unwrap_or(0)).collect();
+    let label_of = |i: usize| labels[i].as_ref().map_or(0, |c| class_names.binary_search(c).unwrap_or(0));
+    let all_y: Vec<usize> = labelled.iter().map(|&i| label_of(i)).collect();
     let classes: Vec<ClassCount> = class_names
         .iter()
         .enumerate()
-        .map(|(k, c)| ClassCount { class: c.clone(), cells: y.iter().filter(|&&v| v == k).count() })
+        .map(|(k, c)| ClassCount { class: c.clone(), cells: all_y.iter().filter(|&&v| v == k).count() })
         .collect();
+    // The minority classes are those of the whole run, whatever the sample below.
     let minority = minority_classes(&classes);
+    let mut cv_sample = None;
+    let labelled: Vec<usize> = match cv.cap_per_class {
+        Some(cap) if classes.iter().any(|c| c.cells > cap) => {
+            let kept = capped_sample(&all_y, cap, cv.forest.seed);
+            cv_sample = Some(CvSample { cells: kept.len(), labelled: labelled.len(), cap_per_class: cap });
+            kept.into_iter().map(|k| labelled[k]).collect()
+        }
+        _ => labelled,
+    };
+    let truth_names: Vec<String> = labelled.iter().filter_map(|&i| labels[i].clone()).collect();
+    let y: Vec<usize> = labelled.iter().map(|&i| label_of(i)).collect();
     let minority_idx: Vec<usize> =
         (0..class_names.len()).filter(|&k| minority.contains(&class_names[k])).collect();
 
@@ -316,6 +344,7 @@ pub fn build(
         cv,
         imbalance: IMBALANCE.to_string(),
         feature_sets: results,
+        cv_sample,
         recovered: None,
         reference_macro_f1: REFERENCE_MACRO_F1.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         reconstruction: None,
@@ -396,10 +425,20 @@ impl Report {
             [first, .., last] => format!("{} seeds ({first}..{last})", seeds.len()),
             [] => String::new(),
         };
+        let sample = match &self.cv_sample {
+            Some(s) => format!(
+                " (cross-validated on a stratified sample of {} of the {} labelled cells: every cell of each class of \
+                 at most {cap} cells, and a seeded random {cap} of each larger class; --cv-cap-per-class)",
+                s.cells,
+                s.labelled,
+                cap = s.cap_per_class
+            ),
+            None => String::new(),
+        };
+        let labelled = self.cv_sample.map_or(self.cells.len(), |s| s.labelled);
         format!(
-            "{} labelled cells in {} classes; random forest of {} trees (depth {}); stratified {}-fold \
+            "{labelled} labelled cells in {} classes{sample}; random forest of {} trees (depth {}); stratified {}-fold \
              cross-validation repeated over {seeds}: figures are mean ± standard deviation over the repetitions",
-            self.cells.len(),
             self.classes.len(),
             self.cv.forest.trees,
             self.cv.forest.max_depth,
@@ -677,7 +716,52 @@ mod tests {
     }
 
     fn cv() -> CvConfig {
-        CvConfig { folds: 5, repeats: 3, forest: ForestConfig { trees: 30, max_depth: 5, seed: 1 } }
+        CvConfig {
+            folds: 5,
+            repeats: 3,
+            forest: ForestConfig { trees: 30, max_depth: 5, seed: 1 },
+            cap_per_class: None,
+        }
+    }
+
+    /// Above the cap, the majority class is sampled and every rare cell kept; the report says
+    /// so in its protocol line, and the class counts and minority classes stay the run's.
+    #[test]
+    fn a_capped_cross_validation_keeps_the_rare_cells_and_says_so() {
+        // alpha 60 cells (the majority), beta and gamma 10 each.
+        let records: Vec<CellFeatures> = (0..80)
+            .map(|i| {
+                let c = if i < 60 {
+                    0
+                } else if i < 70 {
+                    1
+                } else {
+                    2
+                };
+                record(i, CLASSES[c], ((i * 37) % 11) as f64, c as f64 * 10.0 + (i % 4) as f64)
+            })
+            .collect();
+        let table = FeatureTable::from_records(&records);
+        let capped = CvConfig { cap_per_class: Some(20), ..cv() };
+        let report = build("r", "test", &table, Level::Class, capped, vec![]).unwrap();
+        assert_eq!(report.cv_sample, Some(CvSample { cells: 40, labelled: 80, cap_per_class: 20 }));
+        assert_eq!(report.cells.len(), 40);
+        let sampled = |class: &str| report.cells.iter().filter(|c| c.starts_with(class)).count();
+        assert_eq!((sampled("alpha"), sampled("beta"), sampled("gamma")), (20, 10, 10));
+        let counts: Vec<usize> = report.classes.iter().map(|c| c.cells).collect();
+        assert_eq!(counts, [60, 10, 10], "the run's class sizes");
+        assert_eq!(report.minority_classes, ["beta", "gamma"]);
+        assert_eq!(report.feature_sets[1].per_class[0].support, 20);
+        assert_eq!(report.feature_sets[1].macro_f1.mean, 1.0, "the 3D feature still separates them");
+        let line = report.protocol();
+        assert!(
+            line.starts_with("80 labelled cells") && line.contains("stratified sample of 40 of the 80"),
+            "{line}"
+        );
+        // A cap no class exceeds changes nothing.
+        let uncapped =
+            build("r", "test", &table, Level::Class, CvConfig { cap_per_class: Some(60), ..cv() }, vec![]);
+        assert_eq!(uncapped.unwrap().cv_sample, None);
     }
 
     #[test]

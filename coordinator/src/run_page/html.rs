@@ -90,7 +90,8 @@ struct PanelRow {
     floor_iou: String,
     model_volume_error: String,
     inputs: Option<Picture>,
-    samples: Vec<Picture>,
+    /// `None` where the sample's volume is not found.
+    samples: Vec<Option<Picture>>,
     truth: Option<Picture>,
 }
 
@@ -243,7 +244,7 @@ fn panels_by_class(panels: &[CellPanel]) -> Vec<(String, Vec<PanelRow>)> {
             model_volume_error: score(|s| s.model_volume_error),
             inputs: p.inputs_png.as_ref().map(|png| Picture::new(png, format!("{} inputs", p.cell))),
             samples: (p.samples_png.iter().enumerate())
-                .map(|(k, png)| Picture::new(png, format!("{} sample {k}", p.cell)))
+                .map(|(k, png)| png.as_ref().map(|png| Picture::new(png, format!("{} sample {k}", p.cell))))
                 .collect(),
             truth: p.truth_png.as_ref().map(|png| Picture::new(png, format!("{} ground truth", p.cell))),
         };

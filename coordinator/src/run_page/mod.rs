@@ -19,6 +19,7 @@ pub use panels::gallery_positions;
 
 use crate::classify::CvConfig;
 pub use crate::report::ReportInputs;
+use crate::report::ground_truth::MissingVolume;
 use crate::report::reconstruction::CellReconstruction;
 use crate::report::{self, FeatureTable, Level, Reconstruction, Unclassified, ground_truth};
 use anyhow::Context as _;
@@ -44,12 +45,15 @@ pub struct CellPanel {
     pub rank: String,
     /// Image and mask side by side.
     pub inputs_png: Option<Vec<u8>>,
-    /// One strip per sample: its projections along z, y and x.
-    pub samples_png: Vec<Vec<u8>>,
+    /// One strip per sample: its projections along z, y and x; `None` where the sample's volume
+    /// is not found (the page says so).
+    pub samples_png: Vec<Option<Vec<u8>>>,
     /// The ground truth's projections, where the dataset has it.
     pub truth_png: Option<Vec<u8>>,
     /// The cell's reconstruction scores (model and floor against `obj > 0`), with ground truth.
     pub scores: Option<CellReconstruction>,
+    /// The cell's volumes that are not found.
+    pub missing_volumes: Vec<MissingVolume>,
 }
 
 /// Everything the page shows besides the classification.
@@ -64,6 +68,10 @@ pub struct RunPage {
     pub cells_not_drawn: usize,
     /// The most and least certain cell of each class, drawn (the numbers are in the results).
     pub uncertainty_panels: Vec<uncertainty::Panel>,
+    /// Volumes the report read and did not find (expired, or deleted), sorted: their cells keep
+    /// their rows in every table, their pictures say "volume not found", and with ground truth
+    /// they have no reconstruction scores.
+    pub missing_volumes: Vec<MissingVolume>,
 }
 
 impl RunPage {
@@ -94,6 +102,18 @@ async fn read_all<T>(
     .buffered(16)
     .try_collect()
     .await
+}
+
+/// A features record as the report keeps it while it reads the others: without the 3D features
+/// of each sample (the report uses their mean and spread, which the record also holds), which
+/// are most of a record's memory (with K = 3, about half).
+fn decode_for_report(bytes: &[u8]) -> Result<CellFeatures, dispr_proto::ProtoError> {
+    let mut record = CellFeatures::decode(bytes)?;
+    for sample in &mut record.samples {
+        sample.features = Default::default();
+        sample.metrics = None;
+    }
+    Ok(record)
 }
 
 /// Opens the run's dataset, or says why not (the report is still made without it).
@@ -136,7 +156,7 @@ pub async fn write_run_report(
     run: &RunId,
     options: &ReportOptions,
 ) -> anyhow::Result<Written> {
-    let records = read_all(output, &keys::features_prefix(run), CellFeatures::decode).await?;
+    let records = read_all(output, &keys::features_prefix(run), decode_for_report).await?;
     let failures = read_all(output, &keys::failures_prefix(run), CellFailure::decode).await?;
     let mut warnings = Vec::new();
     let manifest_key = keys::manifest(run);
@@ -194,9 +214,11 @@ pub async fn write_run_report(
                 .into(),
         }));
     }
+    let mut missing_volumes = Vec::new();
     let (truth, reconstruction) = match run_truth {
         Some(t) => {
             unclassified.extend(t.problems);
+            missing_volumes = t.missing_volumes;
             (t.truth, Reconstruction::of(t.reconstruction))
         }
         None => (Vec::new(), None),
@@ -235,6 +257,19 @@ pub async fn write_run_report(
             )
             .await;
             warnings.append(&mut missing);
+            missing_volumes.extend(panels.iter().flat_map(|p| p.missing_volumes.iter().cloned()));
+            missing_volumes.sort();
+            missing_volumes.dedup();
+            if let Some(first) = missing_volumes.first() {
+                warnings.push(format!(
+                    "{} volume(s) not found, e.g. {} of cell {}: those cells keep their rows, without pictures{}; \
+                     report.html lists them",
+                    missing_volumes.len(),
+                    first.uri,
+                    first.cell,
+                    if inputs.reconstruction.is_some() { " or reconstruction scores" } else { "" }
+                ));
+            }
             Some(RunPage {
                 cells_in_dataset: dataset.as_ref().map(|d| d.index.cells.len()),
                 done: inputs.predicted.len(),
@@ -244,6 +279,7 @@ pub async fn write_run_report(
                 jobs,
                 panels,
                 uncertainty_panels,
+                missing_volumes,
             })
         }
         None => None,
@@ -265,10 +301,12 @@ pub async fn write_report(
     let table = FeatureTable::from_sources(&inputs.predicted, &inputs.truth);
     let run_name = run.to_string();
     let (level, cv) = (options.level, options.cv);
+    let metadata = parquet_metadata(run, page.as_ref().map(|p| &p.manifest), &inputs.source);
     // The forests are compute: a blocking thread, with rayon spreading the trees over the cores.
     let (results, (mut all, warnings)) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let results = report::results(&run_name, &table, inputs, level, cv);
-        let files = results.files(&table)?;
+        let mut files = results.files(&table)?;
+        files.0.push(("features.parquet".to_string(), report::to_parquet(&table, &metadata)?));
         Ok((results, files))
     })
     .await??;
@@ -288,6 +326,23 @@ pub async fn write_report(
     .try_collect::<Vec<()>>()
     .await?;
     Ok(Written { summary: results.summary(), files: count, warnings })
+}
+
+/// What features.parquet says of where its rows come from: the run, and with its manifest the
+/// model (its record's sha256), sampler, volume format and release.
+fn parquet_metadata(run: &RunId, manifest: Option<&Manifest>, source: &str) -> Vec<(&'static str, String)> {
+    let mut metadata = vec![("dispr.run_id", run.to_string()), ("dispr.source", source.to_string())];
+    if let Some(m) = manifest {
+        if let Some(model) = &m.model {
+            metadata.push(("dispr.model_uri", model.uri.clone()));
+            metadata.push(("dispr.model_sha256", model.sha256.clone()));
+        }
+        metadata.push(("dispr.sampler", m.sampler.to_string()));
+        metadata.push(("dispr.samples_per_cell", m.samples_per_cell.to_string()));
+        metadata.push(("dispr.volumes", m.volumes.to_string()));
+        metadata.push(("dispr.code_version", m.code_version.clone()));
+    }
+    metadata
 }
 
 #[cfg(test)]
@@ -315,7 +370,12 @@ mod tests {
     fn options() -> ReportOptions {
         ReportOptions {
             level: Level::Class,
-            cv: CvConfig { folds: 3, repeats: 2, forest: ForestConfig { trees: 10, max_depth: 4, seed: 0 } },
+            cv: CvConfig {
+                folds: 3,
+                repeats: 2,
+                forest: ForestConfig { trees: 10, max_depth: 4, seed: 0 },
+                cap_per_class: None,
+            },
             cells_per_class: 3,
         }
     }
@@ -349,6 +409,7 @@ mod tests {
             sampler: SamplerSpec::Null,
             samples_per_cell: samples,
             seed: 3,
+            volumes: None,
         };
         let prepared = prepare(&spec).await.unwrap();
         crate::local::run(&prepared, 4, 2, &indicatif::ProgressBar::hidden()).await.unwrap();
@@ -428,5 +489,86 @@ mod tests {
         assert_eq!((report.recovered, report.reconstruction.as_ref()), (None, None));
         assert!(!html.contains("2D + true 3D") && html.contains("so there is no ceiling"));
         assert!(!html.contains("best IoU"));
+    }
+
+    /// Runs a test-time Python reference check from tests/python with `args`; its output.
+    pub(crate) fn python_check(script: &str, args: &[&std::path::Path]) -> String {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python").join(script);
+        let out = std::process::Command::new("python3").arg(&path).args(args).output().unwrap_or_else(|e| {
+            panic!(
+                "cannot run python3 ({e}): install python3 and `pip install numpy pandas pyarrow tifffile`"
+            )
+        });
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{script} failed:\n{text}");
+        text
+    }
+
+    /// Operators expire volumes and keep features: a report whose run lost some volumes still
+    /// succeeds, keeps every cell's row and lists the volumes; with ground truth those cells
+    /// lose their reconstruction scores, and a drawn cell's picture says "volume not found".
+    /// features.parquet beside features.csv reads back in pyarrow and pandas.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_volumes_degrade_the_report_and_features_parquet_reads_back() {
+        let run = RunId::new("page").unwrap();
+        let html_of = |out: &Store| {
+            let out = out.clone();
+            let run = run.clone();
+            async move {
+                let html = out.get(&keys::report_file(&run, "report.html")).await.unwrap();
+                String::from_utf8(html.to_vec()).unwrap()
+            }
+        };
+        let delete = |out: &Store, cell: &str, k: u32| {
+            let (out, key) = (out.clone(), keys::volume(&run, &CellId::new(cell).unwrap(), k));
+            async move { out.delete(&key).await.unwrap() }
+        };
+
+        // With ground truth, the report reads every cell's volumes for its scores.
+        let (report, html, dir) = run_and_report(true, 2).await;
+        let out = Store::open(dir.path().join("out").to_str().unwrap()).unwrap();
+        assert_eq!(report.reconstruction.as_ref().unwrap().all.cells, 23);
+        let drawn = report.cells.iter().find(|c| html.contains(&format!("{c} sample 0"))).unwrap().clone();
+        let other = report.cells.iter().find(|c| !html.contains(&format!("{c} sample 0"))).unwrap().clone();
+        delete(&out, &drawn, 1).await;
+        delete(&out, &other, 0).await;
+        let written = write_run_report(&out, &run, &options()).await.unwrap();
+        assert!(
+            written.warnings.iter().any(|w| w.contains("2 volume(s) not found")),
+            "{:?}",
+            written.warnings
+        );
+        let json = out.get(&keys::report_file(&run, "report.json")).await.unwrap();
+        let again: Report = serde_json::from_slice(&json).unwrap();
+        assert_eq!(again.cells.len(), 23, "every cell keeps its row");
+        assert_eq!(again.reconstruction.as_ref().unwrap().all.cells, 21, "without their scores");
+        let html = html_of(&out).await;
+        assert!(html.contains("Volumes not found"));
+        for cell in [&drawn, &other] {
+            let listed = format!("<tr><td class=\"l\">{cell}</td>");
+            assert!(html.contains(&listed), "report.html lists {cell}");
+        }
+
+        // Without, it reads the drawn cells' volumes only: their pictures say what is missing.
+        let (report, html, dir2) = run_and_report(false, 2).await;
+        let out2 = Store::open(dir2.path().join("out").to_str().unwrap()).unwrap();
+        let drawn = report.cells.iter().find(|c| html.contains(&format!("{c} sample 0"))).unwrap().clone();
+        delete(&out2, &drawn, 1).await;
+        let written = write_run_report(&out2, &run, &options()).await.unwrap();
+        assert!(
+            written.warnings.iter().any(|w| w.contains("1 volume(s) not found")),
+            "{:?}",
+            written.warnings
+        );
+        let html = html_of(&out2).await;
+        assert!(html.contains("sample 1: volume not found"), "the drawn cell's picture says so");
+        assert!(html.contains(&format!("<tr><td class=\"l\">{drawn}</td>")));
+
+        let report_dir = dir.path().join("out/runs/page/report");
+        let csv = std::fs::read_to_string(report_dir.join("features.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 24);
+        let text = python_check("check_features_parquet.py", &[&report_dir, std::path::Path::new("page")]);
+        assert!(text.contains("ok, 23 cells"), "{text}");
     }
 }

@@ -3,8 +3,8 @@
 
 use super::{CellPanel, cells};
 use crate::report::Reconstruction;
+use crate::report::ground_truth::{MissingVolume, volume_if_present};
 use crate::report::reconstruction::CellReconstruction;
-use anyhow::Context as _;
 use dispr_proto::records::CellFeatures;
 use dispr_proto::{RunId, keys};
 use dispr_shape::dataset::Dataset;
@@ -89,18 +89,22 @@ pub(super) async fn panel(
     let mut volumes = Vec::new();
     for s in &rec.samples {
         let key = keys::volume(run, &cell, s.k);
-        volumes.push((
-            key.clone(),
-            output.get(&key).await.with_context(|| format!("reading {}", output.uri_of(&key)))?,
-        ));
+        let bytes = volume_if_present(output, &key).await?;
+        volumes.push((key, bytes));
     }
+    let missing_volumes = (volumes.iter())
+        .filter(|(_, bytes)| bytes.is_none())
+        .map(|(key, _)| MissingVolume { cell: cell.clone(), uri: output.uri_of(key) })
+        .collect();
     let class = rec.class.clone();
     tokio::task::spawn_blocking(move || {
+        // Whatever the run's volume format: the reader scales uint8 and mask files to [0, 1].
         let samples_png = volumes
             .iter()
             .map(|(key, bytes)| {
+                let Some(bytes) = bytes else { return Ok(None) };
                 let v = tiff_io::read_volume_f32(bytes, key, "predicted volume", [SIDE, SIDE, SIDE])?;
-                cells::strip_png(&cells::projections_f32(&v))
+                cells::strip_png(&cells::projections_f32(&v)).map(Some)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let inputs_png =
@@ -110,7 +114,7 @@ pub(super) async fn panel(
             .and_then(|c| c.obj.as_ref())
             .map(|obj| cells::strip_png(&cells::projections_u8(obj)))
             .transpose()?;
-        Ok(CellPanel { cell, class, rank, inputs_png, samples_png, truth_png, scores })
+        Ok(CellPanel { cell, class, rank, inputs_png, samples_png, truth_png, scores, missing_volumes })
     })
     .await?
 }

@@ -51,6 +51,7 @@ async fn poison_inputs_are_recorded_and_the_rest_completes() {
         sampler: dispr_proto::SamplerSpec::Null,
         samples_per_cell: 1,
         seed: 11,
+        volumes: dispr_proto::VolumeFormat::Float32,
     };
     let mut future = serde_json::to_value(&job).unwrap();
     future["schema_version"] = 99.into();

@@ -61,9 +61,9 @@ impl JobRunner {
         let made = {
             // The semaphore is never closed, so acquiring only waits.
             let _core = self.features.acquire().await.map_err(|e| JobError::Retriable(e.into()))?;
-            let run = job.run_id.clone();
+            let (run, format) = (job.run_id.clone(), job.volumes);
             tokio::task::spawn_blocking(move || {
-                cell::outputs(&run, &prepared.checked, &prepared.seeds, volumes)
+                cell::outputs(&run, &prepared.checked, &prepared.seeds, volumes, format)
             })
             .await
             .map_err(|e| JobError::Retriable(anyhow::anyhow!("feature computation panicked: {e}")))?

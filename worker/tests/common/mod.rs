@@ -63,5 +63,6 @@ pub fn job(run: &str, dataset: &Path, output: &Path, cells: &[&str], samples: u3
         sampler: SamplerSpec::Null,
         samples_per_cell: samples,
         seed: 7,
+        volumes: dispr_proto::VolumeFormat::Float32,
     }
 }
