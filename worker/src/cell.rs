@@ -9,7 +9,9 @@ use dispr_proto::{CellFeatures, CellId, RunId, SCHEMA_VERSION, SampleFeatures, V
 use dispr_shape::dataset::{CellBytes, DatasetCell, Geometry, Label, decode_cell};
 use dispr_shape::features::{FeatureError, features_2d, features_3d};
 use dispr_shape::reconstruction::{reconstruction, truth_mask};
-use dispr_shape::tiff_io::{TiffError, encode_volume_f32, encode_volume_u8, encode_volume_unit_u8, read_volume_u8};
+use dispr_shape::tiff_io::{
+    TiffError, encode_volume_f32, encode_volume_u8, encode_volume_unit_u8, read_volume_u8,
+};
 use dispr_shape::{otsu, volume};
 
 const DIMS: [usize; 3] = [SIDE, SIDE, SIDE];
