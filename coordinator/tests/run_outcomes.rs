@@ -94,3 +94,20 @@ fn a_second_local_on_the_same_run_and_output_is_refused_while_the_first_runs() {
     assert_eq!(first.wait().unwrap().code(), Some(0), "the first run is not disturbed");
     assert!(!lease.exists(), "the lease goes with the run");
 }
+
+#[test]
+fn report_on_a_run_whose_every_cell_failed_says_so_with_the_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = (dir.path().join("data"), dir.path().join("out"));
+    dataset(&data, 0, 2);
+    assert_eq!(local(&data, &out, 1).output().unwrap().status.code(), Some(4));
+    let report = Command::new(env!("CARGO_BIN_EXE_dispr-coordinator"))
+        .args(["report", "--run-id", "outcome", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&report.stderr);
+    assert_eq!(report.status.code(), Some(1), "{said}");
+    assert!(said.contains("every cell of run outcome that finished failed (2 cells)"), "{said}");
+    assert!(said.contains("why 2 cells failed") && said.contains("is empty"), "{said}");
+}
