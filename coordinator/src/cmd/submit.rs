@@ -100,7 +100,7 @@ async fn submit(args: Args) -> anyhow::Result<()> {
                 report.cells_already_submitted
             );
         }
-        println!("follow it with: {}", watch_command(&prepared.output.uri(), run, &args.broker));
+        println!("follow it with: {}", watch_command(prepared.output.uri(), run, &args.broker));
     }
     Ok(())
 }
