@@ -103,13 +103,16 @@ fn write_run(root: &Path, cells: usize) {
     }
 }
 
-/// Runs the report binary on the run under `root`; its wall seconds and peak RSS in MiB.
-fn time_report(root: &Path) -> (f64, f64, String) {
+/// Runs the report binary on the run under `root` (with `trees` per forest, or its default);
+/// its wall seconds and peak RSS in MiB.
+fn time_report(root: &Path, trees: Option<&str>) -> (f64, f64, String) {
     let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dispr-coordinator"))
-        .args(["report", "--output", root.to_str().unwrap(), "--run-id", "scale"])
-        .output()
-        .unwrap();
+    let mut report = std::process::Command::new(env!("CARGO_BIN_EXE_dispr-coordinator"));
+    report.args(["report", "--output", root.to_str().unwrap(), "--run-id", "scale"]);
+    if let Some(trees) = trees {
+        report.args(["--trees", trees, "--repeats", "1"]);
+    }
+    let out = report.output().unwrap();
     let seconds = started.elapsed().as_secs_f64();
     assert!(out.status.success(), "report failed: {}", String::from_utf8_lossy(&out.stderr));
     // SAFETY: getrusage only writes the struct it is given.
@@ -125,7 +128,14 @@ fn time_report(root: &Path) -> (f64, f64, String) {
 fn main() {
     let sizes: Vec<usize> =
         std::env::args().skip(1).filter_map(|a| a.replace('_', "").parse().ok()).collect::<Vec<_>>();
-    let sizes = if sizes.is_empty() { vec![10_000] } else { sizes };
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, and
+    // then it only checks that the bench works, on a run small enough for the test suite.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let (sizes, trees) = match (sizes.is_empty(), benching) {
+        (false, _) => (sizes, None),
+        (true, true) => (vec![10_000], None),
+        (true, false) => (vec![120], Some("5")),
+    };
     println!(
         "report over N synthetic records (K = 3, {} build of the report binary, {} cores)",
         if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -138,7 +148,7 @@ fn main() {
         write_run(dir.path(), n);
         let written = started.elapsed().as_secs_f64();
         // Peak RSS of children is the largest so far: run the sizes in increasing order.
-        let (seconds, rss, first) = time_report(dir.path());
+        let (seconds, rss, first) = time_report(dir.path(), trees);
         println!("{n:>9} {written:>12.1} {seconds:>12.1} {rss:>14.0}");
         println!("          {first}");
     }
