@@ -11,7 +11,9 @@ const SAMPLES: u32 = 40;
 async fn sigterm_drains_the_job_in_hand_and_exits_zero() {
     let ctx = Ctx::new("e2e-sigterm");
     let cells = write_cells(&ctx.dataset(), 2).await;
-    ctx.submit(SAMPLES, &[]);
+    // float32 volumes: the slowest format to write, so the job in hand is still running when the
+    // signal arrives (with the compact default a job can end, and the next start, before it does).
+    ctx.submit(SAMPLES, &["--volumes", "float32"]);
 
     let mut worker = ctx.spawn_worker("draining", &["--drain-timeout-secs", "60"]);
     let output = ctx.output();
