@@ -38,6 +38,13 @@ cp -r "$work/demo/dataset/image" "$work/demo/dataset/mask" "$work/no-truth/"
 blank=$(ls "$work/no-truth/mask" | head -n 1)
 python3 -c 'import sys, numpy, tifffile; tifffile.imwrite(sys.argv[1], numpy.zeros((64, 64), numpy.uint8))' \
     "$work/no-truth/mask/$blank"
-"$target_dir/debug/dispr-coordinator" demo --out "$work/demo2" --dataset "$work/no-truth" --samples 1 --sampler null
+# The empty mask fails its cell: the demo still writes the report and exits 3 (some cells failed).
+status=0
+"$target_dir/debug/dispr-coordinator" demo --out "$work/demo2" --dataset "$work/no-truth" --samples 1 --sampler null ||
+    status=$?
+if ((status != 3)); then
+    echo "the demo with one empty mask exited $status; expected 3 (some cells failed)" >&2
+    exit 1
+fi
 python3 tests/python/check_report_in_browser.py "$work/demo2/runs/demo/report/report.html" \
     "${shot%.png}-no-truth.png" --ceiling no --unclassified "${blank%.tif}"
