@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 
-use crate::attention::chunked_attention;
+use crate::cpu_kernels::{self as kernels, Embedding};
 
 /// A 3x3x3 convolution with padding 1 and the given stride.
 pub(crate) fn conv3(cin: usize, cout: usize, stride: [usize; 3], zero: bool) -> Conv3dConfig {
@@ -61,19 +61,18 @@ impl<B: Backend> ResBlock<B> {
 
     /// `x`: [B, cin, D, H, W]; `temb`: [B, temb] (already the embedding MLP's output).
     pub fn forward(&self, x: Tensor<B, 5>, temb: Tensor<B, 2>) -> Tensor<B, 5> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let [b, c] = [h.dims()[0], h.dims()[1]];
-        let h = if self.scale_shift {
-            let e = self.emb.forward(silu(temb)).reshape([b, 2 * c, 1, 1, 1]);
-            let (scale, shift) = (e.clone().narrow(1, 0, c), e.narrow(1, c, c));
-            self.norm2.forward(h) * (scale + 1.0) + shift
+        let h = kernels::group_norm(&self.norm1, x.clone(), Embedding::None, true);
+        let h = kernels::conv3d(&self.conv1, h);
+        let c = h.dims()[1];
+        let e = self.emb.forward(silu(temb));
+        let embedding = if self.scale_shift {
+            Embedding::ScaleShift(e.clone().narrow(1, 0, c), e.narrow(1, c, c))
         } else {
-            let e = self.emb.forward(silu(temb)).reshape([b, c, 1, 1, 1]);
-            self.norm2.forward(h + e)
+            Embedding::Add(e)
         };
-        let h = self.conv2.forward(silu(h));
+        let h = kernels::conv3d(&self.conv2, kernels::group_norm(&self.norm2, h, embedding, true));
         let skip = match &self.skip {
-            Some(conv) => conv.forward(x),
+            Some(conv) => kernels::conv3d(conv, x),
             None => x,
         };
         skip + h
@@ -109,7 +108,9 @@ impl<B: Backend> AttentionBlock<B> {
         let [b, c, d, h, w] = x.dims();
         let n = d * h * w;
         // [B, C, N] -> [B, N, C]: tokens in rows.
-        let tokens = self.norm.forward(x.clone()).reshape([b, c, n]).swap_dims(1, 2);
+        let tokens = kernels::group_norm(&self.norm, x.clone(), Embedding::None, false)
+            .reshape([b, c, n])
+            .swap_dims(1, 2);
         let qkv = self.qkv.forward(tokens);
         let (heads, ch) = (self.heads, c / self.heads);
         // [B, N, C] -> [B * heads, N, C / heads]: each head attends over its own channels.
@@ -118,7 +119,7 @@ impl<B: Backend> AttentionBlock<B> {
         let q = split(qkv.clone().narrow(2, 0, c));
         let k = split(qkv.clone().narrow(2, c, c));
         let v = split(qkv.narrow(2, 2 * c, c));
-        let a = chunked_attention(q, k, v, self.chunk)
+        let a = kernels::attention(q, k, v, self.chunk)
             .reshape([b, heads, n, ch])
             .swap_dims(1, 2)
             .reshape([b, n, c]);

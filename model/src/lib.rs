@@ -28,6 +28,7 @@
 pub mod attention;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu_kernels;
 pub mod layers;
 pub mod loss;
 pub mod noise;

@@ -10,6 +10,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 
 use crate::config::ModelConfig;
+use crate::cpu_kernels::{self as kernels, Embedding};
 use crate::layers::{AttentionBlock, ResBlock, conv3, group_norm, timestep_embedding, upsample_nearest};
 
 /// One block of the encoder or decoder: a residual block (optionally followed by attention),
@@ -211,8 +212,8 @@ impl<B: Backend> Block<B> {
                     None => x,
                 }
             }
-            Block::Down(conv) => conv.forward(x),
-            Block::Up(conv) => conv.forward(upsample_nearest(x, depth)),
+            Block::Down(conv) => kernels::conv3d(conv, x),
+            Block::Up(conv) => kernels::conv3d(conv, upsample_nearest(x, depth)),
         }
     }
 }
@@ -285,7 +286,7 @@ impl<B: Backend> UNet<B> {
             inputs.push(z_distance::<B>(d, &device).expand([b, 1, d, h, w]));
         }
         inputs.push(x_t);
-        let mut x = self.conv_in.forward(Tensor::cat(inputs, 1));
+        let mut x = kernels::conv3d(&self.conv_in, Tensor::cat(inputs, 1));
         let mut skips = vec![x.clone()];
         for block in &self.encoder {
             x = block.forward(x, &temb, self.downsample_depth);
@@ -305,7 +306,7 @@ impl<B: Backend> UNet<B> {
             }
             x = block.forward(x, &temb, self.downsample_depth);
         }
-        self.out_conv.forward(silu(self.out_norm.forward(x)))
+        kernels::conv3d(&self.out_conv, kernels::group_norm(&self.out_norm, x, Embedding::None, true))
     }
 }
 

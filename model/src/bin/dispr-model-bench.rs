@@ -3,13 +3,17 @@
 //! ```text
 //! cargo run --release -p dispr-model --bin dispr-model-bench -- [--configs shape-32,small,dispr-64]
 //!     [--batches 1,4] [--iters 3] [--sample-config shape-16] [--samplers ddim-2,dpmpp2m-8]
-//!     [--cells 16]
+//!     [--cells 16] [--warmup 1] [--forward-only]
 //! ```
 //! For every configuration and batch size: forward time, FLOPs per forward, GFLOP/s and the
 //! peak resident memory so far; then, for `--sample-config`, the seconds per sample of each
 //! sampler when `--cells` cells x 1 sample are sampled together (batched as a worker does), and
 //! the same for the shipped default checkpoint (`checkpoints/default`, with its height
 //! calibration) with the default sampler.
+//! `--forward-only` stops after the forward table; `--warmup 0` skips the untimed first pass
+//! (at full size one pass is seconds: `scripts/bench-vs-pytorch.sh` times a single pass, as it
+//! does PyTorch's). `DISPR_CPU_KERNELS=burn` times Burn's own CPU operations instead of this
+//! project's kernels (`dispr_model::cpu_kernels`).
 //! Build with `--features cuda` to run on a GPU.
 
 use std::time::Instant;
@@ -44,13 +48,20 @@ fn main() {
     let configs: Vec<String> = list(&args, "--configs", "tiny,shape-16,shape-32,small,dispr-64");
     let batches: Vec<usize> = list(&args, "--batches", "1,4");
     let iters: usize = list(&args, "--iters", "3").first().copied().unwrap_or(3).max(1);
+    let warmup: usize = list(&args, "--warmup", "1").first().copied().unwrap_or(1);
+    let forward_only = args.iter().any(|a| a == "--forward-only");
     let sample_config: String =
         list(&args, "--sample-config", dispr_model::config::DEFAULT_CONFIG).pop().unwrap_or_default();
     let default_samplers = format!("{},ddim-4,ddim-8,dpmpp2m-8,ddim-25", dispr_proto::DEFAULT_SAMPLER);
     let samplers: Vec<SamplerSpec> = list(&args, "--samplers", &default_samplers);
     let cells: usize = list(&args, "--cells", "16").first().copied().unwrap_or(16).max(1);
     let device = Default::default();
-    println!("backend: {}", std::any::type_name::<B>());
+    let kernels = if dispr_model::cpu_kernels::enabled::<B>() {
+        "this project's CPU kernels"
+    } else {
+        "the backend's own operations"
+    };
+    println!("backend: {} ({kernels})", std::any::type_name::<B>());
     println!("| config | params | batch | forward s | GFLOP/forward | GFLOP/s | peak RSS MiB |");
     println!("|---|---|---|---|---|---|---|");
     for name in &configs {
@@ -72,7 +83,9 @@ fn main() {
             let c = Conditioning { planes, prior };
             let t = vec![500.0; b];
             // Warm-up (allocations, kernel selection), then the timed passes.
-            let _ = net.forward(x.clone(), &c, &t).into_data();
+            for _ in 0..warmup {
+                let _ = net.forward(x.clone(), &c, &t).into_data();
+            }
             let start = Instant::now();
             for _ in 0..iters {
                 let _ = net.forward(x.clone(), &c, &t).into_data();
@@ -85,6 +98,10 @@ fn main() {
                 peak_rss_mib().unwrap_or(f64::NAN)
             );
         }
+    }
+
+    if forward_only {
+        return;
     }
 
     // Seconds per sample of each sampler, `cells` cells x 1 sample batched as a worker does.
