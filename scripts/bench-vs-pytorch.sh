@@ -46,8 +46,10 @@ ours() { # config batch [env...]
         awk -F'|' -v c="$config" '$2 ~ " "c" " { gsub(/ /, ""); print $5, $7, $8 }'
 }
 reference() { # flavour batch: prints "seconds peak_mib"
-    python3 tests/python/bench_reference_forward.py --flavour "$1" --batch "$2" --threads "$threads" --iters "$iters" |
-        python3 -c 'import json, sys; r = json.loads(sys.stdin.readlines()[-1]); print(f"{r[\"seconds\"]:.1f} {r[\"peak_rss_mib\"]:.0f}")'
+    python3 -W ignore tests/python/bench_reference_forward.py --flavour "$1" --batch "$2" --threads "$threads" \
+        --iters "$iters" | python3 -c 'import json, sys
+r = json.loads(sys.stdin.readlines()[-1])
+print("%.1f %.0f" % (r["seconds"], r["peak_rss_mib"]))'
 }
 # The figures issue 23 measured on 2026-12-06 (batch 1, 2 threads, quiet 2-core machine).
 before_issue() {

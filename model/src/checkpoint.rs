@@ -108,13 +108,13 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 }
 
 /// Serialises any Burn record (a module's or an optimiser's) to bytes.
-pub(crate) fn record_to_bytes<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8>, String> {
+pub fn record_to_bytes<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8>, String> {
     Recorder::<B>::record(&NamedMpkBytesRecorder::<FullPrecisionSettings>::new(), record, ())
         .map_err(|e| e.to_string())
 }
 
 /// Decodes a Burn record written by [`record_to_bytes`].
-pub(crate) fn record_from_bytes<B: Backend, R: Record<B>>(
+pub fn record_from_bytes<B: Backend, R: Record<B>>(
     bytes: Vec<u8>,
     device: &B::Device,
 ) -> Result<R, String> {

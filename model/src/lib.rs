@@ -25,6 +25,7 @@
 //! The crate is generic over the Burn backend; binaries pick [`CpuBackend`] (Flex) or, with the
 //! `cuda` feature, CUDA.
 
+pub mod agreement;
 pub mod attention;
 pub mod checkpoint;
 pub mod config;

@@ -23,6 +23,8 @@ pub struct TrainSettings {
     /// Train until this step count (a resumed run continues up to it).
     pub steps: u64,
     pub checkpoint_every: u64,
+    /// Log the loss every N steps.
+    pub log_every: u64,
     pub validate_every: u64,
     /// Which cells of `dataset` are held out for validation.
     pub split: Split,
@@ -129,7 +131,7 @@ pub fn run(settings: &TrainSettings) -> anyhow::Result<Option<Validation>> {
             second.0,
             second.1
         ));
-        if step % 50 == 0 {
+        if step % settings.log_every.max(1) == 0 {
             let rate = (step - first_step) as f64 / started.elapsed().as_secs_f64();
             tracing::info!(
                 step,
@@ -155,7 +157,7 @@ pub fn run(settings: &TrainSettings) -> anyhow::Result<Option<Validation>> {
             tracing::info!(step, mean_iou = v.mean_iou, floor_iou = v.floor_iou, "validation");
             last_val = Some(v);
         }
-        if step % settings.checkpoint_every == 0 || step == settings.steps {
+        if step % settings.checkpoint_every.max(1) == 0 || step == settings.steps {
             save(&trainer, &data, settings, last_val.clone())?;
         }
     }

@@ -3,14 +3,18 @@
 //! ```text
 //! cargo run --release -p dispr-model --bin dispr-model-bench -- [--configs shape-32,small,dispr-64]
 //!     [--batches 1,4] [--iters 3] [--sample-config shape-16] [--samplers ddim-2,dpmpp2m-8]
-//!     [--cells 16] [--warmup 1] [--forward-only]
+//!     [--cells 16] [--warmup 1] [--forward-only] [--skip-shipped]
+//! cargo run --release -p dispr-model --bin dispr-model-bench -- --agreement dispr-64-ref
 //! ```
 //! For every configuration and batch size: forward time, FLOPs per forward, GFLOP/s and the
 //! peak resident memory so far; then, for `--sample-config`, the seconds per sample of each
 //! sampler when `--cells` cells x 1 sample are sampled together (batched as a worker does), and
 //! the same for the shipped default checkpoint (`checkpoints/default`, with its height
 //! calibration) with the default sampler.
-//! `--forward-only` stops after the forward table; `--warmup 0` skips the untimed first pass
+//! `--agreement CONFIG` only compares this build's forward pass (the GPU's in a CUDA build, this
+//! project's CPU kernels otherwise) with Burn's CPU operations on random weights, and exits 1
+//! beyond 1e-3 of the output's standard deviation. `--configs none` skips the forward table,
+//! `--skip-shipped` the shipped checkpoint's line. `--forward-only` stops after the forward table; `--warmup 0` skips the untimed first pass
 //! (at full size one pass is seconds: `scripts/bench-vs-pytorch.sh` times a single pass, as it
 //! does PyTorch's). `DISPR_CPU_KERNELS=burn` times Burn's own CPU operations instead of this
 //! project's kernels (`dispr_model::cpu_kernels`).
@@ -43,9 +47,44 @@ fn list<T: std::str::FromStr>(args: &[String], flag: &str, default: &str) -> Vec
     raw.split(',').filter_map(|s| s.trim().parse().ok()).collect()
 }
 
+/// Largest difference from the CPU, relative to the output's standard deviation, that passes.
+const AGREEMENT_BOUND: f64 = 1e-3;
+
+fn agreement(name: &str) -> ! {
+    let config = match ModelConfig::named(name) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("--agreement: {e}");
+            std::process::exit(2);
+        }
+    };
+    let what = std::any::type_name::<B>();
+    match dispr_model::agreement::forward_agreement::<B>(&config, &Default::default()) {
+        Ok(a) => {
+            let verdict = if a.relative() <= AGREEMENT_BOUND { "agree" } else { "DISAGREE" };
+            println!(
+                "{name} forward, batch 2, {what} vs the CPU (Burn's operations): max |diff| {:.2e}, output std {:.3}, {:.2e} of it (bound {AGREEMENT_BOUND:.0e}): {verdict}",
+                a.max_abs_diff,
+                a.reference_std,
+                a.relative()
+            );
+            std::process::exit(if a.relative() <= AGREEMENT_BOUND { 0 } else { 1 });
+        }
+        Err(e) => {
+            eprintln!("--agreement {name}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let configs: Vec<String> = list(&args, "--configs", "tiny,shape-16,shape-32,small,dispr-64");
+    if let Some(name) = args.iter().position(|a| a == "--agreement").and_then(|i| args.get(i + 1)) {
+        agreement(name);
+    }
+    let skip_shipped = args.iter().any(|a| a == "--skip-shipped");
+    let mut configs: Vec<String> = list(&args, "--configs", "tiny,shape-16,shape-32,small,dispr-64");
+    configs.retain(|c| c != "none");
     let batches: Vec<usize> = list(&args, "--batches", "1,4");
     let iters: usize = list(&args, "--iters", "3").first().copied().unwrap_or(3).max(1);
     let warmup: usize = list(&args, "--warmup", "1").first().copied().unwrap_or(1);
@@ -135,6 +174,10 @@ fn main() {
         println!("| {spec} | {per:.3} | {:.4} |", per / spec.steps().max(1) as f64);
     }
 
+    if skip_shipped {
+        println!("\npeak RSS: {:.0} MiB", peak_rss_mib().unwrap_or(f64::NAN));
+        return;
+    }
     // The default model exactly as shipped (its weights and its height calibration), with the
     // default sampler: what a worker does per sample unless told otherwise.
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/default/model.mpk");

@@ -68,8 +68,12 @@ pub struct Args {
     /// Train until this many steps (a resumed run continues up to it).
     #[arg(long, default_value_t = 10_000)]
     steps: u64,
-    #[arg(long, default_value_t = 500)]
+    /// Write a checkpoint every N steps (and at the last step).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
+    /// Log the loss every N steps.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    log_every: u64,
     /// Validate every N steps (0 = only never).
     #[arg(long, default_value_t = 500)]
     validate_every: u64,
@@ -130,6 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         steps: args.steps,
         checkpoint_every: args.checkpoint_every,
+        log_every: args.log_every,
         validate_every: args.validate_every,
         split,
         extra_datasets: args.extra_datasets,
