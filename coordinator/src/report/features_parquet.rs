@@ -52,9 +52,7 @@ pub fn to_parquet(table: &FeatureTable, metadata: &[(&str, String)]) -> anyhow::
             Arc::new(UInt32Array::from_iter_values(table.samples[range.clone()].iter().map(|&n| n as u32))),
         ];
         for c in 0..table.columns.len() {
-            columns.push(Arc::new(Float64Array::from_iter(
-                table.values[range.clone()].iter().map(|row| row[c]),
-            )));
+            columns.push(Arc::new(Float64Array::from_iter(range.clone().map(|i| table.value(i, c)))));
         }
         writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
     }
@@ -70,14 +68,14 @@ mod tests {
 
     #[test]
     fn rows_columns_types_and_metadata_survive() {
-        let table = FeatureTable {
-            cells: vec!["a1".into(), "b2".into(), "c3".into()],
-            class: vec![Some("round".into()), None, Some("flat".into())],
-            subclass: vec![None, None, Some("disc".into())],
-            samples: vec![3, 0, 3],
-            columns: vec!["2d_area".into(), "3d_mean_volume".into()],
-            values: vec![vec![Some(1.5), Some(10.0)], vec![Some(2.5), None], vec![Some(3.5), Some(30.0)]],
-        };
+        let table = FeatureTable::new(
+            vec!["a1".into(), "b2".into(), "c3".into()],
+            vec![Some("round".into()), None, Some("flat".into())],
+            vec![None, None, Some("disc".into())],
+            vec![3, 0, 3],
+            vec!["2d_area".into(), "3d_mean_volume".into()],
+            vec![vec![Some(1.5), Some(10.0)], vec![Some(2.5), None], vec![Some(3.5), Some(30.0)]],
+        );
         let bytes = to_parquet(&table, &[("dispr.run_id", "r1".into())]).unwrap();
         let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
         let meta = reader.metadata().file_metadata();

@@ -14,6 +14,7 @@ mod files;
 pub mod ground_truth;
 pub mod plots;
 pub mod reconstruction;
+pub mod run_cells;
 pub mod table;
 pub mod uncertainty;
 
@@ -22,6 +23,7 @@ use dispr_proto::records::CellFeatures;
 pub use features_parquet::to_parquet;
 pub use files::{ReportFiles, files, summary};
 pub use reconstruction::Reconstruction;
+pub use run_cells::RunCells;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 pub use table::FeatureTable;
@@ -492,8 +494,9 @@ impl Report {
 
 /// What a report is made of.
 pub struct ReportInputs {
-    /// The run's feature records (predicted shapes); empty for a report on ground truth alone.
-    pub predicted: Vec<CellFeatures>,
+    /// The run's done cells (predicted shapes); empty for a report on ground truth alone. Their
+    /// table is joined with `truth` into the report's table.
+    pub predicted: RunCells,
     /// Ground-truth feature records (true shapes): the ceiling rows.
     pub truth: Vec<CellFeatures>,
     /// Cells left out before classifying, with the reason.
@@ -593,7 +596,7 @@ pub fn results(
 ) -> Results {
     let ReportInputs { predicted, unclassified, reconstruction, source, .. } = inputs;
     let analyse = |report: Option<&Report>, reconstruction: Option<&Reconstruction>| {
-        (!predicted.is_empty()).then(|| uncertainty::analyse(&predicted, reconstruction, report))
+        (!predicted.is_empty()).then(|| uncertainty::analyse(predicted, reconstruction, report))
     };
     match build(run_id, &source, table, level, cv, unclassified.clone()) {
         Ok(report) => {

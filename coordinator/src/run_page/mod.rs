@@ -21,7 +21,7 @@ use crate::classify::CvConfig;
 pub use crate::report::ReportInputs;
 use crate::report::ground_truth::MissingVolume;
 use crate::report::reconstruction::CellReconstruction;
-use crate::report::{self, FeatureTable, Level, Reconstruction, Unclassified, ground_truth};
+use crate::report::{self, Level, Reconstruction, Unclassified, ground_truth};
 use anyhow::Context as _;
 use dispr_proto::records::{CellFailure, CellFeatures, JobRecord, Manifest};
 use dispr_proto::{CellId, RunId, keys};
@@ -104,6 +104,21 @@ async fn read_all<T>(
     .await
 }
 
+/// The ground truth of the run's cells. Only datasets with ground truth (`obj/`) get here, and
+/// scoring reads every cell's volumes anyway: the records are read again in full for it (the
+/// streamed [`report::RunCells`] keep none).
+async fn ground_truth_for_run(
+    dataset: &Dataset,
+    output: &Store,
+    run: &RunId,
+) -> anyhow::Result<Option<ground_truth::RunTruth>> {
+    if !dataset.index.cells.iter().any(|c| c.has_obj) {
+        return Ok(None);
+    }
+    let records = read_all(output, &keys::features_prefix(run), decode_for_report).await?;
+    ground_truth::for_run(dataset, output, run, &records).await
+}
+
 /// A features record as the report keeps it while it reads the others: without the 3D features
 /// of each sample (the report uses their mean and spread, which the record also holds), which
 /// are most of a record's memory (with K = 3, about half).
@@ -156,7 +171,7 @@ pub async fn write_run_report(
     run: &RunId,
     options: &ReportOptions,
 ) -> anyhow::Result<Written> {
-    let records = read_all(output, &keys::features_prefix(run), decode_for_report).await?;
+    let cells = report::RunCells::read(output, run).await?;
     let failures = read_all(output, &keys::failures_prefix(run), CellFailure::decode).await?;
     let mut warnings = Vec::new();
     let manifest_key = keys::manifest(run);
@@ -188,7 +203,7 @@ pub async fn write_run_report(
         None => None,
     };
     let run_truth = match &dataset {
-        Some(d) => match ground_truth::for_run(d, output, run, &records).await {
+        Some(d) => match ground_truth_for_run(d, output, run).await {
             Ok(t) => t,
             Err(e) => {
                 warnings.push(format!(
@@ -206,8 +221,12 @@ pub async fn write_run_report(
         .map(|f| Unclassified { cell: f.cell.to_string(), reason: format!("failed: {}", f.reason) })
         .collect();
     if let Some(d) = &dataset {
-        let known: BTreeSet<&str> =
-            records.iter().map(|r| r.cell.as_str()).chain(failures.iter().map(|f| f.cell.as_str())).collect();
+        let known: BTreeSet<&str> = cells
+            .cells
+            .iter()
+            .map(|r| r.id.as_str())
+            .chain(failures.iter().map(|f| f.cell.as_str()))
+            .collect();
         unclassified.extend(d.index.cells.iter().filter(|c| !known.contains(c.id.as_str())).map(|c| Unclassified {
             cell: c.id.to_string(),
             reason: "not sampled: the run has not finished it (see `dispr-coordinator status`; run it again to resume)"
@@ -233,17 +252,20 @@ pub async fn write_run_report(
             ground_truth::OBJ_THRESHOLD
         )
     };
-    let inputs = ReportInputs { predicted: records, truth, unclassified, reconstruction, source };
+    let inputs = ReportInputs { predicted: cells, truth, unclassified, reconstruction, source };
 
     let page = match manifest {
         Some(manifest) => {
             let jobs = read_all(output, &keys::jobs_prefix(run), JobRecord::decode).await?;
-            let chosen =
-                choose_panels(&inputs.predicted, options.cells_per_class, inputs.reconstruction.as_ref());
+            let chosen = choose_panels(
+                &inputs.predicted.cells,
+                options.cells_per_class,
+                inputs.reconstruction.as_ref(),
+            );
             let panels: Vec<CellPanel> = futures::stream::iter(
                 chosen
                     .into_iter()
-                    .map(|(rec, rank, scores)| panel(output, dataset.as_ref(), run, rec, rank, scores)),
+                    .map(|(cell, rank, scores)| panel(output, dataset.as_ref(), run, cell, rank, scores)),
             )
             .buffered(4)
             .try_collect()
@@ -252,7 +274,7 @@ pub async fn write_run_report(
                 output,
                 dataset.as_ref(),
                 run,
-                &inputs.predicted,
+                &inputs.predicted.cells,
                 inputs.reconstruction.as_ref(),
             )
             .await;
@@ -294,11 +316,11 @@ pub async fn write_run_report(
 pub async fn write_report(
     output: &Store,
     run: &RunId,
-    inputs: ReportInputs,
+    mut inputs: ReportInputs,
     options: &ReportOptions,
     page: Option<RunPage>,
 ) -> anyhow::Result<Written> {
-    let table = FeatureTable::from_sources(&inputs.predicted, &inputs.truth);
+    let table = std::mem::take(&mut inputs.predicted.table).with_truth(&inputs.truth);
     let run_name = run.to_string();
     let (level, cv) = (options.level, options.cv);
     let metadata = parquet_metadata(run, page.as_ref().map(|p| &p.manifest), &inputs.source);
