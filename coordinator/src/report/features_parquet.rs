@@ -17,8 +17,13 @@ use std::sync::Arc;
 /// a few MB beside the table, large enough for readers to scan quickly.
 const ROWS_PER_GROUP: usize = 64 * 1024;
 
-/// The parquet bytes of `table`, with `metadata` (key, value) in the file's key-value metadata.
-pub fn to_parquet(table: &FeatureTable, metadata: &[(&str, String)]) -> anyhow::Result<Vec<u8>> {
+/// `table` as parquet into `out`, a row group at a time, with `metadata` (key, value) in the
+/// file's key-value metadata.
+pub fn to_parquet<W: std::io::Write + Send>(
+    table: &FeatureTable,
+    metadata: &[(&str, String)],
+    out: W,
+) -> anyhow::Result<W> {
     let mut fields = vec![
         Field::new("cell", DataType::Utf8, false),
         Field::new("class", DataType::Utf8, true),
@@ -37,8 +42,7 @@ pub fn to_parquet(table: &FeatureTable, metadata: &[(&str, String)]) -> anyhow::
             metadata.iter().map(|(k, v)| KeyValue::new(k.to_string(), v.clone())).collect(),
         ))
         .build();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties))?;
+    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties))?;
     let rows = table.cells.len();
     for start in (0..rows).step_by(ROWS_PER_GROUP) {
         let range = start..(start + ROWS_PER_GROUP).min(rows);
@@ -56,8 +60,7 @@ pub fn to_parquet(table: &FeatureTable, metadata: &[(&str, String)]) -> anyhow::
         }
         writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
     }
-    writer.close()?;
-    Ok(out)
+    Ok(writer.into_inner()?)
 }
 
 #[cfg(test)]
@@ -76,7 +79,7 @@ mod tests {
             vec!["2d_area".into(), "3d_mean_volume".into()],
             vec![vec![Some(1.5), Some(10.0)], vec![Some(2.5), None], vec![Some(3.5), Some(30.0)]],
         );
-        let bytes = to_parquet(&table, &[("dispr.run_id", "r1".into())]).unwrap();
+        let bytes = to_parquet(&table, &[("dispr.run_id", "r1".into())], Vec::new()).unwrap();
         let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
         let meta = reader.metadata().file_metadata();
         assert_eq!(meta.num_rows(), 3);

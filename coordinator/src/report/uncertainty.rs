@@ -461,10 +461,10 @@ pub fn write_csv<W: std::io::Write>(
     Ok(w.into_inner().map_err(|e| e.into_error())?)
 }
 
-/// The files of the analysis: `uncertainty.csv`, and where there is ground truth the scatter
-/// plot and the selective-prediction curve. A plot that cannot be drawn is left out with a warning.
+/// The plots of the analysis, where there is ground truth: the scatter plot and the
+/// selective-prediction curve (`uncertainty.csv`, a row per cell, is written by [`write_csv`]). A plot that cannot be drawn is left out with a warning.
 pub fn files(a: &Analysis) -> anyhow::Result<super::ReportFiles> {
-    let mut out = vec![("uncertainty.csv".to_string(), csv(&a.rows, &a.cv)?)];
+    let mut out = Vec::new();
     let mut warnings = Vec::new();
     let mut plot = |name: &str, png: anyhow::Result<Option<Vec<u8>>>| match png {
         Ok(Some(png)) => out.push((name.to_string(), png)),
@@ -752,8 +752,8 @@ mod tests {
         let (files, warnings) = files(&a).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["uncertainty.csv", SCATTER_PNG, SELECTIVE_PNG]);
-        assert!(files[1].1.starts_with(b"\x89PNG") && files[2].1.starts_with(b"\x89PNG"));
+        assert_eq!(names, [SCATTER_PNG, SELECTIVE_PNG]);
+        assert!(files[0].1.starts_with(b"\x89PNG") && files[1].1.starts_with(b"\x89PNG"));
         let text = summary(&a.section);
         assert!(text.contains("Spearman correlation with the error") && text.contains("10% 0.895"), "{text}");
     }
@@ -768,6 +768,6 @@ mod tests {
         assert!(a.section.pictured.is_empty());
         assert!(summary(&a.section).contains("unknown for every cell"));
         let (files, _) = files(&a).unwrap();
-        assert_eq!(files.len(), 1, "the CSV alone");
+        assert!(files.is_empty(), "no plots (the CSV is written by write_csv)");
     }
 }

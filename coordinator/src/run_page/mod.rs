@@ -325,11 +325,16 @@ pub async fn write_report(
     let (level, cv) = (options.level, options.cv);
     let metadata = parquet_metadata(run, page.as_ref().map(|p| &p.manifest), &inputs.source);
     // The forests are compute: a blocking thread, with rayon spreading the trees over the cores.
-    let (results, (mut all, warnings)) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let spool = tempfile::Builder::new()
+        .prefix("dispr-report-")
+        .tempdir()
+        .context("creating a temporary folder for the report's tables (set TMPDIR to a writable place)")?;
+    let spool_dir = spool.path().to_owned();
+    let (results, (mut all, warnings), tables) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let results = report::results(&run_name, &table, inputs, level, cv);
-        let mut files = results.files(&table)?;
-        files.0.push(("features.parquet".to_string(), report::to_parquet(&table, &metadata)?));
-        Ok((results, files))
+        let files = results.files()?;
+        let tables = results.write_tables(&table, &metadata, &spool_dir)?;
+        Ok((results, files, tables))
     })
     .await??;
     if let Some(page) = page {
@@ -337,7 +342,13 @@ pub async fn write_report(
             all.iter().filter(|(n, _)| n.ends_with(".png")).cloned().collect();
         all.push(("report.html".to_string(), html::render(&page, &results, &plots).into_bytes()));
     }
-    let count = all.len();
+    let count = all.len() + tables.len();
+    // The tables of a row per cell go from disk to the store, one at a time.
+    for (name, path) in &tables {
+        let key = keys::report_file(run, name);
+        output.put_file(&key, path).await.with_context(|| format!("writing {}", output.uri_of(&key)))?;
+    }
+    drop(spool);
     futures::stream::iter(all.into_iter().map(|(name, bytes)| {
         let key = keys::report_file(run, &name);
         async move {
