@@ -97,6 +97,13 @@ impl RunCellsBuilder {
         });
     }
 
+    /// Room for `rows` more cells (call it after the first: the width is known then).
+    pub fn reserve(&mut self, rows: usize) {
+        self.table.reserve(rows);
+        self.cv.reserve(rows);
+        self.cells.reserve_exact(rows);
+    }
+
     pub fn finish(mut self) -> RunCells {
         if !self.cells.windows(2).all(|w| w[0].id <= w[1].id) {
             self.cells.sort_by(|a, b| a.id.cmp(&b.id));
@@ -133,6 +140,7 @@ impl RunCells {
         listed.retain(|k| k.ends_with(".json"));
         // In cell order (the key is the cell id and ".json"), so the table needs no sorting.
         listed.sort_by(|a, b| a.trim_end_matches(".json").cmp(b.trim_end_matches(".json")));
+        let total = listed.len();
         let batches = listed.chunks(BATCH).map(<[String]>::to_vec).map(|keys| async move {
             let fetched: Vec<(String, bytes::Bytes)> =
                 futures::stream::iter(keys.into_iter().map(|key| async move {
@@ -157,9 +165,14 @@ impl RunCells {
         });
         let mut parsed = futures::stream::iter(batches).buffered(BATCHES_IN_FLIGHT);
         let mut builder = RunCellsBuilder::default();
+        let mut reserved = false;
         while let Some(records) = parsed.try_next().await? {
             for r in &records {
                 builder.push(r);
+                if !reserved {
+                    builder.reserve(total - 1);
+                    reserved = true;
+                }
             }
         }
         Ok(builder.finish())

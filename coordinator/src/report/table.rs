@@ -123,6 +123,16 @@ impl TableBuilder {
         self.push(r.cell.to_string(), r.class.clone(), r.subclass.clone(), r.samples.len(), &groups);
     }
 
+    /// Room for `rows` more rows of the present width: a table grown by doubling would hold up
+    /// to three times its size while it copies.
+    pub fn reserve(&mut self, rows: usize) {
+        self.values.reserve_exact(rows * self.columns.len());
+        self.cells.reserve_exact(rows);
+        self.class.reserve_exact(rows);
+        self.subclass.reserve_exact(rows);
+        self.samples.reserve_exact(rows);
+    }
+
     pub fn len(&self) -> usize {
         self.cells.len()
     }
