@@ -230,10 +230,9 @@ impl FeatureTable {
                 let Some(v) = self.value(i, c) else { continue };
                 if let Some((g, feature)) =
                     GROUPS.iter().enumerate().find_map(|(g, p)| name.strip_prefix(p).map(|f| (g, f)))
+                    && g < G_TRUE
                 {
-                    if g < G_TRUE {
-                        maps[g].insert(feature.to_string(), v);
-                    }
+                    maps[g].insert(feature.to_string(), v);
                 }
             }
             let mut groups: Vec<(usize, &FeatureMap)> = maps.iter().enumerate().collect();
