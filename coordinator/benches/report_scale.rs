@@ -4,8 +4,9 @@
 //! folder with a manifest and no volumes, then runs the `report` binary on them with its
 //! defaults and prints the wall time and the peak resident memory of that process.
 //!
-//! `cargo bench -p dispr-coordinator --bench report_scale -- 10000 100000` (the default is 10000).
-//! The records stay under $TMPDIR only while the bench runs (100k records are about 1.5 GB).
+//! `cargo bench --workspace --bench report_scale -- 10000 100000 1000000` (the default is 10000).
+//! The records stay under $TMPDIR only while the bench runs (compact JSON: about 5 GB for 1M;
+//! check `df -h $TMPDIR` first).
 
 use dispr_proto::{CellFeatures, CellId, Manifest, RunId, SCHEMA_VERSION, SamplerSpec, VolumeFormat, keys};
 use dispr_shape::dataset::{CellBytes, Label};
@@ -99,7 +100,9 @@ fn write_run(root: &Path, cells: usize) {
         };
         shift(&mut rec.features_2d, 0);
         shift(&mut rec.mean_3d, 1000);
-        write(&keys::features(&run, &rec.cell), &rec.encode());
+        // Compact JSON (the report reads either): a worker's pretty records are about 15 KB, so
+        // 1M of them would be 15 GB of disk for the bench alone; compact ones are about a third.
+        write(&keys::features(&run, &rec.cell), &serde_json::to_vec(&rec).unwrap());
     }
 }
 

@@ -144,6 +144,16 @@ impl Store {
         }
     }
 
+    /// [`Store::put`] of the contents of the local file at `source`, streamed from disk, so
+    /// that a large output (a million cells' features.csv) is never held in memory.
+    pub async fn put_file(&self, key: &str, source: &std::path::Path) -> Result<(), StoreError> {
+        self.check_key(Op::Write, key)?;
+        match &self.inner.backend {
+            Backend::Local(local) => local.put_file(key, source).await,
+            Backend::S3(s3) => s3.put_file(key, source).await,
+        }
+    }
+
     /// Writes the object at `key` only if there is none, atomically: of several racing writers
     /// one gets `true` (written), the others `false` (already there, left unchanged).
     pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StoreError> {

@@ -75,6 +75,16 @@ impl LocalFolder {
         blocking(Op::Write, &path, move |path| write_atomically(path, &data, true).map(|_| ())).await
     }
 
+    pub(crate) async fn put_file(&self, key: &str, source: &Path) -> Result<(), StoreError> {
+        let path = self.root.join(key);
+        let source = source.to_owned();
+        blocking(Op::Write, &path, move |path| {
+            let mut file = std::fs::File::open(&source)?;
+            write_atomically_from(path, &mut file, true).map(|_| ())
+        })
+        .await
+    }
+
     pub(crate) async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StoreError> {
         let path = self.root.join(key);
         blocking(Op::WriteIfAbsent, &path, move |path| write_atomically(path, &data, false)).await
@@ -194,7 +204,12 @@ fn is_absent(e: &io::Error) -> bool {
 
 /// Writes `data` to `path` through a synced temporary file in the same folder. With `overwrite`
 /// false the final rename fails if `path` exists; the result says whether `data` was written.
-fn write_atomically(path: &Path, data: &[u8], overwrite: bool) -> io::Result<bool> {
+fn write_atomically(path: &Path, mut data: &[u8], overwrite: bool) -> io::Result<bool> {
+    write_atomically_from(path, &mut data, overwrite)
+}
+
+/// [`write_atomically`] of what `data` reads: a file copied in a buffer at a time.
+fn write_atomically_from(path: &Path, data: &mut impl io::Read, overwrite: bool) -> io::Result<bool> {
     let folder = path.parent().ok_or_else(|| io::Error::other("an object needs a parent folder"))?;
     std::fs::create_dir_all(folder)?;
     let mut builder = tempfile::Builder::new();
@@ -206,7 +221,8 @@ fn write_atomically(path: &Path, data: &[u8], overwrite: bool) -> io::Result<boo
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     let mut temp = builder.tempfile_in(folder)?;
-    temp.write_all(data)?;
+    io::copy(data, &mut temp)?;
+    temp.flush()?;
     // Durable before visible: a worker acks a job once its outputs are written.
     temp.as_file().sync_all()?;
     let written = if overwrite {

@@ -137,6 +137,24 @@ impl S3Bucket {
         Ok(())
     }
 
+    /// Uploads the file at `source`, streamed from disk (one PUT: objects up to 5 GB).
+    pub(crate) async fn put_file(&self, key: &str, source: &std::path::Path) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let body = ByteStream::from_path(source).await.map_err(|e| {
+            StoreError::new(ErrorKind::Io, Op::Write, self.target(key), "the file to upload cannot be read")
+                .caused_by(e)
+        })?;
+        client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify(e, Op::Write, self.target(key), &self.bucket))?;
+        Ok(())
+    }
+
     /// A conditional write with `If-None-Match: *`; the server answers 412 when the key exists.
     /// When a first attempt wrote the object but its answer was lost, the SDK's retry sees 412
     /// and this returns `false`: callers write deterministic bytes, so the object is right.

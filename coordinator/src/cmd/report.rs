@@ -116,7 +116,7 @@ async fn ground_truth_inputs(uri: &str, run: &dispr_proto::RunId) -> anyhow::Res
     let dataset = Dataset::open(store).await?;
     let (truth, unclassified) = ground_truth::records(&dataset, run).await?;
     Ok(ReportInputs {
-        predicted: Vec::new(),
+        predicted: Default::default(),
         truth,
         unclassified,
         reconstruction: None,

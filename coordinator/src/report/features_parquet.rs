@@ -17,8 +17,13 @@ use std::sync::Arc;
 /// a few MB beside the table, large enough for readers to scan quickly.
 const ROWS_PER_GROUP: usize = 64 * 1024;
 
-/// The parquet bytes of `table`, with `metadata` (key, value) in the file's key-value metadata.
-pub fn to_parquet(table: &FeatureTable, metadata: &[(&str, String)]) -> anyhow::Result<Vec<u8>> {
+/// `table` as parquet into `out`, a row group at a time, with `metadata` (key, value) in the
+/// file's key-value metadata.
+pub fn to_parquet<W: std::io::Write + Send>(
+    table: &FeatureTable,
+    metadata: &[(&str, String)],
+    out: W,
+) -> anyhow::Result<W> {
     let mut fields = vec![
         Field::new("cell", DataType::Utf8, false),
         Field::new("class", DataType::Utf8, true),
@@ -37,8 +42,7 @@ pub fn to_parquet(table: &FeatureTable, metadata: &[(&str, String)]) -> anyhow::
             metadata.iter().map(|(k, v)| KeyValue::new(k.to_string(), v.clone())).collect(),
         ))
         .build();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties))?;
+    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties))?;
     let rows = table.cells.len();
     for start in (0..rows).step_by(ROWS_PER_GROUP) {
         let range = start..(start + ROWS_PER_GROUP).min(rows);
@@ -52,14 +56,11 @@ pub fn to_parquet(table: &FeatureTable, metadata: &[(&str, String)]) -> anyhow::
             Arc::new(UInt32Array::from_iter_values(table.samples[range.clone()].iter().map(|&n| n as u32))),
         ];
         for c in 0..table.columns.len() {
-            columns.push(Arc::new(Float64Array::from_iter(
-                table.values[range.clone()].iter().map(|row| row[c]),
-            )));
+            columns.push(Arc::new(Float64Array::from_iter(range.clone().map(|i| table.value(i, c)))));
         }
         writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
     }
-    writer.close()?;
-    Ok(out)
+    Ok(writer.into_inner()?)
 }
 
 #[cfg(test)]
@@ -70,15 +71,15 @@ mod tests {
 
     #[test]
     fn rows_columns_types_and_metadata_survive() {
-        let table = FeatureTable {
-            cells: vec!["a1".into(), "b2".into(), "c3".into()],
-            class: vec![Some("round".into()), None, Some("flat".into())],
-            subclass: vec![None, None, Some("disc".into())],
-            samples: vec![3, 0, 3],
-            columns: vec!["2d_area".into(), "3d_mean_volume".into()],
-            values: vec![vec![Some(1.5), Some(10.0)], vec![Some(2.5), None], vec![Some(3.5), Some(30.0)]],
-        };
-        let bytes = to_parquet(&table, &[("dispr.run_id", "r1".into())]).unwrap();
+        let table = FeatureTable::new(
+            vec!["a1".into(), "b2".into(), "c3".into()],
+            vec![Some("round".into()), None, Some("flat".into())],
+            vec![None, None, Some("disc".into())],
+            vec![3, 0, 3],
+            vec!["2d_area".into(), "3d_mean_volume".into()],
+            vec![vec![Some(1.5), Some(10.0)], vec![Some(2.5), None], vec![Some(3.5), Some(30.0)]],
+        );
+        let bytes = to_parquet(&table, &[("dispr.run_id", "r1".into())], Vec::new()).unwrap();
         let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
         let meta = reader.metadata().file_metadata();
         assert_eq!(meta.num_rows(), 3);

@@ -3,7 +3,6 @@
 //! print), the
 //! CSV tables and the PNG plots. report.html (the run page) renders the same tables.
 
-use super::table::FeatureTable;
 use super::{Report, file_tag, plots};
 use std::fmt::Write as _;
 
@@ -94,11 +93,10 @@ pub type ReportFiles = (Vec<(String, Vec<u8>)>, Vec<String>);
 /// there is ground truth), features.csv and the PNG plots. A plot that cannot be drawn (no usable
 /// font, say) is left out with a warning in `warnings`. (uncertainty.csv and its plots come from
 /// [`super::uncertainty::files`], since they are written with or without a classification.)
-pub fn files(report: &Report, table: &FeatureTable) -> Result<ReportFiles, anyhow::Error> {
+pub fn files(report: &Report) -> Result<ReportFiles, anyhow::Error> {
     let mut out = vec![
         ("report.json".to_string(), serde_json::to_vec_pretty(report)?),
         ("summary.txt".to_string(), summary(report).into_bytes()),
-        ("features.csv".to_string(), table.to_csv()?),
     ];
 
     let mut w = csv::Writer::from_writer(Vec::new());

@@ -14,6 +14,7 @@ mod files;
 pub mod ground_truth;
 pub mod plots;
 pub mod reconstruction;
+pub mod run_cells;
 pub mod table;
 pub mod uncertainty;
 
@@ -22,6 +23,7 @@ use dispr_proto::records::CellFeatures;
 pub use features_parquet::to_parquet;
 pub use files::{ReportFiles, files, summary};
 pub use reconstruction::Reconstruction;
+pub use run_cells::RunCells;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 pub use table::FeatureTable;
@@ -492,8 +494,9 @@ impl Report {
 
 /// What a report is made of.
 pub struct ReportInputs {
-    /// The run's feature records (predicted shapes); empty for a report on ground truth alone.
-    pub predicted: Vec<CellFeatures>,
+    /// The run's done cells (predicted shapes); empty for a report on ground truth alone. Their
+    /// table is joined with `truth` into the report's table.
+    pub predicted: RunCells,
     /// Ground-truth feature records (true shapes): the ceiling rows.
     pub truth: Vec<CellFeatures>,
     /// Cells left out before classifying, with the reason.
@@ -562,14 +565,13 @@ impl Results {
         }
     }
 
-    /// The files under `report/`: all of [`files`], or features.csv alone without a
-    /// classification; and uncertainty.csv and its plots, with or without one.
-    pub fn files(&self, table: &FeatureTable) -> anyhow::Result<ReportFiles> {
+    /// The files under `report/` that are small whatever the run's size: all of [`files`]
+    /// with a classification, and the uncertainty plots with or without one. The tables of a
+    /// row per cell come from [`Results::write_tables`].
+    pub fn files(&self) -> anyhow::Result<ReportFiles> {
         let (mut out, mut warnings) = match &self.classification {
-            Classification::Classified(r) => files(r, table)?,
-            Classification::NotClassified { .. } => {
-                (vec![("features.csv".to_string(), table.to_csv()?)], Vec::new())
-            }
+            Classification::Classified(r) => files(r)?,
+            Classification::NotClassified { .. } => (Vec::new(), Vec::new()),
         };
         if let Some(a) = &self.uncertainty {
             let (mut more, mut w) = uncertainty::files(a)?;
@@ -577,6 +579,43 @@ impl Results {
             warnings.append(&mut w);
         }
         Ok((out, warnings))
+    }
+}
+
+impl Results {
+    /// The tables of a row per cell, written into files under `dir` (a million cells' CSV is
+    /// gigabytes: it goes to disk a row at a time, never into memory): features.csv,
+    /// features.parquet (with `metadata`) and, for a run, uncertainty.csv. Their names under
+    /// `report/` and their paths.
+    pub fn write_tables(
+        &self,
+        table: &FeatureTable,
+        metadata: &[(&str, String)],
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
+        use anyhow::Context as _;
+        use std::io::Write as _;
+        let create =
+            |name: &str| -> anyhow::Result<(String, std::path::PathBuf, std::io::BufWriter<std::fs::File>)> {
+                let path = dir.join(name);
+                let file = std::fs::File::create(&path).with_context(|| {
+                    format!("creating {} (the report spools its tables there)", path.display())
+                })?;
+                Ok((name.to_string(), path, std::io::BufWriter::new(file)))
+            };
+        let mut out = Vec::new();
+        let (name, path, w) = create("features.csv")?;
+        table.write_csv(w)?.flush()?;
+        out.push((name, path));
+        let (name, path, w) = create("features.parquet")?;
+        to_parquet(table, metadata, w)?.flush()?;
+        out.push((name, path));
+        if let Some(a) = &self.uncertainty {
+            let (name, path, w) = create("uncertainty.csv")?;
+            uncertainty::write_csv(&a.rows, &a.cv, w)?.flush()?;
+            out.push((name, path));
+        }
+        Ok(out)
     }
 }
 
@@ -593,7 +632,7 @@ pub fn results(
 ) -> Results {
     let ReportInputs { predicted, unclassified, reconstruction, source, .. } = inputs;
     let analyse = |report: Option<&Report>, reconstruction: Option<&Reconstruction>| {
-        (!predicted.is_empty()).then(|| uncertainty::analyse(&predicted, reconstruction, report))
+        (!predicted.is_empty()).then(|| uncertainty::analyse(predicted, reconstruction, report))
     };
     match build(run_id, &source, table, level, cv, unclassified.clone()) {
         Ok(report) => {
@@ -880,7 +919,7 @@ mod tests {
                 && text.contains("zz_failed: failed: the mask is empty"),
             "{text}"
         );
-        let (files, _) = files(&report, &FeatureTable::from_records(&recs)).unwrap();
+        let (files, _) = files(&report).unwrap();
         let csv = &files.iter().find(|(n, _)| n == "unclassified.csv").unwrap().1;
         assert!(String::from_utf8_lossy(csv).contains("zz_failed,failed: the mask is empty"));
     }
@@ -897,7 +936,7 @@ mod tests {
         let (predicted, truth) = predicted_and_truth();
         let table = FeatureTable::from_sources(&predicted, &truth);
         let report = build("r", "test", &table, Level::Class, cv(), vec![]).unwrap();
-        let (files, warnings) = files(&report, &table).unwrap();
+        let (files, warnings) = files(&report).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let get =
             |name: &str| &files.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} missing")).1;
@@ -910,7 +949,7 @@ mod tests {
             );
             assert!((a.macro_f1.mean - b.macro_f1.mean).abs() < 1e-12);
         }
-        let csv = String::from_utf8(get("features.csv").clone()).unwrap();
+        let csv = String::from_utf8(table.to_csv().unwrap()).unwrap();
         assert_eq!(csv.lines().count(), 46);
         assert!(
             csv.starts_with(

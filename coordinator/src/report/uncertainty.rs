@@ -18,8 +18,9 @@
 
 use super::plots::{render, text};
 use super::reconstruction::Reconstruction;
+use super::run_cells::{CellSummary, RunCells, Scalars};
+use super::table::FeatureTable;
 use super::{Report, SET_2D, SET_2D_PREDICTED, SET_PREDICTED};
-use dispr_proto::records::{CellFeatures, Uncertainty};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ pub const HEADLINE_DEFINITION: &str = "1 - mean pairwise IoU of the cell's binar
      two samples disagree (0 when all agree)";
 
 /// A scalar of a cell's uncertainty record: its name and how to read it.
-pub type Scalar = (&'static str, fn(&Uncertainty) -> Option<f64>);
+pub type Scalar = (&'static str, fn(&Scalars) -> Option<f64>);
 
 /// The scalars compared with the error, each oriented so that more means less sure: name and
 /// value (`None` where the record lacks it).
@@ -41,10 +42,8 @@ pub const SCALARS: [Scalar; 5] = [
     (HEADLINE, |u| Some(u.disagreement())),
     ("uncertain_fraction", |u| Some(u.uncertain_fraction)),
     ("mean_entropy", |u| Some(u.mean_entropy)),
-    ("volume_cv", |u| u.feature_cv.get("volume").copied()),
-    ("mean_feature_cv", |u| {
-        (!u.feature_cv.is_empty()).then(|| u.feature_cv.values().sum::<f64>() / u.feature_cv.len() as f64)
-    }),
+    ("volume_cv", |u| u.volume_cv),
+    ("mean_feature_cv", |u| u.mean_feature_cv),
 ];
 
 /// The selective-prediction curve's coverages, in percent.
@@ -58,7 +57,9 @@ pub struct CellUncertainty {
     /// K: the samples of the cell.
     pub samples: usize,
     /// `None`: unknown (one sample, or a record of an earlier release).
-    pub uncertainty: Option<Uncertainty>,
+    pub uncertainty: Option<Scalars>,
+    /// The cell's row in the run's cells (and in [`Analysis::cv`]).
+    pub row: usize,
     /// The model's mean IoU over the samples against the truth (`obj > 0`), where it exists.
     pub iou: Option<f64>,
     /// The classifier's out-of-fold prediction for the cell (see [`QuartileErrors::feature_set`]),
@@ -70,7 +71,7 @@ pub struct CellUncertainty {
 impl CellUncertainty {
     /// The headline uncertainty; `None` when unknown.
     pub fn headline(&self) -> Option<f64> {
-        self.uncertainty.as_ref().map(Uncertainty::disagreement)
+        self.uncertainty.as_ref().map(Scalars::disagreement)
     }
 }
 
@@ -152,6 +153,8 @@ impl UncertaintySection {
 pub struct Analysis {
     pub section: UncertaintySection,
     pub rows: Vec<CellUncertainty>,
+    /// Per cell (by [`CellUncertainty::row`]), the coefficient of variation of each feature.
+    pub cv: FeatureTable,
 }
 
 /// The feature set whose predictions say whether a cell was misclassified: the one with the
@@ -164,7 +167,7 @@ fn classifier_set(report: &Report) -> Option<&super::FeatureSetResult> {
 /// by id. `reconstruction` gives the IoU where there is ground truth, `report` the classifier's
 /// predictions where there is a classification.
 pub fn rows(
-    records: &[CellFeatures],
+    records: &[CellSummary],
     reconstruction: Option<&Reconstruction>,
     report: Option<&Report>,
 ) -> Vec<CellUncertainty> {
@@ -180,14 +183,16 @@ pub fn rows(
         .unwrap_or_default();
     let mut rows: Vec<CellUncertainty> = records
         .iter()
-        .map(|r| {
-            let cell = r.cell.as_str();
+        .enumerate()
+        .map(|(row, r)| {
+            let cell = r.id.as_str();
             let prediction = predictions.get(cell);
             CellUncertainty {
                 cell: cell.to_string(),
                 class: r.class.clone(),
-                samples: r.samples.len(),
-                uncertainty: r.uncertainty.clone(),
+                samples: r.samples as usize,
+                uncertainty: r.uncertainty,
+                row,
                 iou: reconstruction.and_then(|rec| rec.cell(cell)).map(|s| s.model_iou),
                 predicted: prediction.map(|(_, p)| p.to_string()),
                 truth: prediction.map(|(t, _)| t.to_string()),
@@ -304,13 +309,13 @@ pub fn pictured(rows: &[CellUncertainty]) -> Vec<Pictured> {
     out
 }
 
-/// The analysis of `records` (see [`rows`] for the other inputs).
+/// The analysis of the run's cells (see [`rows`] for the other inputs).
 pub fn analyse(
-    records: &[CellFeatures],
+    cells: RunCells,
     reconstruction: Option<&Reconstruction>,
     report: Option<&Report>,
 ) -> Analysis {
-    let rows = rows(records, reconstruction, report);
+    let rows = rows(&cells.cells, reconstruction, report);
     let known: Vec<&CellUncertainty> = rows.iter().filter(|r| r.uncertainty.is_some()).collect();
     let correlations = if known.iter().any(|r| r.iou.is_some()) {
         SCALARS
@@ -355,7 +360,7 @@ pub fn analyse(
         quartiles,
         pictured: pictured(&rows),
     };
-    Analysis { section, rows }
+    Analysis { section, rows, cv: cells.cv }
 }
 
 /// Lines for the text summary.
@@ -410,15 +415,26 @@ fn show(v: Option<f64>) -> String {
 /// `uncertainty.csv`: one row per done cell, most uncertain first; empty fields where a value is
 /// unknown (the uncertainty of a cell sampled once, the IoU without ground truth). The per-feature
 /// coefficients of variation follow as `cv_<feature>` columns.
-pub fn csv(rows: &[CellUncertainty]) -> anyhow::Result<Vec<u8>> {
-    let cv_names: BTreeSet<&String> =
-        rows.iter().filter_map(|r| r.uncertainty.as_ref()).flat_map(|u| u.feature_cv.keys()).collect();
-    let mut w = csv::Writer::from_writer(Vec::new());
+pub fn csv(rows: &[CellUncertainty], cv: &FeatureTable) -> anyhow::Result<Vec<u8>> {
+    write_csv(rows, cv, Vec::new())
+}
+
+/// [`csv`] into `out`, row by row.
+pub fn write_csv<W: std::io::Write>(
+    rows: &[CellUncertainty],
+    cv: &FeatureTable,
+    out: W,
+) -> anyhow::Result<W> {
+    // The features any cell has a coefficient for, by name (the cv table's columns are sorted).
+    let cv_names: Vec<(usize, &String)> = (cv.columns.iter().enumerate())
+        .filter(|(c, _)| rows.iter().any(|r| r.uncertainty.is_some() && cv.value(r.row, *c).is_some()))
+        .collect();
+    let mut w = csv::Writer::from_writer(out);
     let mut header: Vec<String> = ["rank", "cell", "class", "samples"].map(String::from).to_vec();
     header.extend(SCALARS.iter().map(|(n, _)| n.to_string()));
     header
         .extend(["mean_pairwise_iou", "iou", "error", "predicted_class", "misclassified"].map(String::from));
-    header.extend(cv_names.iter().map(|n| format!("cv_{n}")));
+    header.extend(cv_names.iter().map(|(_, n)| format!("cv_{n}")));
     w.write_record(&header)?;
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for (i, r) in rows.iter().enumerate() {
@@ -439,16 +455,16 @@ pub fn csv(rows: &[CellUncertainty]) -> anyhow::Result<Vec<u8>> {
             (Some(p), Some(t)) => (p != t).to_string(),
             _ => String::new(),
         });
-        rec.extend(cv_names.iter().map(|n| opt(u.and_then(|u| u.feature_cv.get(*n).copied()))));
+        rec.extend(cv_names.iter().map(|(c, _)| opt(u.and(cv.value(r.row, *c)))));
         w.write_record(&rec)?;
     }
     Ok(w.into_inner().map_err(|e| e.into_error())?)
 }
 
-/// The files of the analysis: `uncertainty.csv`, and where there is ground truth the scatter
-/// plot and the selective-prediction curve. A plot that cannot be drawn is left out with a warning.
+/// The plots of the analysis, where there is ground truth: the scatter plot and the
+/// selective-prediction curve (`uncertainty.csv`, a row per cell, is written by [`write_csv`]). A plot that cannot be drawn is left out with a warning.
 pub fn files(a: &Analysis) -> anyhow::Result<super::ReportFiles> {
-    let mut out = vec![("uncertainty.csv".to_string(), csv(&a.rows)?)];
+    let mut out = Vec::new();
     let mut warnings = Vec::new();
     let mut plot = |name: &str, png: anyhow::Result<Option<Vec<u8>>>| match png {
         Ok(Some(png)) => out.push((name.to_string(), png)),
@@ -615,7 +631,7 @@ pub fn selective_png(u: &UncertaintySection) -> anyhow::Result<Option<Vec<u8>>> 
 mod tests {
     use super::*;
     use crate::report::reconstruction::CellReconstruction;
-    use dispr_proto::records::FeatureMap;
+    use dispr_proto::records::{CellFeatures, FeatureMap, Uncertainty};
     use dispr_proto::{CellId, RunId, SCHEMA_VERSION, SampleFeatures};
 
     fn record(cell: &str, class: &str, pairwise: Option<f64>) -> CellFeatures {
@@ -680,7 +696,7 @@ mod tests {
             record("a3", "a", Some(0.7)),
             record("b2", "b", Some(0.95)),
         ];
-        let a = analyse(&records, None, None);
+        let a = analyse(RunCells::from_records(&records), None, None);
         let order: Vec<&str> = a.rows.iter().map(|r| r.cell.as_str()).collect();
         assert_eq!(order, ["b1", "a3", "a1", "b2", "a2"]);
         assert_eq!((a.section.cells, a.section.unknown), (5, 1));
@@ -699,7 +715,7 @@ mod tests {
             ]
         );
 
-        let csv = String::from_utf8(csv(&a.rows).unwrap()).unwrap();
+        let csv = String::from_utf8(csv(&a.rows, &a.cv).unwrap()).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 1 + records.len(), "a row for every done cell");
         assert!(lines[0].starts_with("rank,cell,class,samples,disagreement,"), "{}", lines[0]);
@@ -723,7 +739,7 @@ mod tests {
         }
         records.push(record("late", "a", None));
         let rec = reconstruction(&ious);
-        let a = analyse(&records, Some(&rec), None);
+        let a = analyse(RunCells::from_records(&records), Some(&rec), None);
         let rho = a.section.headline_spearman().unwrap();
         assert_eq!(rho.cells, 20);
         assert!(rho.spearman.unwrap() > 0.7, "{rho:?}");
@@ -736,8 +752,8 @@ mod tests {
         let (files, warnings) = files(&a).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["uncertainty.csv", SCATTER_PNG, SELECTIVE_PNG]);
-        assert!(files[1].1.starts_with(b"\x89PNG") && files[2].1.starts_with(b"\x89PNG"));
+        assert_eq!(names, [SCATTER_PNG, SELECTIVE_PNG]);
+        assert!(files[0].1.starts_with(b"\x89PNG") && files[1].1.starts_with(b"\x89PNG"));
         let text = summary(&a.section);
         assert!(text.contains("Spearman correlation with the error") && text.contains("10% 0.895"), "{text}");
     }
@@ -746,12 +762,12 @@ mod tests {
     fn every_cell_sampled_once_is_unknown() {
         let records = [record("a1", "a", None), record("b1", "b", None)];
         let rec = reconstruction(&[("a1", 0.5), ("b1", 0.6)]);
-        let a = analyse(&records, Some(&rec), None);
+        let a = analyse(RunCells::from_records(&records), Some(&rec), None);
         assert_eq!((a.section.unknown, a.section.mean_disagreement), (2, None));
         assert!(a.section.correlations.is_empty() && a.section.selective.is_empty());
         assert!(a.section.pictured.is_empty());
         assert!(summary(&a.section).contains("unknown for every cell"));
         let (files, _) = files(&a).unwrap();
-        assert_eq!(files.len(), 1, "the CSV alone");
+        assert!(files.is_empty(), "no plots (the CSV is written by write_csv)");
     }
 }

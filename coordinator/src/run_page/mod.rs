@@ -21,7 +21,7 @@ use crate::classify::CvConfig;
 pub use crate::report::ReportInputs;
 use crate::report::ground_truth::MissingVolume;
 use crate::report::reconstruction::CellReconstruction;
-use crate::report::{self, FeatureTable, Level, Reconstruction, Unclassified, ground_truth};
+use crate::report::{self, Level, Reconstruction, Unclassified, ground_truth};
 use anyhow::Context as _;
 use dispr_proto::records::{CellFailure, CellFeatures, JobRecord, Manifest};
 use dispr_proto::{CellId, RunId, keys};
@@ -104,6 +104,21 @@ async fn read_all<T>(
     .await
 }
 
+/// The ground truth of the run's cells. Only datasets with ground truth (`obj/`) get here, and
+/// scoring reads every cell's volumes anyway: the records are read again in full for it (the
+/// streamed [`report::RunCells`] keep none).
+async fn ground_truth_for_run(
+    dataset: &Dataset,
+    output: &Store,
+    run: &RunId,
+) -> anyhow::Result<Option<ground_truth::RunTruth>> {
+    if !dataset.index.cells.iter().any(|c| c.has_obj) {
+        return Ok(None);
+    }
+    let records = read_all(output, &keys::features_prefix(run), decode_for_report).await?;
+    ground_truth::for_run(dataset, output, run, &records).await
+}
+
 /// A features record as the report keeps it while it reads the others: without the 3D features
 /// of each sample (the report uses their mean and spread, which the record also holds), which
 /// are most of a record's memory (with K = 3, about half).
@@ -156,7 +171,7 @@ pub async fn write_run_report(
     run: &RunId,
     options: &ReportOptions,
 ) -> anyhow::Result<Written> {
-    let records = read_all(output, &keys::features_prefix(run), decode_for_report).await?;
+    let cells = report::RunCells::read(output, run).await?;
     let failures = read_all(output, &keys::failures_prefix(run), CellFailure::decode).await?;
     let mut warnings = Vec::new();
     let manifest_key = keys::manifest(run);
@@ -188,7 +203,7 @@ pub async fn write_run_report(
         None => None,
     };
     let run_truth = match &dataset {
-        Some(d) => match ground_truth::for_run(d, output, run, &records).await {
+        Some(d) => match ground_truth_for_run(d, output, run).await {
             Ok(t) => t,
             Err(e) => {
                 warnings.push(format!(
@@ -206,8 +221,12 @@ pub async fn write_run_report(
         .map(|f| Unclassified { cell: f.cell.to_string(), reason: format!("failed: {}", f.reason) })
         .collect();
     if let Some(d) = &dataset {
-        let known: BTreeSet<&str> =
-            records.iter().map(|r| r.cell.as_str()).chain(failures.iter().map(|f| f.cell.as_str())).collect();
+        let known: BTreeSet<&str> = cells
+            .cells
+            .iter()
+            .map(|r| r.id.as_str())
+            .chain(failures.iter().map(|f| f.cell.as_str()))
+            .collect();
         unclassified.extend(d.index.cells.iter().filter(|c| !known.contains(c.id.as_str())).map(|c| Unclassified {
             cell: c.id.to_string(),
             reason: "not sampled: the run has not finished it (see `dispr-coordinator status`; run it again to resume)"
@@ -233,17 +252,20 @@ pub async fn write_run_report(
             ground_truth::OBJ_THRESHOLD
         )
     };
-    let inputs = ReportInputs { predicted: records, truth, unclassified, reconstruction, source };
+    let inputs = ReportInputs { predicted: cells, truth, unclassified, reconstruction, source };
 
     let page = match manifest {
         Some(manifest) => {
             let jobs = read_all(output, &keys::jobs_prefix(run), JobRecord::decode).await?;
-            let chosen =
-                choose_panels(&inputs.predicted, options.cells_per_class, inputs.reconstruction.as_ref());
+            let chosen = choose_panels(
+                &inputs.predicted.cells,
+                options.cells_per_class,
+                inputs.reconstruction.as_ref(),
+            );
             let panels: Vec<CellPanel> = futures::stream::iter(
                 chosen
                     .into_iter()
-                    .map(|(rec, rank, scores)| panel(output, dataset.as_ref(), run, rec, rank, scores)),
+                    .map(|(cell, rank, scores)| panel(output, dataset.as_ref(), run, cell, rank, scores)),
             )
             .buffered(4)
             .try_collect()
@@ -252,7 +274,7 @@ pub async fn write_run_report(
                 output,
                 dataset.as_ref(),
                 run,
-                &inputs.predicted,
+                &inputs.predicted.cells,
                 inputs.reconstruction.as_ref(),
             )
             .await;
@@ -294,20 +316,25 @@ pub async fn write_run_report(
 pub async fn write_report(
     output: &Store,
     run: &RunId,
-    inputs: ReportInputs,
+    mut inputs: ReportInputs,
     options: &ReportOptions,
     page: Option<RunPage>,
 ) -> anyhow::Result<Written> {
-    let table = FeatureTable::from_sources(&inputs.predicted, &inputs.truth);
+    let table = std::mem::take(&mut inputs.predicted.table).with_truth(&inputs.truth);
     let run_name = run.to_string();
     let (level, cv) = (options.level, options.cv);
     let metadata = parquet_metadata(run, page.as_ref().map(|p| &p.manifest), &inputs.source);
     // The forests are compute: a blocking thread, with rayon spreading the trees over the cores.
-    let (results, (mut all, warnings)) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let spool = tempfile::Builder::new()
+        .prefix("dispr-report-")
+        .tempdir()
+        .context("creating a temporary folder for the report's tables (set TMPDIR to a writable place)")?;
+    let spool_dir = spool.path().to_owned();
+    let (results, (mut all, warnings), tables) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let results = report::results(&run_name, &table, inputs, level, cv);
-        let mut files = results.files(&table)?;
-        files.0.push(("features.parquet".to_string(), report::to_parquet(&table, &metadata)?));
-        Ok((results, files))
+        let files = results.files()?;
+        let tables = results.write_tables(&table, &metadata, &spool_dir)?;
+        Ok((results, files, tables))
     })
     .await??;
     if let Some(page) = page {
@@ -315,7 +342,13 @@ pub async fn write_report(
             all.iter().filter(|(n, _)| n.ends_with(".png")).cloned().collect();
         all.push(("report.html".to_string(), html::render(&page, &results, &plots).into_bytes()));
     }
-    let count = all.len();
+    let count = all.len() + tables.len();
+    // The tables of a row per cell go from disk to the store, one at a time.
+    for (name, path) in &tables {
+        let key = keys::report_file(run, name);
+        output.put_file(&key, path).await.with_context(|| format!("writing {}", output.uri_of(&key)))?;
+    }
+    drop(spool);
     futures::stream::iter(all.into_iter().map(|(name, bytes)| {
         let key = keys::report_file(run, &name);
         async move {

@@ -7,9 +7,9 @@
 
 use super::cells;
 use crate::report::reconstruction::Reconstruction;
+use crate::report::run_cells::CellSummary;
 use crate::report::uncertainty::{self as analysis, Pictured};
 use anyhow::Context as _;
-use dispr_proto::records::CellFeatures;
 use dispr_proto::{CellId, RunId, keys};
 use dispr_shape::dataset::Dataset;
 use dispr_shape::tiff_io;
@@ -39,7 +39,7 @@ pub async fn panels(
     output: &Store,
     dataset: Option<&Dataset>,
     run: &RunId,
-    records: &[CellFeatures],
+    records: &[CellSummary],
     reconstruction: Option<&Reconstruction>,
 ) -> (Vec<Panel>, Vec<String>) {
     let rows = analysis::rows(records, reconstruction, None);
