@@ -10,7 +10,9 @@
 # PyTorch's column needs `pip install torch guided-diffusion-sdk` (test-time tools, never
 # dependencies of the product); without them the script says so and times this project alone.
 # Each measurement is one process (its peak memory is its own) and one forward pass after none
-# untimed: at 64^3 a pass takes seconds, and the same holds for both sides.
+# untimed: at 64^3 a pass takes seconds, and the same holds for both sides. A measurement that
+# fails (PyTorch's dispr-64-ref at batch 4 holds 4 heads x 16,384^2 scores per sample: more than
+# 24 GiB) is shown as failed, with its exit status, and the others go on.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,18 +40,23 @@ if ! python3 -c 'import torch, guided_diffusion' 2>/dev/null; then
     echo "PyTorch's column is skipped: run 'pip install torch guided-diffusion-sdk' to time the reference too" >&2
 fi
 
-# One forward pass of ours: prints "seconds gflops peak_mib".
+# One forward pass of ours: prints "seconds gflops peak_mib", or "failed (exit N) - -".
 ours() { # config batch [env...]
-    local config=$1 batch=$2
+    local config=$1 batch=$2 text status=0
     shift 2
-    env "$@" "$bench" --configs "$config" --batches "$batch" --iters "$iters" --warmup 0 --forward-only |
-        awk -F'|' -v c="$config" '$2 ~ " "c" " { gsub(/ /, ""); print $5, $7, $8 }'
+    text=$(env "$@" "$bench" --configs "$config" --batches "$batch" --iters "$iters" --warmup 0 --forward-only) ||
+        status=$?
+    if ((status)); then echo "failed(exit-$status) - -"; return; fi
+    awk -F'|' -v c="$config" '$2 ~ " "c" " { gsub(/ /, ""); print $5, $7, $8 }' <<<"$text"
 }
-reference() { # flavour batch: prints "seconds peak_mib"
-    python3 -W ignore tests/python/bench_reference_forward.py --flavour "$1" --batch "$2" --threads "$threads" \
-        --iters "$iters" | python3 -c 'import json, sys
+reference() { # flavour batch: prints "seconds peak_mib", or "failed (exit N) -"
+    local text status=0
+    text=$(python3 -W ignore tests/python/bench_reference_forward.py --flavour "$1" --batch "$2" \
+        --threads "$threads" --iters "$iters") || status=$?
+    if ((status)); then echo "failed(exit-$status,-out-of-memory?) -"; return; fi
+    python3 -c 'import json, sys
 r = json.loads(sys.stdin.readlines()[-1])
-print("%.1f %.0f" % (r["seconds"], r["peak_rss_mib"]))'
+print("%.1f %.0f" % (r["seconds"], r["peak_rss_mib"]))' <<<"$text"
 }
 # The figures issue 23 measured on 2026-12-06 (batch 1, 2 threads, quiet 2-core machine).
 before_issue() {
@@ -72,9 +79,13 @@ for config in "${config_list[@]}"; do
         torch_s=- torch_mib=- ratio=-
         if ((torch)); then
             read -r torch_s torch_mib < <(reference "$config" "$batch")
-            ratio=$(awk -v a="$s" -v b="$torch_s" 'BEGIN { printf "%.2fx", a / b }')
+            if [[ $torch_s != failed* && $s != failed* ]]; then
+                ratio=$(awk -v a="$s" -v b="$torch_s" 'BEGIN { printf "%.2fx", a / b }')
+            fi
         fi
-        rows+=("| $config | $batch | $(printf '%.1f' "$s") s, $gflops GFLOP/s | $mib | $burn_s | $torch_s | $torch_mib | $ratio | $(before_issue "$config" "$batch") |")
+        [[ $s == failed* ]] || s="$(printf '%.1f' "$s") s, $gflops GFLOP/s"
+        rows+=("| $config | $batch | $s | $mib | $burn_s | ${torch_s//-/ } | $torch_mib | $ratio | $(before_issue "$config" "$batch") |")
+        echo "${rows[-1]}" >&2
     done
 done
 

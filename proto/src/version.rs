@@ -25,13 +25,24 @@ pub enum ProtoError {
 
 /// Decodes a versioned JSON document: checks it is JSON, then its version, then its shape.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, ProtoError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|source| ProtoError::NotJson { what, source })?;
-    let found = value.get("schema_version").and_then(|v| v.as_u64()).ok_or(ProtoError::NoVersion { what })?;
-    if found != u64::from(SCHEMA_VERSION) {
-        return Err(ProtoError::UnknownVersion { what, found });
+    // The version first, read on its own: serde skips every other field without building it, so
+    // a record is parsed once into `T` below rather than into a generic tree and then again (a
+    // report reads a million of them).
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        schema_version: Option<serde_json::Value>,
     }
-    serde_json::from_value(value).map_err(|source| ProtoError::Malformed { what, source })
+    let found = match serde_json::from_slice::<Envelope>(bytes) {
+        Ok(envelope) => envelope.schema_version.and_then(|v| v.as_u64()),
+        Err(source) if !source.is_data() => return Err(ProtoError::NotJson { what, source }),
+        // JSON, but not an object (or one with a repeated version): no version to read.
+        Err(_) => None,
+    };
+    match found {
+        None => Err(ProtoError::NoVersion { what }),
+        Some(found) if found != u64::from(SCHEMA_VERSION) => Err(ProtoError::UnknownVersion { what, found }),
+        Some(_) => serde_json::from_slice(bytes).map_err(|source| ProtoError::Malformed { what, source }),
+    }
 }
 
 /// Encodes a record as pretty JSON (records are read by people too) ending in a newline.
