@@ -171,6 +171,7 @@ if [[ -n $broker ]]; then
         --samples 1 "${model[@]}" >"$out/submit.log" 2>&1 || true
     "$worker" serve --idle-timeout-secs 15 --http-addr 127.0.0.1:0 --prefetch 2 \
         --model-cache-dir "$out/model-cache" >"$out/serve.log" 2>&1 || true
+    "$coordinator" cleanup --run-id gpucheck --output "$out/run" --force >"$out/cleanup.log" 2>&1 || true
     how="dispr-worker serve from RabbitMQ ($broker)"
 else
     "$coordinator" local --dataset "$out/cells" --output "$out/run" --run-id gpucheck --sampler "$sampler" \

@@ -114,10 +114,7 @@ pub fn record_to_bytes<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8>, S
 }
 
 /// Decodes a Burn record written by [`record_to_bytes`].
-pub fn record_from_bytes<B: Backend, R: Record<B>>(
-    bytes: Vec<u8>,
-    device: &B::Device,
-) -> Result<R, String> {
+pub fn record_from_bytes<B: Backend, R: Record<B>>(bytes: Vec<u8>, device: &B::Device) -> Result<R, String> {
     Recorder::<B>::load(&NamedMpkBytesRecorder::<FullPrecisionSettings>::new(), bytes, device)
         .map_err(|e| e.to_string())
 }

@@ -63,7 +63,7 @@ fn agreement(name: &str) -> ! {
         Ok(a) => {
             let verdict = if a.relative() <= AGREEMENT_BOUND { "agree" } else { "DISAGREE" };
             println!(
-                "{name} forward, batch 2, {what} vs the CPU (Burn's operations): max |diff| {:.2e}, output std {:.3}, {:.2e} of it (bound {AGREEMENT_BOUND:.0e}): {verdict}",
+                "{name} forward, batch 2, {what} vs the CPU (Burn's operations): largest difference {:.2e}, output std {:.3}, {:.2e} of it (bound {AGREEMENT_BOUND:.0e}): {verdict}",
                 a.max_abs_diff,
                 a.reference_std,
                 a.relative()
