@@ -13,13 +13,16 @@ use std::time::Duration;
 pub const DEFAULT_CONSUMER_TIMEOUT_SECS: u64 = 30 * 60;
 
 /// Seconds per model evaluation of one sample of the published `dispr-64` model on a data-centre
-/// GPU, with margin. An H100 does the 0.79 TFLOP forward pass in well under 0.1 s in mixed
-/// precision; 0.2 s leaves room for slower cards and fp32.
+/// GPU, with margin. Assumed, not measured: no GPU has run this project yet
+/// (`scripts/gpu-check.sh` measures it). An H100 does the 0.79 TFLOP forward pass in well under
+/// 0.1 s in mixed precision; 0.2 s leaves room for slower cards and fp32.
 pub const DEFAULT_GPU_SECONDS_PER_STEP: f64 = 0.2;
 
-/// Seconds per model evaluation of one sample of `dispr-64` on a CPU: the published PyTorch
-/// forward pass takes about 10 s on 2 cores (DESIGN.md); a worker with more cores is faster.
-pub const DEFAULT_CPU_SECONDS_PER_STEP: f64 = 10.0;
+/// Seconds per model evaluation of one sample of `dispr-64` on a CPU, measured: 8.2 s, a forward
+/// pass at batch 4 (as a worker batches cells) taking 32.8 s on the 2-core AMD EPYC development
+/// machine on 2026-12-06 (`scripts/bench-vs-pytorch.sh`; batch 1: 7.5 s). A worker with more
+/// cores is faster.
+pub const DEFAULT_CPU_SECONDS_PER_STEP: f64 = 8.2;
 
 /// Fixed cost per cell besides sampling: downloading inputs, thresholding, 3D features and
 /// uploads. Generous, so that the estimate errs towards safety.
@@ -182,7 +185,7 @@ mod tests {
 
     #[test]
     fn published_ddpm_on_cpu_cannot_fit_one_cell() {
-        // 5 x 1000 x 10 s: more than half a day per cell.
+        // 5 x 1000 x 8.2 s: over 11 hours per cell.
         let cost = Cost::new(&"ddpm-1000".parse().unwrap(), 5, DEFAULT_CPU_SECONDS_PER_STEP);
         let err = cells_per_job(&cost, 1, THIRTY_MIN, true).unwrap_err();
         assert!(matches!(err, PlanError::CellTooLong { .. }));

@@ -115,7 +115,8 @@ pub struct PlanArgs {
     #[arg(long, env = "DISPR_CONSUMER_TIMEOUT_SECS", default_value_t = DEFAULT_CONSUMER_TIMEOUT_SECS)]
     pub consumer_timeout_secs: u64,
     /// Measured seconds per model evaluation of one sample on the workers; the default depends on
-    /// --device (gpu: 0.2 s, cpu: 10 s, for the published dispr-64 model).
+    /// --device, for the published dispr-64 model: cpu 8.2 s (measured on 2 cores,
+    /// scripts/bench-vs-pytorch.sh), gpu 0.2 s (assumed; scripts/gpu-check.sh measures it).
     #[arg(long, env = "DISPR_SECONDS_PER_STEP")]
     pub seconds_per_step: Option<f64>,
     /// What the workers compute on, for the default --seconds-per-step.
