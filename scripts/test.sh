@@ -138,9 +138,10 @@ export DISPR_TEST_S3_SECRET_KEY="$S3_SECRET_KEY"
 export DISPR_TEST_S3_REGION="$S3_REGION"
 export DISPR_TEST_S3_BUCKET="$S3_BUCKET"
 
-# Python references some tests compare against (tifffile reads our TIFFs; see shape/tests).
-step "Python test-time references (numpy, tifffile)"
-python3 -m pip install --quiet --disable-pip-version-check numpy tifffile
+# Python references some tests compare against (tifffile reads our TIFFs, see shape/tests;
+# pandas and pyarrow read features.parquet and the output tables, tests/python/check_*.py).
+step "Python test-time references (numpy, tifffile, pandas, pyarrow)"
+python3 -m pip install --quiet --disable-pip-version-check numpy tifffile pandas pyarrow
 
 # --- 3. cargo test -----------------------------------------------------------------------------
 if (($# > 0)); then

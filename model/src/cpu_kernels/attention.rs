@@ -113,9 +113,9 @@ dispatch! {
         let mut lanes = [0f32; 8];
         let mut it = row.chunks_exact_mut(8);
         for c in &mut it {
-            for j in 0..8 {
-                c[j] = exp(c[j] - max);
-                lanes[j] += c[j];
+            for (lane, v) in lanes.iter_mut().zip(c) {
+                *v = exp(*v - max);
+                *lane += *v;
             }
         }
         let mut sum: f32 = lanes.iter().sum();

@@ -100,7 +100,7 @@ pub fn group_norm<B: Backend>(
 ) -> Tensor<B, 5> {
     let dims = x.dims();
     let [b, c] = [dims[0], dims[1]];
-    if !active(&x) || c != norm.num_channels || norm.num_groups == 0 || c % norm.num_groups != 0 {
+    if !active(&x) || c != norm.num_channels || norm.num_groups == 0 || !c.is_multiple_of(norm.num_groups) {
         let col = |t: Tensor<B, 2>| t.reshape([b, c, 1, 1, 1]);
         let h = match embedding {
             Embedding::None => norm.forward(x),

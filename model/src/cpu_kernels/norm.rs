@@ -24,7 +24,7 @@ pub struct NormOps<'a> {
 pub fn group_norm(x: &[f32], batch: usize, channels: usize, ops: &NormOps<'_>) -> Vec<f32> {
     let spatial = x.len() / (batch * channels).max(1);
     assert_eq!(x.len(), batch * channels * spatial, "group_norm: input length");
-    assert!(ops.groups > 0 && channels % ops.groups == 0, "group_norm: groups must divide channels");
+    assert!(ops.groups > 0 && channels.is_multiple_of(ops.groups), "group_norm: groups must divide channels");
     let per_group = channels / ops.groups;
     let mut out = vec![0f32; x.len()];
     // One task per (sample, group): its channels are one contiguous block of the input.
@@ -71,8 +71,8 @@ dispatch! {
             let mut lanes = [0f32; 8];
             let mut it = block.chunks_exact(8);
             for c in &mut it {
-                for j in 0..8 {
-                    lanes[j] += c[j];
+                for (lane, &v) in lanes.iter_mut().zip(c) {
+                    *lane += v;
                 }
             }
             total += lanes.iter().map(|&v| v as f64).sum::<f64>() + it.remainder().iter().map(|&v| v as f64).sum::<f64>();
@@ -88,9 +88,8 @@ dispatch! {
             let mut lanes = [0f32; 8];
             let mut it = block.chunks_exact(8);
             for c in &mut it {
-                for j in 0..8 {
-                    let d = c[j] - mean;
-                    lanes[j] += d * d;
+                for (lane, &v) in lanes.iter_mut().zip(c) {
+                    *lane += (v - mean) * (v - mean);
                 }
             }
             total += lanes.iter().map(|&v| v as f64).sum::<f64>()

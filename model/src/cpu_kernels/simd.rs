@@ -6,6 +6,7 @@
 /// `e^x` for finite `x`, with `x` clamped to [-87.3, 88] (the normal range of f32, less the
 /// last step where 2^n would overflow).
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // Cephes' coefficients, as published
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that n * LN2_HI is exact for the n that occur.
