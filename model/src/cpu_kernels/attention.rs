@@ -8,8 +8,8 @@
 //! operands in place: keys transposed once per head, scores and values as they lie. Burn's path
 //! made five full passes over the scores with libm's scalar `expf` and a temporary per step.
 
-use super::SendPtr;
 use super::simd::{dispatch, exp};
+use super::{SendPtr, with_scratch};
 use rayon::prelude::*;
 
 /// Query rows per block.
@@ -33,75 +33,77 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], heads: usize, n: usize, c: usi
     let scale = 1.0 / (c as f32).sqrt();
     // Each task owns rows [r0, r0 + rows) of one head's output.
     let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..heads * blocks).into_par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
-        let (h, block) = (task / blocks, task % blocks);
-        let r0 = block * ROWS;
-        let rows = ROWS.min(n - r0);
-        scores.resize(rows * n, 0.0);
-        let qh = &q[(h * n + r0) * c..(h * n + r0 + rows) * c];
-        let kth = &kt[h * n * c..(h + 1) * n * c];
-        let vh = &v[h * n * c..(h + 1) * n * c];
-        // S^T [n x rows] = k [n x c] (column-major: kt) x q^T [c x rows]; stored as S [rows x n].
-        // SAFETY: the strides describe the slices above and `scores` (rows * n values).
-        unsafe {
-            gemm::gemm(
-                n,
-                rows,
-                c,
-                scores.as_mut_ptr(),
-                n as isize,
-                1,
-                false,
-                kth.as_ptr(),
-                n as isize,
-                1,
-                qh.as_ptr(),
-                c as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        let mut sums = [0f32; ROWS];
-        for (r, row) in scores.chunks_exact_mut(n).enumerate() {
-            sums[r] = softmax_numerator(row);
-        }
-        // O^T [c x rows] = v^T [c x n] x P^T [n x rows], written into out[h][r0..r0 + rows][..c].
-        // SAFETY: this task's output rows are its own; v^T has unit row stride, P^T is `scores`.
-        let dst = unsafe { out_ptr.get().add((h * n + r0) * c) };
-        unsafe {
-            gemm::gemm(
-                c,
-                rows,
-                n,
-                dst,
-                c as isize,
-                1,
-                false,
-                vh.as_ptr(),
-                c as isize,
-                1,
-                scores.as_ptr(),
-                n as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        for (r, &sum) in sums[..rows].iter().enumerate() {
-            // SAFETY: row r of this task's rows.
-            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * c), c) };
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|x| *x *= inv);
-        }
+    (0..heads * blocks).into_par_iter().for_each(|task| {
+        with_scratch(|scores| {
+            let (h, block) = (task / blocks, task % blocks);
+            let r0 = block * ROWS;
+            let rows = ROWS.min(n - r0);
+            scores.resize(rows * n, 0.0);
+            let qh = &q[(h * n + r0) * c..(h * n + r0 + rows) * c];
+            let kth = &kt[h * n * c..(h + 1) * n * c];
+            let vh = &v[h * n * c..(h + 1) * n * c];
+            // S^T [n x rows] = k [n x c] (column-major: kt) x q^T [c x rows]; stored as S [rows x n].
+            // SAFETY: the strides describe the slices above and `scores` (rows * n values).
+            unsafe {
+                gemm::gemm(
+                    n,
+                    rows,
+                    c,
+                    scores.as_mut_ptr(),
+                    n as isize,
+                    1,
+                    false,
+                    kth.as_ptr(),
+                    n as isize,
+                    1,
+                    qh.as_ptr(),
+                    c as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            let mut sums = [0f32; ROWS];
+            for (r, row) in scores.chunks_exact_mut(n).enumerate() {
+                sums[r] = softmax_numerator(row);
+            }
+            // O^T [c x rows] = v^T [c x n] x P^T [n x rows], written into out[h][r0..r0 + rows][..c].
+            // SAFETY: this task's output rows are its own; v^T has unit row stride, P^T is `scores`.
+            let dst = unsafe { out_ptr.get().add((h * n + r0) * c) };
+            unsafe {
+                gemm::gemm(
+                    c,
+                    rows,
+                    n,
+                    dst,
+                    c as isize,
+                    1,
+                    false,
+                    vh.as_ptr(),
+                    c as isize,
+                    1,
+                    scores.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for (r, &sum) in sums[..rows].iter().enumerate() {
+                // SAFETY: row r of this task's rows.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * c), c) };
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+        })
     });
     out
 }

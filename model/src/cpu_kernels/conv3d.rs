@@ -17,7 +17,7 @@
 //! The multiply is the `gemm` crate's (the one Burn's Flex backend uses); tiles run in parallel on
 //! rayon's pool, each thread reusing one tile buffer.
 
-use super::SendPtr;
+use super::{SendPtr, with_scratch};
 use rayon::prelude::*;
 
 /// A convolution's geometry: input `[batch, cin, d, h, w]`, weights `[cout, cin, kd, kh, kw]`,
@@ -87,59 +87,61 @@ pub fn conv3d(shape: &Conv3dShape, x: &[f32], weight: &[f32], bias: Option<&[f32
 
     // Each task writes only its own tile's columns of every output channel of its sample.
     let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..shape.batch * tiles_per_sample).into_par_iter().for_each_init(Vec::new, |col, task| {
-        let (b, t) = (task / tiles_per_sample, task % tiles_per_sample);
-        let row0 = t * rows;
-        let nrows = rows.min(rows_total - row0);
-        let len = nrows * ow;
-        let start = row0 * ow;
-        let xb = &x[b * shape.cin * spatial_in..(b + 1) * shape.cin * spatial_in];
-        // The tile's im2col matrix, column-major [len x taps] with leading dimension `ld`;
-        // pointwise kernels read the input in place.
-        let (lhs, ld): (*const f32, usize) = if shape.is_pointwise() {
-            (xb[start..].as_ptr(), spatial_in)
-        } else {
-            // +16: a leading dimension that is not a large power of two avoids cache-set
-            // conflicts between the 16 columns a microkernel step reads.
-            let ld = len + 16;
-            col.resize(ld * taps, 0.0);
-            im2col(shape, xb, row0, nrows, [oh, ow], ld, col);
-            (col.as_ptr(), ld)
-        };
-        // SAFETY: the tasks' output ranges [b][co][start..start+len] are disjoint, and `out`
-        // outlives the parallel loop.
-        let dst = unsafe { out_ptr.get().add(b * shape.cout * spatial + start) };
-        for co in 0..shape.cout {
-            let value = bias.map_or(0.0, |bias| bias[co]);
-            // SAFETY: in bounds of this task's range of channel `co`.
-            unsafe { std::slice::from_raw_parts_mut(dst.add(co * spatial), len) }.fill(value);
-        }
-        // SAFETY: lhs is [len x taps] with row stride 1 and column stride ld inside `col` (or the
-        // input); rhs = weight^T is [taps x cout] with row stride 1 and column stride taps; dst is
-        // [len x cout] with row stride 1 and column stride `spatial` inside `out`.
-        unsafe {
-            gemm::gemm(
-                len,
-                shape.cout,
-                taps,
-                dst,
-                spatial as isize,
-                1,
-                true,
-                lhs,
-                ld as isize,
-                1,
-                weight.as_ptr(),
-                taps as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+    (0..shape.batch * tiles_per_sample).into_par_iter().for_each(|task| {
+        with_scratch(|col| {
+            let (b, t) = (task / tiles_per_sample, task % tiles_per_sample);
+            let row0 = t * rows;
+            let nrows = rows.min(rows_total - row0);
+            let len = nrows * ow;
+            let start = row0 * ow;
+            let xb = &x[b * shape.cin * spatial_in..(b + 1) * shape.cin * spatial_in];
+            // The tile's im2col matrix, column-major [len x taps] with leading dimension `ld`;
+            // pointwise kernels read the input in place.
+            let (lhs, ld): (*const f32, usize) = if shape.is_pointwise() {
+                (xb[start..].as_ptr(), spatial_in)
+            } else {
+                // +16: a leading dimension that is not a large power of two avoids cache-set
+                // conflicts between the 16 columns a microkernel step reads.
+                let ld = len + 16;
+                col.resize(ld * taps, 0.0);
+                im2col(shape, xb, row0, nrows, [oh, ow], ld, col);
+                (col.as_ptr(), ld)
+            };
+            // SAFETY: the tasks' output ranges [b][co][start..start+len] are disjoint, and `out`
+            // outlives the parallel loop.
+            let dst = unsafe { out_ptr.get().add(b * shape.cout * spatial + start) };
+            for co in 0..shape.cout {
+                let value = bias.map_or(0.0, |bias| bias[co]);
+                // SAFETY: in bounds of this task's range of channel `co`.
+                unsafe { std::slice::from_raw_parts_mut(dst.add(co * spatial), len) }.fill(value);
+            }
+            // SAFETY: lhs is [len x taps] with row stride 1 and column stride ld inside `col` (or the
+            // input); rhs = weight^T is [taps x cout] with row stride 1 and column stride taps; dst is
+            // [len x cout] with row stride 1 and column stride `spatial` inside `out`.
+            unsafe {
+                gemm::gemm(
+                    len,
+                    shape.cout,
+                    taps,
+                    dst,
+                    spatial as isize,
+                    1,
+                    true,
+                    lhs,
+                    ld as isize,
+                    1,
+                    weight.as_ptr(),
+                    taps as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        })
     });
     out
 }

@@ -172,6 +172,17 @@ fn tensor<B: Backend, const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tens
     }
 }
 
+/// Runs `f` with this thread's scratch buffer (an im2col tile, a block of attention scores). One
+/// per thread for the life of the process, reused by every task of every call: a buffer per
+/// task (rayon's `for_each_init` makes one per split) cost a fresh allocation, its zeroing and
+/// its page faults each time, which grew with the batch. Kernels never nest, so one suffices.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(f)
+}
+
 /// A raw pointer that may cross into rayon's tasks, each of which writes a disjoint part.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
