@@ -2,15 +2,20 @@
 //! random non-zero weights (a zero-initialised layer would hide a difference), on the same
 //! inputs, on the CPU with Burn's own operations and on backend `B` (the GPU in a CUDA build; on
 //! the CPU, this project's kernels). `scripts/gpu-check.sh` runs it before anything is timed.
+//! The reference runs on Flex under autodiff, where the kernels never run (they are for plain
+//! Flex): a process-wide switch would race with whatever else runs in the process.
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
+use crate::CpuBackend;
 use crate::checkpoint::{record_from_bytes, record_to_bytes};
 use crate::config::{ModelConfig, Objective};
 use crate::unet::{Conditioning, UNet};
-use crate::{CpuBackend, cpu_kernels};
+
+/// Burn's own CPU operations: Flex under autodiff (this project's kernels run on plain Flex only).
+type Reference = burn::backend::Autodiff<CpuBackend>;
 
 /// How far apart the two forward passes are.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +56,10 @@ impl<B: Backend> ModuleMapper<B> for Randomise {
 pub fn forward_agreement<B: Backend>(config: &ModelConfig, device: &B::Device) -> Result<Agreement, String> {
     let cpu = Default::default();
     let net = UNet::<CpuBackend>::new(config, &cpu).map(&mut Randomise);
-    let bytes = record_to_bytes::<CpuBackend, _>(net.clone().into_record())?;
-    let other = UNet::<B>::new(config, device).load_record(record_from_bytes::<B, _>(bytes, device)?);
+    let bytes = record_to_bytes::<CpuBackend, _>(net.into_record())?;
+    let other = UNet::<B>::new(config, device).load_record(record_from_bytes::<B, _>(bytes.clone(), device)?);
+    let reference =
+        UNet::<Reference>::new(config, &cpu).load_record(record_from_bytes::<Reference, _>(bytes, &cpu)?);
 
     let r = config.resolution;
     let x = Tensor::<CpuBackend, 5>::random([2, 1, r, r, r], Distribution::Normal(0.0, 1.0), &cpu);
@@ -64,13 +71,9 @@ pub fn forward_agreement<B: Backend>(config: &ModelConfig, device: &B::Device) -
     let cond_other = Conditioning { planes: move_to(&planes), prior: prior.as_ref().map(move_to) };
     let got = values(other.forward(move_to(&x), &cond_other, &t).into_data())?;
 
-    // The reference: Burn's own CPU operations (this project's kernels are what is checked on
-    // a CPU-only build).
-    let was = cpu_kernels::enabled::<CpuBackend>();
-    cpu_kernels::set_enabled(false);
-    let want = values(net.forward(x, &Conditioning { planes, prior }, &t).into_data());
-    cpu_kernels::set_enabled(was);
-    let want = want?;
+    let to_reference = |t: &Tensor<CpuBackend, 5>| Tensor::<Reference, 5>::from_data(t.to_data(), &cpu);
+    let cond = Conditioning { planes: to_reference(&planes), prior: prior.as_ref().map(to_reference) };
+    let want = values(reference.forward(to_reference(&x), &cond, &t).into_data())?;
 
     let mean = want.iter().map(|&v| v as f64).sum::<f64>() / want.len() as f64;
     let var = want.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / want.len() as f64;

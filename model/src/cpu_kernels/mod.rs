@@ -15,7 +15,6 @@ pub mod simd;
 
 use std::any::{Any, TypeId};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::nn::conv::Conv3d;
 use burn::nn::{GroupNorm, PaddingConfig3d};
@@ -28,20 +27,13 @@ pub use conv3d::Conv3dShape;
 
 /// Whether this module's kernels run for backend `B`: Flex, and not turned off.
 pub fn enabled<B: Backend>() -> bool {
-    TypeId::of::<B>() == TypeId::of::<Flex>() && switch().load(Ordering::Relaxed)
+    TypeId::of::<B>() == TypeId::of::<Flex>() && switch()
 }
 
-/// Turns the kernels off or on for this process (tests compare the two paths).
-pub fn set_enabled(on: bool) {
-    switch().store(on, Ordering::Relaxed);
-}
-
-/// On unless `DISPR_CPU_KERNELS=burn`.
-fn switch() -> &'static AtomicBool {
-    static ON: OnceLock<AtomicBool> = OnceLock::new();
-    ON.get_or_init(|| {
-        AtomicBool::new(!std::env::var("DISPR_CPU_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("burn")))
-    })
+/// On unless `DISPR_CPU_KERNELS=burn`, read once.
+fn switch() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| !std::env::var("DISPR_CPU_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("burn")))
 }
 
 fn active<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
