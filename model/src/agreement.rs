@@ -32,8 +32,9 @@ impl Agreement {
 }
 
 /// Replaces every weight: 1-D parameters (norm gains, biases) by 1 + 0.1 N(0, 1), the others by
-/// N(0, 1) / sqrt(fan-in), so that activations stay of order one.
-struct Randomise;
+/// N(0, 1) / sqrt(fan-in), so that activations stay of order one. A fresh network's output
+/// layers are zero, so its output hides every mapping error before them; this one's does not.
+pub struct Randomise;
 
 impl<B: Backend> ModuleMapper<B> for Randomise {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {

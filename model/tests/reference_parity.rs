@@ -1,7 +1,7 @@
 //! The committed reference fixtures (tests/python/make_reference_fixture.py make, flavours
 //! `tiny` and `tiny-ref`: random non-zero weights, guided-diffusion's UNetModel with dims=3 and
 //! 4 norm groups at 8^3) imported and run here must compute what the reference computed:
-//! forward passes at several t and batch 2 within 1e-4 x the reference's std, DDIM (eta 0,
+//! forward passes at several t, batch 2 and batch 1, within 1e-4 x the reference's std, DDIM (eta 0,
 //! respaced as guided-diffusion's ddimN) within 1e-3, DDPM step moments within 1e-4.
 
 use std::path::Path;
@@ -14,7 +14,14 @@ fn check(name: &str) {
     let report = check_fixture::<CpuBackend>(&dir, &Default::default()).unwrap();
     println!("{report}");
     // Every kind of comparison is there: a fixture without them would pass vacuously.
-    for kind in ["forward", "ddim-5", "ddim-10", "ddpm t=999 mean", "ddpm t=1 logvar"] {
+    for kind in [
+        "forward t0 (batch 2)",
+        "forward b1_t750 (batch 1)",
+        "ddim-5",
+        "ddim-10",
+        "ddpm t=999 mean",
+        "ddpm t=1 logvar",
+    ] {
         assert!(report.diffs.iter().any(|d| d.what.starts_with(kind)), "{name}: no {kind} comparison");
     }
     assert!(report.diffs.iter().all(|d| d.ref_std > 0.0 || d.what.contains("logvar")), "{report}");

@@ -6,6 +6,7 @@ project's network and samplers can be checked against it without torch.
     python3 make_reference_fixture.py make OUT_DIR [--flavour tiny|tiny-ref|dispr-64|dispr-64-ref]
             [--ddim 5,10] [--threads 2] [--time]
     python3 make_reference_fixture.py check-export OUT_DIR STATE_DICT.safetensors
+    python3 make_reference_fixture.py check-sample OUT_DIR X0.tif [--ddim 50]
 
 `make` writes into OUT_DIR (and for the tiny flavour an optimiser state, optsavedmodel000100.pt):
 - the state dict, saved with torch.save as the reference training loop saves it
@@ -18,7 +19,9 @@ project's network and samplers can be checked against it without torch.
   `ddimN`, from ddim_noise, conditioned on the first cell); ddpm_t<t>_{mean,logvar,x0} (the
   posterior mean, the learned-range log variance and the clipped x0 of one DDPM step at t of
   the 1000-step schedule, given x_t[0]). The metadata (`fixture`, JSON) names the cases and the
-  network's settings, and with --time the reference's forward time.
+  network's settings, and with --time the reference's forward time;
+- at 64^3, `cell0_image.tif`, `cell0_mask.tif` (uint8) and `ddim_noise.tif` (float32, z first):
+  the first cell and the DDIM noise, for `dispr-worker sample` (see check-sample).
 
 The tiny flavours use GroupNorm with 4 groups instead of guided-diffusion's hard-coded 32 (the
 module's `normalization` is swapped before the network is built): widths of 8 and 16 at 8^3 keep
@@ -28,6 +31,9 @@ are the reference's, unchanged.
 `check-export` loads a state dict written by `dispr-worker export` into the network that OUT_DIR
 was made with, with load_state_dict(strict=True), and checks its forward against OUT_DIR's
 outputs for the same weights (export the checkpoint imported from OUT_DIR's state dict).
+
+`check-sample` compares what `dispr-worker sample` wrote for the first cell from the fixture's
+DDIM noise with the reference's DDIM sample (within 1e-3).
 """
 
 import argparse
@@ -142,22 +148,31 @@ def make(args):
     th.save(model.state_dict(), out_dir / f["ckpt"])
 
     r, b = f["res"], 2
-    # Two cells: a disc-like mask with a textured image, and a smaller off-centre one.
+    # Two cells: a disc-like mask with a textured image, and a smaller off-centre one. They are
+    # uint8 images, as a dataset's are, so that the first can also be given to `dispr-worker
+    # sample` as TIFFs: the planes are exactly [mask/255, (image/255) * (mask/255)] in float32.
     yy, xx = np.mgrid[0:r, 0:r] / r
-    masks = [((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.12).astype(np.float32),
-             ((yy - 0.4) ** 2 + (xx - 0.6) ** 2 < 0.05).astype(np.float32)]
-    images = [0.5 + 0.4 * np.sin(9 * xx + 5 * yy), 0.3 + 0.6 * np.cos(7 * yy)]
-    planes = th.tensor(np.stack([[m, m * im] for m, im in zip(masks, images)]), dtype=th.float32)
+    masks_u8 = [np.where((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.12, 255, 0).astype(np.uint8),
+                np.where((yy - 0.4) ** 2 + (xx - 0.6) ** 2 < 0.05, 255, 0).astype(np.uint8)]
+    images_u8 = [np.round(255 * np.clip(v, 0, 1)).astype(np.uint8)
+                 for v in (0.5 + 0.4 * np.sin(9 * xx + 5 * yy), 0.3 + 0.6 * np.cos(7 * yy))]
+    f255 = np.float32(255)
+    planes = th.tensor(np.stack([[m.astype(np.float32) / f255,
+                                  (im.astype(np.float32) / f255) * (m.astype(np.float32) / f255)]
+                                 for m, im in zip(masks_u8, images_u8)]))
     x_t = th.randn((b, 1, r, r, r), generator=gen)
     tensors = {"planes": planes.numpy(), "x_t": x_t.numpy()}
-    cases = {"t0": [0, 0], "t1_999": [1, 999], "t500": [500, 500], "t250_750": [250, 750]}
+    # Each case gives one timestep per batch element; a case with fewer runs the first cells.
+    cases = {"t0": [0, 0], "t1_999": [1, 999], "t500": [500, 500], "t250_750": [250, 750],
+             "b1_t750": [750]}
     if args.cases:
         cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
     meta = {"flavour": args.flavour, "checkpoint": f["ckpt"], "cases": cases,
             "settings": {k: v for k, v in f.items() if k != "ckpt"}}
     with th.no_grad():
         for name, ts in cases.items():
-            out = model(network_input(planes, x_t), th.tensor(ts))
+            n = len(ts)
+            out = model(network_input(planes[:n], x_t[:n]), th.tensor(ts))
             tensors[f"out_{name}"] = out.numpy()
         if args.time:
             inp = network_input(planes[:1], x_t[:1])
@@ -173,6 +188,12 @@ def make(args):
         model_fn = lambda x, t: model(network_input(cond, x), t)
         noise = th.randn((1, 1, r, r, r), generator=gen)
         tensors["ddim_noise"] = noise.numpy()
+        if r == 64:
+            # The first cell and the DDIM noise as `dispr-worker sample` reads them (check-sample).
+            import tifffile
+            tifffile.imwrite(out_dir / "cell0_image.tif", images_u8[0])
+            tifffile.imwrite(out_dir / "cell0_mask.tif", masks_u8[0])
+            tifffile.imwrite(out_dir / "ddim_noise.tif", noise.numpy()[0, 0])
         meta["ddim"] = []
         for steps in [int(s) for s in args.ddim.split(",") if s]:
             diffusion = create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule="linear",
@@ -213,7 +234,8 @@ def check_export(args):
     model.load_state_dict(state, strict=True)  # raises on a missing, unexpected or misshapen key
     with th.no_grad():
         for name, ts in meta["cases"].items():
-            out = model(network_input(ref["planes"], ref["x_t"]), th.tensor(ts))
+            n = len(ts)
+            out = model(network_input(ref["planes"][:n], ref["x_t"][:n]), th.tensor(ts))
             want = ref[f"out_{name}"]
             err = (out - want).abs().max().item()
             tol = 1e-4 * want.std().item()
@@ -221,6 +243,27 @@ def check_export(args):
             if err > tol:
                 fail(f"the exported state dict computes another network ({name})")
     print("check-export: loaded with strict=True and matches the reference")
+
+
+def check_sample(args):
+    """Compares `dispr-worker sample --initial-noise OUT_DIR/ddim_noise.tif --image
+    OUT_DIR/cell0_image.tif --mask OUT_DIR/cell0_mask.tif --sampler ddim-N` with the reference's
+    DDIM-N sample of the same cell from the same noise (the fixture's ddimN_x0)."""
+    import tifffile
+    ref, meta = read_safetensors(pathlib.Path(args.out) / "reference.safetensors")
+    meta = json.loads(meta["fixture"])
+    key = f"ddim{args.ddim}_x0"
+    if key not in ref:
+        fail(f"the fixture has no DDIM-{args.ddim} sample; it has DDIM {meta.get('ddim', [])}")
+    want = ref[key][0, 0].numpy()
+    got = tifffile.imread(args.sample)
+    if got.shape != want.shape or got.dtype != np.float32:
+        fail(f"{args.sample}: {got.dtype} {got.shape}, expected float32 {want.shape} (z first)")
+    err = float(np.abs(got - want).max())
+    print(f"ddim-{args.ddim}: max |dispr-worker sample - reference| = {err:.3g} (tolerance 1e-3)")
+    if err > 1e-3:
+        fail("dispr-worker sample differs from the reference's sampler")
+    print("check-sample: dispr-worker sample matches the reference")
 
 
 def main():
@@ -237,8 +280,12 @@ def main():
     c = sub.add_parser("check-export")
     c.add_argument("out")
     c.add_argument("state_dict")
+    cs = sub.add_parser("check-sample")
+    cs.add_argument("out")
+    cs.add_argument("sample", help="the TIFF dispr-worker sample wrote")
+    cs.add_argument("--ddim", type=int, default=50, help="the DDIM step count it sampled with")
     args = p.parse_args()
-    make(args) if args.cmd == "make" else check_export(args)
+    {"make": make, "check-export": check_export, "check-sample": check_sample}[args.cmd](args)
 
 
 if __name__ == "__main__":

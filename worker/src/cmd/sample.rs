@@ -16,7 +16,8 @@ use dispr_shape::volume::{SIDE, Volume};
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Checkpoint record (.mpk) with its .json sidecar beside it; its network must run at 64^3.
+    /// Checkpoint record (.mpk) with its .json sidecar beside it (the reference's networks and
+    /// imported ones run at 64^3; a smaller network samples at its own resolution).
     #[arg(long)]
     checkpoint: PathBuf,
     /// The cell's 64x64 uint8 fluorescence image.
@@ -25,7 +26,8 @@ pub struct Args {
     /// The cell's 64x64 uint8 segmentation mask.
     #[arg(long)]
     mask: PathBuf,
-    /// x_T: a float32 64x64x64 TIFF (z first), e.g. tifffile.imwrite(p, noise.numpy()[0, 0]).
+    /// x_T: a float32 TIFF of the network's resolution, 64x64x64 for the reference's networks
+    /// (z first), e.g. tifffile.imwrite(p, noise.numpy()[0, 0]).
     #[arg(long)]
     initial_noise: PathBuf,
     /// Sampler (ddim-N with eta 0 is deterministic given x_T).
@@ -50,29 +52,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let name = |p: &Path| p.display().to_string();
     let image = tiff_io::read_image_u8(&read(&args.image)?, &name(&args.image), "image", [SIDE, SIDE])?;
     let mask = tiff_io::read_image_u8(&read(&args.mask)?, &name(&args.mask), "mask", [SIDE, SIDE])?;
-    let noise = tiff_io::read_volume_f32(
-        &read(&args.initial_noise)?,
-        &name(&args.initial_noise),
-        "initial noise",
-        [SIDE; 3],
-    )?;
     let device = Default::default();
     let predictor = Predictor::<DefaultBackend>::load(&args.checkpoint, &device)
         .with_context(|| format!("loading {}", args.checkpoint.display()))?;
+    // x_T lives at the network's resolution: 64^3 for the reference's networks and imported
+    // ones; this project's smaller networks sample at theirs (and say so).
     let r = predictor.config().resolution;
     if r != SIDE {
-        anyhow::bail!(
-            "{}: its network ({}) runs at {r}^3, so its raw samples are not 64^3 volumes to compare with the reference; use a 64^3 checkpoint (dispr-64, dispr-64-ref, or one imported)",
+        eprintln!(
+            "note: {} ({}) samples at {r}^3: --initial-noise must be {r}x{r}x{r} and the sample is {r}^3, not 64^3 like the reference's",
             args.checkpoint.display(),
             predictor.config().name
         );
     }
+    let noise = tiff_io::read_volume_f32(
+        &read(&args.initial_noise)?,
+        &name(&args.initial_noise),
+        "initial noise",
+        [r; 3],
+    )?;
     let input = CellInput { image: &image.data, mask: &mask.data };
     let x0 = predictor.sample_raw(input, &noise.data, &args.sampler, args.seed, &mut |done, total| {
         eprint!("\rstep {done}/{total}");
     })?;
     eprintln!();
-    let bytes = tiff_io::encode_volume_f32(&Volume { dims: [SIDE; 3], data: x0 })?;
+    let bytes = tiff_io::encode_volume_f32(&Volume { dims: [r; 3], data: x0 })?;
     std::fs::write(&args.out, bytes).with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
     Ok(())
