@@ -11,6 +11,13 @@
 //! | 5 | `preflight` warned: the model ignores its input or scores below the floor |
 //! | 130 | interrupted (Ctrl-C) before the run finished |
 
+/// The exit codes as `--help` of `demo`, `local` and `watch` lists them (the table above).
+pub const HELP: &str = "\
+Exit status: 0 every cell of the run is done; 1 the command could not run (the message says what
+to fix); 2 a wrong command line; 3 the run finished but some cells failed for good (reasons printed,
+grouped); 4 every cell failed (most likely the run's set-up: dataset, model, permissions); 130
+interrupted before the run finished.";
+
 /// The exit code when some cells failed for good.
 pub const SOME_CELLS_FAILED: u8 = 3;
 /// The exit code when every cell failed.

@@ -24,6 +24,7 @@ struct Cli {
 enum Command {
     /// The whole pipeline on this machine, no services needed: synthetic cells, the demo model,
     /// local workers, the classifier and report.html. Start here.
+    #[command(after_help = dispr_coordinator::exit::HELP)]
     Demo(cmd::demo::Args),
     /// Generate a synthetic red blood cell dataset (image/, mask/, obj/, labels.csv).
     Synth(cmd::synth::Args),
@@ -34,10 +35,12 @@ enum Command {
     /// A run's progress from the output store and the queue depths, without consuming.
     Status(cmd::status::Args),
     /// Follow a run live from the results queue: progress bar, rates, ETA, /metrics.
+    #[command(after_help = dispr_coordinator::exit::HELP)]
     Watch(cmd::watch::Args),
     /// List the jobs RabbitMQ dead-lettered, with reasons; --requeue puts them back.
     DeadLetters(cmd::dead_letters::Args),
     /// Run a whole run on this machine with no services (in-process queue and workers).
+    #[command(after_help = dispr_coordinator::exit::HELP)]
     Local(cmd::local::Args),
     /// Delete a finished run's results queue (or every finished run's under an output).
     Cleanup(cmd::cleanup::Args),

@@ -74,6 +74,23 @@ fn local_exits_0_when_all_are_done_3_when_some_failed_and_4_when_all_failed() {
 }
 
 #[test]
+fn the_commands_that_run_or_follow_a_run_list_their_exit_codes_in_their_help() {
+    for command in ["demo", "local", "watch"] {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_dispr-coordinator")).args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command} --help: {help}");
+        for says in [
+            "0 every cell of the run is done",
+            "3 the run finished but some cells failed",
+            "4 every cell failed",
+        ] {
+            assert!(help.contains(says), "{command} --help lacks '{says}':\n{help}");
+        }
+    }
+}
+
+#[test]
 fn a_second_local_on_the_same_run_and_output_is_refused_while_the_first_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (data, out) = (dir.path().join("data"), dir.path().join("out"));
