@@ -77,8 +77,71 @@ fn agreement(name: &str) -> ! {
     }
 }
 
+/// What `--help` prints: the usage and flags of this file's header.
+const HELP: &str = "\
+dispr-model-bench: prints the model's speed figures (forward time, FLOPs, GFLOP/s, peak memory;
+seconds per sample of the samplers). Release builds only give meaningful figures.
+
+Usage: dispr-model-bench [--configs tiny,shape-16,shape-32,small,dispr-64 | none] [--batches 1,4]
+           [--iters 3] [--warmup 1] [--forward-only] [--sample-config NAME]
+           [--samplers ddim-2,ddim-4,ddim-8,dpmpp2m-8,ddim-25] [--cells 16] [--skip-shipped]
+       dispr-model-bench --agreement CONFIG
+
+  --configs        network configurations of the forward table (none: skip it)
+  --batches        batch sizes of the forward table
+  --iters          timed forward passes per row (their mean is printed)
+  --warmup         untimed passes before them (0: time the first pass, as PyTorch's is timed)
+  --forward-only   stop after the forward table
+  --sample-config  configuration whose samplers are timed (default: the default checkpoint's)
+  --samplers       samplers to time, --cells cells x 1 sample batched together
+  --skip-shipped   leave out the shipped default checkpoint's line
+  --agreement      only compare this build's forward pass with Burn's CPU operations on random
+                   weights; exit 1 beyond 1e-3 of the output's standard deviation
+
+DISPR_CPU_KERNELS=burn times Burn's own CPU operations instead of this project's kernels.
+Build with --features cuda to run on a GPU.
+";
+
+/// Flags that take a value, and flags that do not.
+const VALUED: [&str; 8] = [
+    "--configs",
+    "--batches",
+    "--iters",
+    "--warmup",
+    "--sample-config",
+    "--samplers",
+    "--cells",
+    "--agreement",
+];
+const SWITCHES: [&str; 2] = ["--forward-only", "--skip-shipped"];
+
+/// Refuses what this bench does not understand, instead of running the whole default bench
+/// (minutes at full size) with a typo ignored.
+fn check_args(args: &[String]) {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--help" || a == "-h" {
+            print!("{HELP}");
+            std::process::exit(0);
+        } else if VALUED.contains(&a) {
+            if args.get(i + 1).is_none_or(|v| v.starts_with("--")) {
+                eprintln!("dispr-model-bench: {a} needs a value; see --help");
+                std::process::exit(2);
+            }
+            i += 2;
+        } else if SWITCHES.contains(&a) {
+            i += 1;
+        } else {
+            eprintln!("dispr-model-bench: unknown argument '{a}'; see --help");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    check_args(&args);
     if let Some(name) = args.iter().position(|a| a == "--agreement").and_then(|i| args.get(i + 1)) {
         agreement(name);
     }
