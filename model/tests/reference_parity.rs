@@ -40,9 +40,9 @@ fn the_sampling_script_flavour_matches_the_reference() {
 }
 
 /// The full-size check, on folders made with `make_reference_fixture.py make DIR --flavour
-/// dispr-64 --time` (and dispr-64-ref): each forward pass takes tens of seconds on 2 cores, so
-/// it runs on request and prints the figures (see docs/reference.md):
-/// `DISPR_REFERENCE_FIXTURES=DIR1:DIR2 cargo test -p dispr-model --test reference_parity -- --ignored --nocapture`
+/// dispr-64 --ddim 50 --cases t1_999,b1_t750 --ddpm 500 --time` (and dispr-64-ref): each forward
+/// pass takes seconds on 2 cores, so it runs on request and prints the figures (docs/reference.md):
+/// `DISPR_REFERENCE_FIXTURES=DIR1:DIR2 cargo test --release --workspace --test reference_parity -- --ignored --nocapture`
 #[test]
 #[ignore = "needs full-size fixtures made with torch; minutes on 2 cores"]
 fn full_size_fixtures_from_the_environment() {

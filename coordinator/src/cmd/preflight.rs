@@ -2,6 +2,7 @@
 //! this machine what a sample costs and whether the model is worth it: its IoU against the
 //! floor on labelled cells, and whether its samples follow their input at all.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -116,12 +117,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let bar = "!".repeat(100);
-    for out in [&mut std::io::stdout() as &mut dyn std::io::Write, &mut std::io::stderr()] {
-        let _ = writeln!(out, "{bar}");
-        for w in &f.warnings {
-            let _ = writeln!(out, "!! WARNING: {w}");
-        }
-        let _ = writeln!(out, "{bar}");
+    let banner = format!(
+        "{bar}\n{}{bar}\n",
+        f.warnings.iter().map(|w| format!("!! WARNING: {w}\n")).collect::<String>()
+    );
+    print!("{banner}");
+    // Also on the terminal when stdout goes to a file or pipe, so whoever launched it sees it;
+    // not twice in a log that takes both streams.
+    if !std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!("{banner}");
     }
     std::process::exit(i32::from(crate::exit::PREFLIGHT_WARNED));
 }
