@@ -10,8 +10,9 @@ use dispr_shape::tiff_io;
 use dispr_shape::volume::{SIDE, Volume};
 
 /// Sample one cell from a given x_T and write the sampler's raw output: the final x_0
-/// estimate, clipped to [-1, 1], as a float32 64x64x64 TIFF (z first), exactly as the
-/// reference's sampler returns it (no return to [0, 1], no Otsu, no height calibration). Run
+/// estimate, clipped to [-1, 1], as a float32 TIFF at the network's resolution (64x64x64 for
+/// the reference's networks; z first), exactly as the reference's sampler returns it (no return
+/// to [0, 1], no Otsu, no height calibration). Run
 /// the reference from the same --initial-noise to compare: DDIM with eta 0 is deterministic.
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
