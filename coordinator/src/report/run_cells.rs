@@ -206,7 +206,9 @@ impl RunCells {
                 }
             }
         }
-        Ok(builder.finish())
+        let cells = builder.finish();
+        release_freed_memory();
+        Ok(cells)
     }
 
     /// The record of `cell`, read again in full: for the few cells the report draws.
@@ -217,3 +219,15 @@ impl RunCells {
     }
 }
 
+/// Hands the memory freed by the parsing back to the system. Parsing a million records
+/// allocates and frees about 40 KB each, on several threads; glibc keeps what is freed in its
+/// arenas (about 150 MB measured at 1M cells), where the report's later large buffers (each
+/// its own mapping) never reuse it, so it would add to the peak. Elsewhere a no-op.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system; it
+    // touches no memory in use and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
