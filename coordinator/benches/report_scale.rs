@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --workspace --bench report_scale -- 10000 100000 1000000` (the default is 10000).
 //! The records stay under $TMPDIR only while the bench runs (compact JSON: about 5 GB for 1M;
-//! check `df -h $TMPDIR` first).
+//! check `df -h $TMPDIR` first). `DISPR_REPORT_BIN=<path>` times another build of the binary
+//! instead (an older release, for a before and after on the same machine).
 
 use dispr_proto::{CellFeatures, CellId, Manifest, RunId, SCHEMA_VERSION, SamplerSpec, VolumeFormat, keys};
 use dispr_shape::dataset::{CellBytes, Label};
@@ -110,7 +111,10 @@ fn write_run(root: &Path, cells: usize) {
 /// its wall seconds and peak RSS in MiB.
 fn time_report(root: &Path, trees: Option<&str>) -> (f64, f64, String) {
     let started = Instant::now();
-    let mut report = std::process::Command::new(env!("CARGO_BIN_EXE_dispr-coordinator"));
+    // DISPR_REPORT_BIN: another build to measure on the same records (an older release).
+    let bin =
+        std::env::var("DISPR_REPORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_dispr-coordinator").into());
+    let mut report = std::process::Command::new(bin);
     report.args(["report", "--output", root.to_str().unwrap(), "--run-id", "scale"]);
     if let Some(trees) = trees {
         report.args(["--trees", trees, "--repeats", "1"]);

@@ -46,14 +46,14 @@ pub fn to_parquet<W: std::io::Write + Send>(
     let rows = table.cells.len();
     for start in (0..rows).step_by(ROWS_PER_GROUP) {
         let range = start..(start + ROWS_PER_GROUP).min(rows);
-        let strings = |v: &[Option<String>]| -> ArrayRef {
-            Arc::new(StringArray::from_iter(v[range.clone()].iter().map(|s| s.as_deref())))
+        let strings = |v: &super::table::Labels| -> ArrayRef {
+            Arc::new(StringArray::from_iter(range.clone().map(|i| v.get(i))))
         };
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(table.cells[range.clone()].iter())),
+            Arc::new(StringArray::from_iter_values(range.clone().map(|i| &table.cells[i]))),
             strings(&table.class),
             strings(&table.subclass),
-            Arc::new(UInt32Array::from_iter_values(table.samples[range.clone()].iter().map(|&n| n as u32))),
+            Arc::new(UInt32Array::from_iter_values(table.samples[range.clone()].iter().copied())),
         ];
         for c in 0..table.columns.len() {
             columns.push(Arc::new(Float64Array::from_iter(range.clone().map(|i| table.value(i, c)))));

@@ -274,25 +274,29 @@ pub fn build(
     mut unclassified: Vec<Unclassified>,
 ) -> Result<Report, ReportError> {
     let started = std::time::Instant::now();
-    let labels: Vec<Option<String>> = match level {
-        Level::Class => table.class.clone(),
+    // Borrowed from the table (its labels are interned): a million cells' labels as strings
+    // would be another 50 MB or so.
+    let labels: Vec<Option<&str>> = match level {
+        Level::Class => table.class.iter().collect(),
         // Cells without a sub-class keep their class: 12 labels on the RBC dataset.
-        Level::Subclass => {
-            table.subclass.iter().zip(&table.class).map(|(s, c)| s.clone().or_else(|| c.clone())).collect()
-        }
+        Level::Subclass => table.subclass.iter().zip(table.class.iter()).map(|(s, c)| s.or(c)).collect(),
     };
     let labelled: Vec<usize> = (0..table.cells.len()).filter(|&i| labels[i].is_some()).collect();
     // A cell in the table is classified (or left out below for want of a label), whatever else
     // the caller found about it.
     unclassified.retain(|u| table.cells.binary_search(&u.cell).is_err());
     unclassified.extend((0..table.cells.len()).filter(|&i| labels[i].is_none()).map(|i| Unclassified {
-        cell: table.cells[i].clone(),
+        cell: table.cells[i].to_string(),
         reason: "no label: labels.csv does not list it and its name has no class prefix".into(),
     }));
     unclassified.sort();
-    let mut class_names: Vec<String> = labelled.iter().filter_map(|&i| labels[i].clone()).collect();
-    class_names.sort();
-    class_names.dedup();
+    let class_names: Vec<String> = labels
+        .iter()
+        .flatten()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
     if labelled.len() < cv.folds || class_names.len() < 2 {
         return Err(ReportError::TooFewLabelled {
             labelled: labelled.len(),
@@ -301,7 +305,8 @@ pub fn build(
             level: if level == Level::Class { "class" } else { "subclass" },
         });
     }
-    let label_of = |i: usize| labels[i].as_ref().map_or(0, |c| class_names.binary_search(c).unwrap_or(0));
+    let label_of =
+        |i: usize| labels[i].map_or(0, |c| class_names.binary_search_by(|k| k.as_str().cmp(c)).unwrap_or(0));
     let all_y: Vec<usize> = labelled.iter().map(|&i| label_of(i)).collect();
     let classes: Vec<ClassCount> = class_names
         .iter()
@@ -319,7 +324,7 @@ pub fn build(
         }
         _ => labelled,
     };
-    let truth_names: Vec<String> = labelled.iter().filter_map(|&i| labels[i].clone()).collect();
+    let truth_names: Vec<String> = labelled.iter().filter_map(|&i| labels[i].map(str::to_string)).collect();
     let y: Vec<usize> = labelled.iter().map(|&i| label_of(i)).collect();
     let minority_idx: Vec<usize> =
         (0..class_names.len()).filter(|&k| minority.contains(&class_names[k])).collect();
@@ -339,7 +344,7 @@ pub fn build(
         run_id: run_id.to_string(),
         source: source.to_string(),
         level,
-        cells: labelled.iter().map(|&i| table.cells[i].clone()).collect(),
+        cells: labelled.iter().map(|&i| table.cells[i].to_string()).collect(),
         truth: truth_names,
         classes,
         minority_classes: minority,
@@ -514,6 +519,9 @@ pub struct Results {
     pub classification: Classification,
     /// `None` for a report without a run (ground truth alone).
     pub uncertainty: Option<uncertainty::Analysis>,
+    /// The table classified, where it is not the run's own (in [`Results::uncertainty`]): the
+    /// run's joined with the ground truth, or the ground truth's alone.
+    pub joined: Option<FeatureTable>,
 }
 
 /// The classification of a report, or why there is none.
@@ -583,16 +591,23 @@ impl Results {
 }
 
 impl Results {
+    /// The table of features the report classified (and features.csv has): the run's cells',
+    /// joined with the ground truth where there is some; `None` without either.
+    pub fn table(&self) -> Option<&FeatureTable> {
+        self.joined.as_ref().or(self.uncertainty.as_ref().map(|a| &a.cells.table))
+    }
+
     /// The tables of a row per cell, written into files under `dir` (a million cells' CSV is
     /// gigabytes: it goes to disk a row at a time, never into memory): features.csv,
     /// features.parquet (with `metadata`) and, for a run, uncertainty.csv. Their names under
     /// `report/` and their paths.
     pub fn write_tables(
         &self,
-        table: &FeatureTable,
         metadata: &[(&str, String)],
         dir: &std::path::Path,
     ) -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
+        let empty = FeatureTable::default();
+        let table = self.table().unwrap_or(&empty);
         use anyhow::Context as _;
         use std::io::Write as _;
         let create =
@@ -612,38 +627,38 @@ impl Results {
         out.push((name, path));
         if let Some(a) = &self.uncertainty {
             let (name, path, w) = create("uncertainty.csv")?;
-            uncertainty::write_csv(&a.rows, &a.cv, w)?.flush()?;
+            uncertainty::write_csv(a, w)?.flush()?;
             out.push((name, path));
         }
         Ok(out)
     }
 }
 
-/// The one computation of a run's results: [`build`] on `table` (made from `inputs`), with the
-/// reconstruction against the floor added, then the uncertainty of the run's samples (after the
-/// classification: it says which cells were misclassified). Compute-heavy: call it from a
-/// blocking thread.
-pub fn results(
-    run_id: &str,
-    table: &FeatureTable,
-    inputs: ReportInputs,
-    level: Level,
-    cv: CvConfig,
-) -> Results {
-    let ReportInputs { predicted, unclassified, reconstruction, source, .. } = inputs;
-    let analyse = |report: Option<&Report>, reconstruction: Option<&Reconstruction>| {
+/// The one computation of a run's results: [`build`] on the table of `inputs` (the run's cells
+/// joined with the ground truth where there is some), with the reconstruction against the floor
+/// added, then the uncertainty of the run's samples (after the classification: it says which
+/// cells were misclassified). Compute-heavy: call it from a blocking thread.
+pub fn results(run_id: &str, inputs: ReportInputs, level: Level, cv: CvConfig) -> Results {
+    let ReportInputs { predicted, truth, unclassified, reconstruction, source } = inputs;
+    // A new table only with ground truth (small runs); the run's own otherwise, not copied.
+    let joined = predicted.table.joined_with(&truth);
+    drop(truth);
+    let table = joined.as_ref().unwrap_or(&predicted.table);
+    let classified = build(run_id, &source, table, level, cv, unclassified.clone());
+    let analyse = |predicted: RunCells, report: Option<&Report>, reconstruction: Option<&Reconstruction>| {
         (!predicted.is_empty()).then(|| uncertainty::analyse(predicted, reconstruction, report))
     };
-    match build(run_id, &source, table, level, cv, unclassified.clone()) {
+    match classified {
         Ok(report) => {
             let mut report = Report { reconstruction, ..report };
-            let uncertainty = analyse(Some(&report), report.reconstruction.as_ref());
+            let uncertainty = analyse(predicted, Some(&report), report.reconstruction.as_ref());
             report.uncertainty = uncertainty.as_ref().map(|a| a.section.clone());
-            Results { classification: Classification::Classified(Box::new(report)), uncertainty }
+            Results { classification: Classification::Classified(Box::new(report)), uncertainty, joined }
         }
         Err(why) => Results {
-            uncertainty: analyse(None, reconstruction.as_ref()),
+            uncertainty: analyse(predicted, None, reconstruction.as_ref()),
             classification: Classification::NotClassified { why: why.to_string(), unclassified },
+            joined,
         },
     }
 }

@@ -1,11 +1,12 @@
 //! A run's feature records as the report keeps them: read as a stream, each record parsed on a
-//! blocking thread and folded at once into the feature table (one row of numbers) and a small
-//! summary (id, labels, samples, uncertainty scalars), then dropped. A parsed record with its
-//! named maps took about 40 KB; what is kept is about 1.2 KB a cell (a hundred features as
-//! `f64`), so a million-cell run is reported in well under 2 GB. The few records whose cells are
-//! drawn are read again when they are drawn.
+//! blocking thread and folded at once into the feature table (one row of numbers, with the
+//! cell's id, labels and samples), its coefficients of variation and its uncertainty scalars,
+//! then dropped. A parsed record with its named maps took about 40 KB; what is kept is about
+//! 1.3 KB a real-sized cell (about 108 features and 39 CVs as `f64`, the id once in a shared
+//! buffer, the labels interned), so a million-cell run is reported in well under 2 GB. The few
+//! records whose cells are drawn are read again when they are drawn.
 
-use super::table::{FeatureTable, TableBuilder};
+use super::table::{FeatureTable, Grid, GridBuilder, TableBuilder};
 use anyhow::Context as _;
 use dispr_proto::records::{CellFeatures, Uncertainty};
 use dispr_proto::{CellId, RunId, keys};
@@ -54,61 +55,68 @@ impl Scalars {
     }
 }
 
-/// One done cell, without its features (those are its row of [`RunCells::table`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CellSummary {
-    pub id: CellId,
-    pub class: Option<String>,
+/// One done cell, as the report's other parts see it: a view of its row of [`RunCells`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CellSummary<'a> {
+    /// The cell's row in [`RunCells::table`] (and [`RunCells::cv`]).
+    pub row: usize,
+    pub id: &'a str,
+    pub class: Option<&'a str>,
     /// K: the samples of the cell.
     pub samples: u32,
     /// `None`: unknown (one sample, or a record of an earlier release).
     pub uncertainty: Option<Scalars>,
 }
 
-/// The run's done cells, sorted by id: the table of their features, their summaries (in the
-/// table's row order) and their per-feature coefficients of variation (same rows).
-#[derive(Debug, Clone, Default)]
+/// The run's done cells, sorted by id: the table of their features (with their ids, labels and
+/// samples: each kept once, the ids in one buffer and the labels interned), their uncertainty
+/// scalars and their per-feature coefficients of variation, both in the table's row order.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunCells {
     pub table: FeatureTable,
-    pub cells: Vec<CellSummary>,
-    /// Per cell, the coefficient of variation of each 3D feature over its samples (columns are
-    /// feature names; missing where the cell has no uncertainty).
-    pub cv: FeatureTable,
+    /// Per row of the table, the cell's uncertainty; `None`: unknown (one sample, or a record
+    /// of an earlier release).
+    pub uncertainty: Vec<Option<Scalars>>,
+    /// Per row, the coefficient of variation of each 3D feature over the cell's samples (columns
+    /// are feature names; missing where the cell has no uncertainty).
+    pub cv: Grid,
 }
 
 /// Folds records into [`RunCells`] one at a time.
 #[derive(Default)]
 pub struct RunCellsBuilder {
     table: TableBuilder,
-    cv: TableBuilder,
-    cells: Vec<CellSummary>,
+    cv: GridBuilder,
+    uncertainty: Vec<Option<Scalars>>,
 }
 
 impl RunCellsBuilder {
     pub fn push(&mut self, r: &CellFeatures) {
         self.table.push_record(r);
         let empty = Default::default();
-        self.cv.push_plain(r.cell.to_string(), r.uncertainty.as_ref().map_or(&empty, |u| &u.feature_cv));
-        self.cells.push(CellSummary {
-            id: r.cell.clone(),
-            class: r.class.clone(),
-            samples: r.samples.len() as u32,
-            uncertainty: r.uncertainty.as_ref().map(Scalars::of),
-        });
+        self.cv.push_plain(r.uncertainty.as_ref().map_or(&empty, |u| &u.feature_cv));
+        self.uncertainty.push(r.uncertainty.as_ref().map(Scalars::of));
     }
 
     /// Room for `rows` more cells (call it after the first: the width is known then).
     pub fn reserve(&mut self, rows: usize) {
         self.table.reserve(rows);
         self.cv.reserve(rows);
-        self.cells.reserve_exact(rows);
+        self.uncertainty.reserve_exact(rows);
     }
 
-    pub fn finish(mut self) -> RunCells {
-        if !self.cells.windows(2).all(|w| w[0].id <= w[1].id) {
-            self.cells.sort_by(|a, b| a.id.cmp(&b.id));
+    /// The cells, sorted by id (a copy only when they came in another order).
+    pub fn finish(self) -> RunCells {
+        let order = self.table.sorting_order();
+        let cv = self.cv.finish();
+        match order {
+            None => RunCells { table: self.table.finish_in(None), uncertainty: self.uncertainty, cv },
+            Some(order) => RunCells {
+                table: self.table.finish_in(Some(&order)),
+                uncertainty: order.iter().map(|&i| self.uncertainty[i]).collect(),
+                cv: cv.permuted(&order),
+            },
         }
-        RunCells { table: self.table.finish(), cells: self.cells, cv: self.cv.finish() }
     }
 }
 
@@ -123,11 +131,27 @@ impl RunCells {
     }
 
     pub fn len(&self) -> usize {
-        self.cells.len()
+        self.table.cells.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.table.cells.is_empty()
+    }
+
+    /// The cell of row `i`.
+    pub fn cell(&self, i: usize) -> CellSummary<'_> {
+        CellSummary {
+            row: i,
+            id: &self.table.cells[i],
+            class: self.table.class.get(i),
+            samples: self.table.samples[i],
+            uncertainty: self.uncertainty[i],
+        }
+    }
+
+    /// The cells in row order (by id).
+    pub fn cells(&self) -> impl ExactSizeIterator<Item = CellSummary<'_>> + '_ {
+        (0..self.len()).map(|i| self.cell(i))
     }
 
     /// Reads the run's `features/*.json` records from `output` as a stream: fetched
@@ -141,7 +165,14 @@ impl RunCells {
         // In cell order (the key is the cell id and ".json"), so the table needs no sorting.
         listed.sort_by(|a, b| a.trim_end_matches(".json").cmp(b.trim_end_matches(".json")));
         let total = listed.len();
-        let batches = listed.chunks(BATCH).map(<[String]>::to_vec).map(|keys| async move {
+        // The keys are handed out a batch at a time: each is freed once fetched (a million keys
+        // are about 70 MB).
+        let mut keys = listed.into_iter();
+        let batches = std::iter::from_fn(move || {
+            let batch: Vec<String> = keys.by_ref().take(BATCH).collect();
+            (!batch.is_empty()).then_some(batch)
+        });
+        let batches = batches.map(|keys| async move {
             let fetched: Vec<(String, bytes::Bytes)> =
                 futures::stream::iter(keys.into_iter().map(|key| async move {
                     let bytes =
@@ -175,7 +206,9 @@ impl RunCells {
                 }
             }
         }
-        Ok(builder.finish())
+        let cells = builder.finish();
+        release_freed_memory();
+        Ok(cells)
     }
 
     /// The record of `cell`, read again in full: for the few cells the report draws.
@@ -183,5 +216,18 @@ impl RunCells {
         let key = keys::features(run, cell);
         let bytes = output.get(&key).await.with_context(|| format!("reading {}", output.uri_of(&key)))?;
         CellFeatures::decode(&bytes).with_context(|| format!("decoding {}", output.uri_of(&key)))
+    }
+}
+
+/// Hands the memory freed by the parsing back to the system. Parsing a million records
+/// allocates and frees about 40 KB each, on several threads; glibc keeps what is freed in its
+/// arenas (about 150 MB measured at 1M cells), where the report's later large buffers (each
+/// its own mapping) never reuse it, so it would add to the peak. Elsewhere a no-op.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system; it
+    // touches no memory in use and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

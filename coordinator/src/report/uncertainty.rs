@@ -19,7 +19,6 @@
 use super::plots::{render, text};
 use super::reconstruction::Reconstruction;
 use super::run_cells::{CellSummary, RunCells, Scalars};
-use super::table::FeatureTable;
 use super::{Report, SET_2D, SET_2D_PREDICTED, SET_PREDICTED};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -49,23 +48,21 @@ pub const SCALARS: [Scalar; 5] = [
 /// The selective-prediction curve's coverages, in percent.
 pub const COVERAGES: [u32; 10] = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
 
-/// One done cell.
-#[derive(Debug, Clone, PartialEq)]
+/// One done cell: a row of the run's cells (its id, class and samples are there, see
+/// [`Analysis::cell`]) with what the analysis adds. No strings: a million of them are sorted.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CellUncertainty {
-    pub cell: String,
-    pub class: Option<String>,
-    /// K: the samples of the cell.
-    pub samples: usize,
+    /// The cell's row in the run's cells (and in their coefficients of variation).
+    pub row: usize,
     /// `None`: unknown (one sample, or a record of an earlier release).
     pub uncertainty: Option<Scalars>,
-    /// The cell's row in the run's cells (and in [`Analysis::cv`]).
-    pub row: usize,
     /// The model's mean IoU over the samples against the truth (`obj > 0`), where it exists.
     pub iou: Option<f64>,
     /// The classifier's out-of-fold prediction for the cell (see [`QuartileErrors::feature_set`]),
-    /// and the label it is compared with.
-    pub predicted: Option<String>,
-    pub truth: Option<String>,
+    /// and the label it is compared with: indices into the report's classes
+    /// ([`Analysis::labels`]).
+    pub predicted: Option<u32>,
+    pub truth: Option<u32>,
 }
 
 impl CellUncertainty {
@@ -153,8 +150,24 @@ impl UncertaintySection {
 pub struct Analysis {
     pub section: UncertaintySection,
     pub rows: Vec<CellUncertainty>,
-    /// Per cell (by [`CellUncertainty::row`]), the coefficient of variation of each feature.
-    pub cv: FeatureTable,
+    /// The run's cells the rows point into ([`CellUncertainty::row`]): ids, classes, samples,
+    /// and per cell the coefficient of variation of each feature.
+    pub cells: RunCells,
+    /// The report's classes, which [`CellUncertainty::predicted`] and `truth` index; empty
+    /// without a classification.
+    pub labels: Vec<String>,
+}
+
+impl Analysis {
+    /// The cell of `row`.
+    pub fn cell(&self, row: &CellUncertainty) -> CellSummary<'_> {
+        self.cells.cell(row.row)
+    }
+
+    /// The class name of a label index of a row.
+    fn label(&self, index: Option<u32>) -> Option<&str> {
+        index.and_then(|i| self.labels.get(i as usize)).map(String::as_str)
+    }
 }
 
 /// The feature set whose predictions say whether a cell was misclassified: the one with the
@@ -165,45 +178,39 @@ fn classifier_set(report: &Report) -> Option<&super::FeatureSetResult> {
 
 /// The rows of a run's done cells, most uncertain first; cells whose uncertainty is unknown last,
 /// by id. `reconstruction` gives the IoU where there is ground truth, `report` the classifier's
-/// predictions where there is a classification.
+/// predictions where there is a classification (as indices into its classes).
 pub fn rows(
-    records: &[CellSummary],
+    cells: &RunCells,
     reconstruction: Option<&Reconstruction>,
     report: Option<&Report>,
 ) -> Vec<CellUncertainty> {
-    let predictions: BTreeMap<&str, (&str, &str)> = report
-        .and_then(|r| {
-            let set = classifier_set(r)?;
-            Some(
-                (r.cells.iter().zip(&r.truth).zip(&set.predictions))
-                    .map(|((c, t), p)| (c.as_str(), (t.as_str(), p.as_str())))
-                    .collect(),
-            )
-        })
-        .unwrap_or_default();
-    let mut rows: Vec<CellUncertainty> = records
-        .iter()
-        .enumerate()
-        .map(|(row, r)| {
-            let cell = r.id.as_str();
-            let prediction = predictions.get(cell);
-            CellUncertainty {
-                cell: cell.to_string(),
-                class: r.class.clone(),
-                samples: r.samples as usize,
-                uncertainty: r.uncertainty,
-                row,
-                iou: reconstruction.and_then(|rec| rec.cell(cell)).map(|s| s.model_iou),
-                predicted: prediction.map(|(_, p)| p.to_string()),
-                truth: prediction.map(|(t, _)| t.to_string()),
-            }
+    let mut rows: Vec<CellUncertainty> = cells
+        .cells()
+        .map(|c| CellUncertainty {
+            row: c.row,
+            uncertainty: c.uncertainty,
+            iou: reconstruction.and_then(|rec| rec.cell(c.id)).map(|s| s.model_iou),
+            predicted: None,
+            truth: None,
         })
         .collect();
-    rows.sort_by(|a, b| match (a.headline(), b.headline()) {
-        (Some(x), Some(y)) => y.total_cmp(&x).then_with(|| a.cell.cmp(&b.cell)),
+    if let Some((r, set)) = report.and_then(|r| Some((r, classifier_set(r)?))) {
+        let index =
+            |name: &str| r.classes.iter().position(|c| c.class == name).and_then(|i| u32::try_from(i).ok());
+        for ((cell, truth), predicted) in r.cells.iter().zip(&r.truth).zip(&set.predictions) {
+            if let Ok(row) = cells.table.cells.binary_search(cell) {
+                rows[row].truth = index(truth);
+                rows[row].predicted = index(predicted);
+            }
+        }
+    }
+    // Rows are in id order, so the row breaks ties as the id would; no two rows are equal, so
+    // an unstable sort (which needs no buffer beside a million rows) gives the one order.
+    rows.sort_unstable_by(|a, b| match (a.headline(), b.headline()) {
+        (Some(x), Some(y)) => y.total_cmp(&x).then_with(|| a.row.cmp(&b.row)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.cell.cmp(&b.cell),
+        (None, None) => a.row.cmp(&b.row),
     });
     rows
 }
@@ -280,30 +287,37 @@ fn error_rate<'a>(rows: impl Iterator<Item = &'a CellUncertainty>) -> ErrorRate 
 }
 
 /// The most and least certain known cell of each class (by the headline), in class order.
-pub fn pictured(rows: &[CellUncertainty]) -> Vec<Pictured> {
+/// `rows` point into `cells`.
+pub fn pictured(rows: &[CellUncertainty], cells: &RunCells) -> Vec<Pictured> {
     // `rows` is sorted most uncertain first: per class, the first known row is the least
-    // certain, the last the most certain.
-    let mut by_class: BTreeMap<String, Vec<(&CellUncertainty, f64)>> = BTreeMap::new();
+    // certain, the last the most certain. Per class: those two and how many there are.
+    type Ends<'a> = ((&'a CellUncertainty, f64), (&'a CellUncertainty, f64), usize);
+    let mut by_class: BTreeMap<&str, Ends<'_>> = BTreeMap::new();
     for r in rows {
         if let Some(h) = r.headline() {
-            by_class.entry(r.class.clone().unwrap_or_else(|| "unlabelled".into())).or_default().push((r, h));
+            let class = cells.table.class.get(r.row).unwrap_or("unlabelled");
+            by_class
+                .entry(class)
+                .and_modify(|(_, last, n)| {
+                    *last = (r, h);
+                    *n += 1;
+                })
+                .or_insert(((r, h), (r, h), 1));
         }
     }
     let mut out = Vec::new();
-    for (class, members) in by_class {
+    for (class, (least, most, n)) in by_class {
         let pick = |(r, h): (&CellUncertainty, f64), which: &str| Pictured {
-            cell: r.cell.clone(),
-            class: class.clone(),
+            cell: cells.table.cells[r.row].to_string(),
+            class: class.to_string(),
             which: which.to_string(),
             disagreement: h,
         };
-        match members.as_slice() {
-            [] => {}
-            [only] => out.push(pick(*only, "only cell")),
-            [least, .., most] => {
-                out.push(pick(*most, "most certain"));
-                out.push(pick(*least, "least certain"));
-            }
+        if n == 1 {
+            out.push(pick(least, "only cell"));
+        } else {
+            out.push(pick(most, "most certain"));
+            out.push(pick(least, "least certain"));
         }
     }
     out
@@ -315,7 +329,7 @@ pub fn analyse(
     reconstruction: Option<&Reconstruction>,
     report: Option<&Report>,
 ) -> Analysis {
-    let rows = rows(&cells.cells, reconstruction, report);
+    let rows = rows(&cells, reconstruction, report);
     let known: Vec<&CellUncertainty> = rows.iter().filter(|r| r.uncertainty.is_some()).collect();
     let correlations = if known.iter().any(|r| r.iou.is_some()) {
         SCALARS
@@ -358,9 +372,10 @@ pub fn analyse(
         correlations,
         selective: selective(&scored),
         quartiles,
-        pictured: pictured(&rows),
+        pictured: pictured(&rows, &cells),
     };
-    Analysis { section, rows, cv: cells.cv }
+    let labels = report.map(|r| r.classes.iter().map(|c| c.class.clone()).collect()).unwrap_or_default();
+    Analysis { section, rows, cells, labels }
 }
 
 /// Lines for the text summary.
@@ -415,16 +430,13 @@ fn show(v: Option<f64>) -> String {
 /// `uncertainty.csv`: one row per done cell, most uncertain first; empty fields where a value is
 /// unknown (the uncertainty of a cell sampled once, the IoU without ground truth). The per-feature
 /// coefficients of variation follow as `cv_<feature>` columns.
-pub fn csv(rows: &[CellUncertainty], cv: &FeatureTable) -> anyhow::Result<Vec<u8>> {
-    write_csv(rows, cv, Vec::new())
+pub fn csv(a: &Analysis) -> anyhow::Result<Vec<u8>> {
+    write_csv(a, Vec::new())
 }
 
 /// [`csv`] into `out`, row by row.
-pub fn write_csv<W: std::io::Write>(
-    rows: &[CellUncertainty],
-    cv: &FeatureTable,
-    out: W,
-) -> anyhow::Result<W> {
+pub fn write_csv<W: std::io::Write>(a: &Analysis, out: W) -> anyhow::Result<W> {
+    let (rows, cv) = (&a.rows, &a.cells.cv);
     // The features any cell has a coefficient for, by name (the cv table's columns are sorted).
     let cv_names: Vec<(usize, &String)> = (cv.columns.iter().enumerate())
         .filter(|(c, _)| rows.iter().any(|r| r.uncertainty.is_some() && cv.value(r.row, *c).is_some()))
@@ -439,19 +451,20 @@ pub fn write_csv<W: std::io::Write>(
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for (i, r) in rows.iter().enumerate() {
         let u = r.uncertainty.as_ref();
+        let cell = a.cell(r);
         let mut rec = vec![
             // Unknown cells have no rank: they are not "the least uncertain".
             if u.is_some() { (i + 1).to_string() } else { String::new() },
-            r.cell.clone(),
-            r.class.clone().unwrap_or_default(),
-            r.samples.to_string(),
+            cell.id.to_string(),
+            cell.class.unwrap_or_default().to_string(),
+            cell.samples.to_string(),
         ];
         rec.extend(SCALARS.iter().map(|(_, get)| opt(u.and_then(get))));
         rec.push(opt(u.map(|u| u.mean_pairwise_iou)));
         rec.push(opt(r.iou));
         rec.push(opt(r.iou.map(|v| 1.0 - v)));
-        rec.push(r.predicted.clone().unwrap_or_default());
-        rec.push(match (&r.predicted, &r.truth) {
+        rec.push(a.label(r.predicted).unwrap_or_default().to_string());
+        rec.push(match (a.label(r.predicted), a.label(r.truth)) {
             (Some(p), Some(t)) => (p != t).to_string(),
             _ => String::new(),
         });
@@ -538,7 +551,7 @@ pub fn scatter_png(a: &Analysis) -> anyhow::Result<Option<Vec<u8>>> {
     }
     let classes: Vec<String> = points
         .iter()
-        .map(|p| p.0.class.clone().unwrap_or_else(|| "unlabelled".into()))
+        .map(|p| a.cell(p.0).class.unwrap_or("unlabelled").to_string())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -563,7 +576,7 @@ pub fn scatter_png(a: &Analysis) -> anyhow::Result<Option<Vec<u8>>> {
         )?;
         let err = |e: plotters::drawing::DrawingAreaErrorKind<_>| anyhow::anyhow!("{e}");
         for (r, x, y) in &points {
-            let class = r.class.clone().unwrap_or_else(|| "unlabelled".into());
+            let class = a.cell(r).class.unwrap_or("unlabelled").to_string();
             let c = classes.iter().position(|k| *k == class).unwrap_or(0);
             let px = left + ((x - x0) / (x1 - x0) * f64::from(w)) as i32;
             let py = top + h - ((y - y0) / (y1 - y0) * f64::from(h)) as i32;
@@ -697,7 +710,7 @@ mod tests {
             record("b2", "b", Some(0.95)),
         ];
         let a = analyse(RunCells::from_records(&records), None, None);
-        let order: Vec<&str> = a.rows.iter().map(|r| r.cell.as_str()).collect();
+        let order: Vec<&str> = a.rows.iter().map(|r| a.cell(r).id).collect();
         assert_eq!(order, ["b1", "a3", "a1", "b2", "a2"]);
         assert_eq!((a.section.cells, a.section.unknown), (5, 1));
         // Without ground truth there is nothing to correlate with, and no classification.
@@ -715,7 +728,7 @@ mod tests {
             ]
         );
 
-        let csv = String::from_utf8(csv(&a.rows, &a.cv).unwrap()).unwrap();
+        let csv = String::from_utf8(csv(&a).unwrap()).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 1 + records.len(), "a row for every done cell");
         assert!(lines[0].starts_with("rank,cell,class,samples,disagreement,"), "{}", lines[0]);

@@ -221,13 +221,11 @@ pub async fn write_run_report(
         .map(|f| Unclassified { cell: f.cell.to_string(), reason: format!("failed: {}", f.reason) })
         .collect();
     if let Some(d) = &dataset {
-        let known: BTreeSet<&str> = cells
-            .cells
-            .iter()
-            .map(|r| r.id.as_str())
-            .chain(failures.iter().map(|f| f.cell.as_str()))
-            .collect();
-        unclassified.extend(d.index.cells.iter().filter(|c| !known.contains(c.id.as_str())).map(|c| Unclassified {
+        // The done cells are looked up in the table's sorted ids (a set of a million would be
+        // tens of MB).
+        let failed: BTreeSet<&str> = failures.iter().map(|f| f.cell.as_str()).collect();
+        let known = |id: &str| cells.table.cells.binary_search(id).is_ok() || failed.contains(id);
+        unclassified.extend(d.index.cells.iter().filter(|c| !known(c.id.as_str())).map(|c| Unclassified {
             cell: c.id.to_string(),
             reason: "not sampled: the run has not finished it (see `dispr-coordinator status`; run it again to resume)"
                 .into(),
@@ -257,11 +255,8 @@ pub async fn write_run_report(
     let page = match manifest {
         Some(manifest) => {
             let jobs = read_all(output, &keys::jobs_prefix(run), JobRecord::decode).await?;
-            let chosen = choose_panels(
-                &inputs.predicted.cells,
-                options.cells_per_class,
-                inputs.reconstruction.as_ref(),
-            );
+            let chosen =
+                choose_panels(&inputs.predicted, options.cells_per_class, inputs.reconstruction.as_ref());
             let panels: Vec<CellPanel> = futures::stream::iter(
                 chosen
                     .into_iter()
@@ -274,7 +269,7 @@ pub async fn write_run_report(
                 output,
                 dataset.as_ref(),
                 run,
-                &inputs.predicted.cells,
+                &inputs.predicted,
                 inputs.reconstruction.as_ref(),
             )
             .await;
@@ -316,11 +311,10 @@ pub async fn write_run_report(
 pub async fn write_report(
     output: &Store,
     run: &RunId,
-    mut inputs: ReportInputs,
+    inputs: ReportInputs,
     options: &ReportOptions,
     page: Option<RunPage>,
 ) -> anyhow::Result<Written> {
-    let table = std::mem::take(&mut inputs.predicted.table).with_truth(&inputs.truth);
     let run_name = run.to_string();
     let (level, cv) = (options.level, options.cv);
     let metadata = parquet_metadata(run, page.as_ref().map(|p| &p.manifest), &inputs.source);
@@ -331,9 +325,9 @@ pub async fn write_report(
         .context("creating a temporary folder for the report's tables (set TMPDIR to a writable place)")?;
     let spool_dir = spool.path().to_owned();
     let (results, (mut all, warnings), tables) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let results = report::results(&run_name, &table, inputs, level, cv);
+        let results = report::results(&run_name, inputs, level, cv);
         let files = results.files()?;
-        let tables = results.write_tables(&table, &metadata, &spool_dir)?;
+        let tables = results.write_tables(&metadata, &spool_dir)?;
         Ok((results, files, tables))
     })
     .await??;

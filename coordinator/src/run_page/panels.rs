@@ -6,7 +6,7 @@ use crate::report::Reconstruction;
 use crate::report::ground_truth::{MissingVolume, volume_if_present};
 use crate::report::reconstruction::CellReconstruction;
 use crate::report::run_cells::{CellSummary, RunCells};
-use dispr_proto::{RunId, keys};
+use dispr_proto::{CellId, RunId, keys};
 use dispr_shape::dataset::Dataset;
 use dispr_shape::tiff_io;
 use dispr_shape::volume::SIDE;
@@ -43,25 +43,27 @@ pub fn gallery_positions(m: usize, n: usize) -> Vec<(usize, String)> {
 /// Chooses the cells drawn per class: by model IoU where the report has reconstruction scores
 /// (best, median, worst), else the first cells by id.
 pub(super) fn choose_panels<'a>(
-    records: &'a [CellSummary],
+    cells: &'a RunCells,
     per_class: usize,
     reconstruction: Option<&Reconstruction>,
-) -> Vec<(&'a CellSummary, String, Option<CellReconstruction>)> {
-    let mut by_class: BTreeMap<Option<String>, Vec<&CellSummary>> = BTreeMap::new();
-    for rec in records {
-        by_class.entry(rec.class.clone()).or_default().push(rec);
+) -> Vec<(CellSummary<'a>, String, Option<CellReconstruction>)> {
+    // Rows are in id order: each class's members are too.
+    let mut by_class: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
+    for (row, class) in cells.table.class.iter().enumerate() {
+        by_class.entry(class).or_default().push(row);
     }
     let mut chosen = Vec::new();
-    for (_, mut members) in by_class {
-        members.sort_by(|a, b| a.id.cmp(&b.id));
-        let score = |r: &CellSummary| reconstruction.and_then(|rec| rec.cell(r.id.as_str())).cloned();
-        let scored: Vec<(&CellSummary, CellReconstruction)> =
-            members.iter().filter_map(|r| score(r).map(|s| (*r, s))).collect();
+    for (_, members) in by_class {
+        let score = |r: &CellSummary| reconstruction.and_then(|rec| rec.cell(r.id)).cloned();
+        let scored: Vec<(CellSummary, CellReconstruction)> =
+            members.iter().map(|&row| cells.cell(row)).filter_map(|r| score(&r).map(|s| (r, s))).collect();
         if scored.is_empty() {
-            chosen.extend(members.into_iter().take(per_class).map(|r| (r, String::new(), None)));
+            chosen.extend(
+                members.into_iter().take(per_class).map(|row| (cells.cell(row), String::new(), None)),
+            );
         } else {
             let mut ranked = scored;
-            ranked.sort_by(|a, b| b.1.model_iou.total_cmp(&a.1.model_iou).then_with(|| a.0.id.cmp(&b.0.id)));
+            ranked.sort_by(|a, b| b.1.model_iou.total_cmp(&a.1.model_iou).then_with(|| a.0.id.cmp(b.0.id)));
             for (pos, name) in gallery_positions(ranked.len(), per_class) {
                 let (rec, s) = &ranked[pos];
                 chosen.push((*rec, format!("{name} IoU"), Some(s.clone())));
@@ -75,11 +77,11 @@ pub(super) async fn panel(
     output: &Store,
     dataset: Option<&Dataset>,
     run: &RunId,
-    summary: &CellSummary,
+    summary: CellSummary<'_>,
     rank: String,
     scores: Option<CellReconstruction>,
 ) -> anyhow::Result<CellPanel> {
-    let cell = summary.id.clone();
+    let cell = CellId::new(summary.id)?;
     // Only the drawn cells' records are read again in full: their samples name the volumes.
     let rec = RunCells::record(output, run, &cell).await?;
     let input = match dataset {

@@ -7,7 +7,7 @@
 
 use super::cells;
 use crate::report::reconstruction::Reconstruction;
-use crate::report::run_cells::CellSummary;
+use crate::report::run_cells::RunCells;
 use crate::report::uncertainty::{self as analysis, Pictured};
 use anyhow::Context as _;
 use dispr_proto::{CellId, RunId, keys};
@@ -16,7 +16,6 @@ use dispr_shape::tiff_io;
 use dispr_shape::volume::{SIDE, Volume};
 use dispr_store::Store;
 use futures::StreamExt;
-use std::collections::BTreeMap;
 
 /// One pictured cell.
 pub struct Panel {
@@ -39,14 +38,12 @@ pub async fn panels(
     output: &Store,
     dataset: Option<&Dataset>,
     run: &RunId,
-    records: &[CellSummary],
+    cells: &RunCells,
     reconstruction: Option<&Reconstruction>,
 ) -> (Vec<Panel>, Vec<String>) {
-    let rows = analysis::rows(records, reconstruction, None);
-    let iou: BTreeMap<&str, Option<f64>> = rows.iter().map(|r| (r.cell.as_str(), r.iou)).collect();
-    let chosen = analysis::pictured(&rows);
+    let chosen = analysis::pictured(&analysis::rows(cells, reconstruction, None), cells);
     let made: Vec<anyhow::Result<Panel>> = futures::stream::iter(chosen.into_iter().map(|p| {
-        let iou = iou.get(p.cell.as_str()).copied().flatten();
+        let iou = reconstruction.and_then(|rec| rec.cell(&p.cell)).map(|s| s.model_iou);
         panel(output, dataset, run, p, iou)
     }))
     .buffered(4)
