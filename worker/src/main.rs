@@ -33,6 +33,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    dispr_model::cpu_kernels::keep_large_buffers_in_heap();
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Train(args) => cmd::train::run(args),

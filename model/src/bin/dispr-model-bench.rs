@@ -142,6 +142,7 @@ fn check_args(args: &[String]) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     check_args(&args);
+    dispr_model::cpu_kernels::keep_large_buffers_in_heap();
     if let Some(name) = args.iter().position(|a| a == "--agreement").and_then(|i| args.get(i + 1)) {
         agreement(name);
     }
