@@ -236,17 +236,7 @@ async fn a_run_pins_the_checkpoint_sidecar_and_a_recalibrated_one_is_another_mod
     let record = dir.path().join("models/m.mpk");
     let config = dispr_model::ModelConfig::tiny_prior();
     let net = dispr_model::unet::UNet::<dispr_model::CpuBackend>::new(&config, &Default::default());
-    let sidecar = dispr_model::Sidecar {
-        format: 0,
-        config,
-        step: 0,
-        dataset_digest: String::new(),
-        record_sha256: String::new(),
-        validation: None,
-        note: "first".into(),
-        z_calibration: None,
-        imported: None,
-    };
+    let sidecar = sidecar(config, "first");
     dispr_model::checkpoint::save_model(net, sidecar, &record).unwrap();
     let hash = |p: &Path| dispr_model::sha256_file(p).unwrap();
     let sidecar_path = dispr_model::sidecar_path(&record);

@@ -8,7 +8,7 @@ mod common;
 use burn::module::Module;
 use common::{good_image, good_mask};
 use dispr_model::agreement::Randomise;
-use dispr_model::{CellInput, CpuBackend, ModelConfig, Predictor, Sidecar};
+use dispr_model::{CellInput, CpuBackend, ModelConfig, Predictor};
 use dispr_proto::SamplerSpec;
 use dispr_shape::tiff_io;
 use dispr_shape::volume::Volume;
@@ -19,17 +19,7 @@ use std::process::Command;
 fn random_checkpoint(record: &Path) {
     let config = ModelConfig::tiny();
     let net = dispr_model::UNet::<CpuBackend>::new(&config, &Default::default()).map(&mut Randomise);
-    let sidecar = Sidecar {
-        format: 0,
-        config,
-        step: 0,
-        dataset_digest: String::new(),
-        record_sha256: String::new(),
-        validation: None,
-        note: "random weights".into(),
-        z_calibration: None,
-        imported: None,
-    };
+    let sidecar = common::sidecar(config, "random weights");
     dispr_model::checkpoint::save_model(net, sidecar, record).unwrap();
 }
 

@@ -66,3 +66,18 @@ pub fn job(run: &str, dataset: &Path, output: &Path, cells: &[&str], samples: u3
         volumes: dispr_proto::VolumeFormat::Float32,
     }
 }
+
+/// The sidecar of a fresh checkpoint of `config` (`save_model` fills in its format and digest).
+pub fn sidecar(config: dispr_model::ModelConfig, note: &str) -> dispr_model::Sidecar {
+    dispr_model::Sidecar {
+        format: 0,
+        config,
+        step: 0,
+        dataset_digest: String::new(),
+        record_sha256: String::new(),
+        validation: None,
+        note: note.into(),
+        z_calibration: None,
+        imported: None,
+    }
+}
